@@ -9,5 +9,7 @@
 pub mod config;
 pub mod error;
 pub mod otlp;
+pub mod runtime;
+pub mod server;
 pub mod receiver;
 pub mod tenant;

@@ -2,7 +2,9 @@
 //! `opentelemetry-proto`, never hand-written), trace/span ID newtypes, and the checks
 //! that decide whether a span can be stored.
 
+pub mod batch;
 pub mod ids;
+pub mod proto_json;
 pub mod validate;
 
 pub use ids::{SpanId, TraceId, TraceIdParseError};

@@ -1,0 +1,5 @@
+//! Process plumbing shared by both binaries: logging, systemd notifications, signals.
+
+pub mod logging;
+pub mod signals;
+pub mod systemd;

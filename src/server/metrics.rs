@@ -1,0 +1,224 @@
+//! spoor-server's own metrics, exposed on `/metrics` in the Prometheus text format.
+//! Each component records through a method here so a metric and its meaning live in
+//! one place.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::tenant::TenantId;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    tenant: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Debug)]
+pub struct ServerMetrics {
+    registry: Registry,
+    ingested_spans: Family<TenantLabels, Counter>,
+    ingested_bytes: Family<TenantLabels, Counter>,
+    refused_spans: Family<RefusedLabels, Counter>,
+    wal_fsync_seconds: Histogram,
+    wal_damaged_records: Counter,
+    wal_replayed_records: Counter,
+    blocks_flushed: Family<ReasonLabels, Counter>,
+    block_flush_failures: Counter,
+    backend_bytes_written: Counter,
+    backend_blocks: Gauge,
+    backend_bytes: Gauge,
+    live_traces: Gauge,
+    head_bytes: Gauge,
+    flushed_spans: Counter<u64, AtomicU64>,
+}
+
+impl Default for ServerMetrics {
+    fn default() -> Self {
+        ServerMetrics::new()
+    }
+}
+
+impl ServerMetrics {
+    pub fn new() -> ServerMetrics {
+        let mut registry = Registry::with_prefix("spoor");
+        let ingested_spans = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "ingest_spans",
+            "Spans accepted and made durable, per tenant",
+            ingested_spans.clone(),
+        );
+        let ingested_bytes = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "ingest_bytes",
+            "Request bytes accepted, per tenant",
+            ingested_bytes.clone(),
+        );
+        let refused_spans = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "ingest_refused_spans",
+            "Spans refused (not acknowledged) per tenant and reason",
+            refused_spans.clone(),
+        );
+        let wal_fsync_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "wal_fsync_duration_seconds",
+            "Time spent in WAL fsync",
+            wal_fsync_seconds.clone(),
+        );
+        let wal_damaged_records = Counter::default();
+        registry.register(
+            "wal_damaged_regions",
+            "Damaged WAL regions (corrupt records, garbage, torn tails) found at replay",
+            wal_damaged_records.clone(),
+        );
+        let wal_replayed_records = Counter::default();
+        registry.register(
+            "wal_replayed_records",
+            "WAL records replayed at start-up",
+            wal_replayed_records.clone(),
+        );
+        let blocks_flushed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "blocks_flushed",
+            "Blocks written to the backend, by cut reason",
+            blocks_flushed.clone(),
+        );
+        let block_flush_failures = Counter::default();
+        registry.register(
+            "block_flush_failures",
+            "Failed block flush attempts (retried)",
+            block_flush_failures.clone(),
+        );
+        let backend_bytes_written = Counter::default();
+        registry.register(
+            "backend_written_bytes",
+            "Bytes written to the object store",
+            backend_bytes_written.clone(),
+        );
+        let backend_blocks = Gauge::default();
+        registry.register(
+            "backend_blocks",
+            "Blocks known in the backend, all tenants",
+            backend_blocks.clone(),
+        );
+        let backend_bytes = Gauge::default();
+        registry.register(
+            "backend_bytes",
+            "Bytes of blocks known in the backend, all tenants",
+            backend_bytes.clone(),
+        );
+        let live_traces = Gauge::default();
+        registry.register(
+            "live_traces",
+            "Traces in memory not yet cut into a block",
+            live_traces.clone(),
+        );
+        let head_bytes = Gauge::default();
+        registry.register(
+            "head_bytes",
+            "Bytes of trace data in memory (live and being flushed)",
+            head_bytes.clone(),
+        );
+        let flushed_spans = Counter::default();
+        registry.register(
+            "flushed_spans",
+            "Spans written into blocks",
+            flushed_spans.clone(),
+        );
+        ServerMetrics {
+            registry,
+            ingested_spans,
+            ingested_bytes,
+            refused_spans,
+            wal_fsync_seconds,
+            wal_damaged_records,
+            wal_replayed_records,
+            blocks_flushed,
+            block_flush_failures,
+            backend_bytes_written,
+            backend_blocks,
+            backend_bytes,
+            live_traces,
+            head_bytes,
+            flushed_spans,
+        }
+    }
+
+    pub fn ingested(&self, tenant: &TenantId, num_spans: u64, num_bytes: u64) {
+        let labels = TenantLabels {
+            tenant: tenant.to_string(),
+        };
+        self.ingested_spans.get_or_create(&labels).inc_by(num_spans);
+        self.ingested_bytes.get_or_create(&labels).inc_by(num_bytes);
+    }
+
+    pub fn refused_spans(&self, tenant: &TenantId, reason: &str, num_spans: u64) {
+        self.refused_spans
+            .get_or_create(&RefusedLabels {
+                tenant: tenant.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc_by(num_spans);
+    }
+
+    pub fn observe_fsync(&self, took: Duration) {
+        self.wal_fsync_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn wal_damage(&self, regions: u64) {
+        self.wal_damaged_records.inc_by(regions);
+    }
+
+    pub fn wal_replayed(&self, records: u64) {
+        self.wal_replayed_records.inc_by(records);
+    }
+
+    pub fn block_flushed(&self, reason: &str, bytes: u64, spans: u64) {
+        self.blocks_flushed
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+        self.backend_bytes_written.inc_by(bytes);
+        self.flushed_spans.inc_by(spans);
+    }
+
+    pub fn block_flush_failed(&self) {
+        self.block_flush_failures.inc();
+    }
+
+    pub fn set_backend(&self, blocks: usize, bytes: u64) {
+        self.backend_blocks.set(blocks as i64);
+        self.backend_bytes.set(bytes as i64);
+    }
+
+    pub fn set_head(&self, live_traces: usize, bytes: u64) {
+        self.live_traces.set(live_traces as i64);
+        self.head_bytes.set(bytes as i64);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,4 @@
+pub mod head;
+pub mod ingest;
+pub mod metrics;
+pub mod wal;
