@@ -1,9 +1,16 @@
 //! OTLP receivers shared by spoor-server and spoor-collector.
 //!
-//! Data path: gRPC `TraceService/Export` or HTTP `POST /v1/traces` → decode (off the
+//! Data path: gRPC `TraceService/Export` ([`grpc`]) or HTTP `POST /v1/traces` ([`http`]) →
+//! size limits and decompression → decode (protobuf, or OTLP/JSON via [`json`]; off the
 //! async workers for large bodies) → tenant from `x-scope-orgid` → [`TraceConsumer::consume`]
-//! → status mapped through [`crate::error::ErrorCode`]. Receivers never buffer: the
-//! consumer decides whether the batch is accepted (and durable) or refused.
+//! → answer: OTLP response with `partial_success` when spans were rejected, or a refusal
+//! mapped through [`crate::error::ErrorCode`] (`RESOURCE_EXHAUSTED` + `RetryInfo` / 429 +
+//! `Retry-After` when the consumer is full). Receivers never buffer: the consumer decides
+//! whether the batch is accepted (and durable) or refused.
+//!
+//! Both servers take an already-bound listener, so the binary can bind everything before it
+//! reports readiness, and a [`CancellationToken`](tokio_util::sync::CancellationToken) that
+//! stops accepting while in-flight requests complete.
 
 use std::time::Duration;
 
@@ -11,8 +18,25 @@ use crate::error::{ErrorCode, ServiceError};
 use crate::otlp::OtlpResourceSpans;
 use crate::tenant::TenantId;
 
+mod export;
+pub mod grpc;
+pub mod http;
+pub mod json;
+mod status;
 
+pub use grpc::{grpc_trace_service, serve_grpc, GrpcTraceService};
+pub use http::{http_router, serve_http};
 
+/// Why a receiver stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    #[error("failed to read the listener address: {0}")]
+    LocalAddr(#[source] std::io::Error),
+    #[error("otlp grpc server failed: {0}")]
+    Grpc(#[source] tonic::transport::Error),
+    #[error("otlp http server failed: {0}")]
+    Http(#[source] std::io::Error),
+}
 
 /// One decoded export request for one tenant.
 #[derive(Debug, Clone)]
@@ -63,6 +87,10 @@ impl ServiceError for ConsumeError {
 /// The seam between receivers and whatever follows them. The server's ingest acks only
 /// after the batch is durable in its WAL; the collector's pipeline head acks after a
 /// bounded enqueue.
+///
+/// The returned future is dropped unfinished when the client disconnects mid-request, so an
+/// implementation must not leave half-done work behind at an `.await` (hand durable writes
+/// to a task or a channel if they must complete).
 #[async_trait::async_trait]
 pub trait TraceConsumer: Send + Sync + 'static {
     async fn consume(&self, batch: TraceBatch) -> Result<Accepted, ConsumeError>;
