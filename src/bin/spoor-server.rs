@@ -1,1 +1,86 @@
-fn main() {}
+//! spoor-server: parse flags, load config, run. No logic lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use spoor::config::{load_server_config, ServerCliOverrides};
+use tokio_util::sync::CancellationToken;
+
+/// Tempo-compatible trace store: OTLP in, Parquet blocks on object storage, Tempo API out.
+#[derive(Debug, Parser)]
+#[command(name = "spoor-server", version)]
+struct Args {
+    /// YAML config file (/etc/spoor/server.yaml when installed from the package).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Validate the configuration (file, environment, flags) and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Data directory: sets wal.path to DIR/wal and storage.local.path to DIR/blocks.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Overrides api.listen_address.
+    #[arg(long)]
+    api_listen_address: Option<String>,
+    /// Overrides otlp.grpc.listen_address.
+    #[arg(long)]
+    otlp_grpc_listen_address: Option<String>,
+    /// Overrides otlp.http.listen_address.
+    #[arg(long)]
+    otlp_http_listen_address: Option<String>,
+    /// Overrides log.level (an env-filter directive such as `info` or `spoor=debug`).
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let overrides = ServerCliOverrides {
+        data_dir: args.data_dir,
+        api_listen_address: args.api_listen_address,
+        otlp_grpc_listen_address: args.otlp_grpc_listen_address,
+        otlp_http_listen_address: args.otlp_http_listen_address,
+        log_level: args.log_level,
+    };
+    let config = match load_server_config(args.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("spoor-server: invalid configuration:\n{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.check_config {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    if let Err(error) = spoor::runtime::logging::init(&config.log) {
+        eprintln!("spoor-server: {error}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("spoor-server: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        spoor::runtime::signals::spawn_shutdown_listener(shutdown.clone())
+            .map_err(|e| anyhow::anyhow!("installing signal handlers: {e}"))?;
+        spoor::server::run(config, shutdown).await?;
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "spoor-server failed");
+            eprintln!("spoor-server: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,4 +1,299 @@
+//! spoor-server: wiring of the parts, start-up order and ordered shutdown.
+//!
+//! Start-up (readiness is honest): bind every listener → serve the API (so `/ready`
+//! answers 503 while starting) → open storage and list blocks → replay the WAL (redoing
+//! an interrupted cut) → start the WAL writer and the OTLP receivers → `READY=1`.
+//!
+//! Shutdown on SIGTERM: `STOPPING=1` → receivers stop accepting and finish in-flight
+//! requests → the WAL writer syncs what was queued and stops → background loops stop
+//! (an unfinished block upload is abandoned: its data is still in the WAL) → API stops.
+
+pub mod api;
+pub mod block;
+pub mod blocklist;
+pub mod flush;
 pub mod head;
 pub mod ingest;
 pub mod metrics;
+pub mod query;
+pub mod replay;
+pub mod storage;
 pub mod wal;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{HeadConfig, ServerConfig};
+use crate::receiver::TraceConsumer;
+use crate::runtime::systemd;
+use api::{ApiState, Readiness};
+use blocklist::BlockList;
+use flush::Flusher;
+use head::{CutReason, Head};
+use ingest::Ingest;
+use metrics::ServerMetrics;
+use query::Querier;
+use storage::BlockStore;
+use wal::WalDir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {address} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("storage: {0}")]
+    Storage(#[from] storage::StorageError),
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] wal::WalError),
+    #[error("write-ahead log replay: {0}")]
+    Replay(#[from] replay::ReplayError),
+    #[error("receiver: {0}")]
+    Receiver(String),
+}
+
+/// How often the cut policy is evaluated.
+const CUT_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// Upper bound for the initial storage listing retries' backoff.
+const STORAGE_RETRY_MAX: Duration = Duration::from_secs(10);
+
+async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::Bind {
+            what,
+            address,
+            source,
+        })
+}
+
+/// Runs spoor-server until `shutdown` is cancelled, then drains in order.
+pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<(), ServerError> {
+    let started = Instant::now();
+    let api_listener = bind("api", config.api.listen_address).await?;
+    let grpc_listener = bind("otlp grpc", config.otlp.grpc.listen_address).await?;
+    let http_listener = bind("otlp http", config.otlp.http.listen_address).await?;
+    tracing::info!(
+        api = %config.api.listen_address,
+        otlp_grpc = %config.otlp.grpc.listen_address,
+        otlp_http = %config.otlp.http.listen_address,
+        "listeners bound"
+    );
+
+    let metrics = Arc::new(ServerMetrics::new());
+    let readiness = Arc::new(Readiness::default());
+    let head = Arc::new(Mutex::new(Head::default()));
+    let store = BlockStore::from_config(&config.storage)?;
+    let blocklist = Arc::new(BlockList::new(store, Arc::clone(&metrics)));
+    let querier = Querier::new(Arc::clone(&head), Arc::clone(&blocklist));
+
+    let api_cancel = CancellationToken::new();
+    let api_task = {
+        let state = ApiState {
+            querier,
+            metrics: Arc::clone(&metrics),
+            readiness: Arc::clone(&readiness),
+        };
+        let cancel = api_cancel.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(api_listener, api::router(state))
+                .with_graceful_shutdown(async move { cancel.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "api server failed");
+            }
+        })
+    };
+
+    systemd::notify_status("opening storage");
+    if !load_blocklist(&blocklist, &shutdown).await {
+        api_cancel.cancel();
+        let _ = api_task.await;
+        return Ok(());
+    }
+
+    systemd::notify_status("replaying write-ahead log");
+    let wal = WalDir::open(&config.wal.dir)?;
+    let instance_id = wal.instance_id()?;
+    let flusher = Flusher::new(
+        Arc::clone(&blocklist),
+        Arc::clone(&head),
+        wal.clone(),
+        instance_id,
+        Arc::clone(&metrics),
+    );
+    let summary = replay::replay(&wal, &head, &flusher, &metrics).await?;
+    tracing::info!(
+        segments = summary.segments,
+        records = summary.records,
+        damaged_regions = summary.damaged_regions,
+        damaged_bytes = summary.damaged_bytes,
+        undecodable_records = summary.undecodable_records,
+        redone_cuts = summary.redone_cuts,
+        live_traces = head.lock().live_traces(),
+        "wal replayed"
+    );
+
+    let (ingest, writer_thread) = Ingest::start(
+        wal,
+        summary.last_segment,
+        Arc::clone(&head),
+        &config.ingest,
+        config.wal.fsync,
+        config.wal.segment_max_bytes,
+        config.head.clone(),
+        Arc::clone(&metrics),
+    )?;
+
+    let receivers_cancel = CancellationToken::new();
+    let consumer: Arc<dyn TraceConsumer> = Arc::new(ingest.clone());
+    let grpc_task = tokio::spawn(crate::receiver::grpc::serve_grpc(
+        grpc_listener,
+        Arc::clone(&consumer),
+        config.otlp.grpc.max_recv_msg_bytes,
+        receivers_cancel.clone(),
+    ));
+    let http_task = tokio::spawn(crate::receiver::http::serve_http(
+        http_listener,
+        Arc::clone(&consumer),
+        config.otlp.http.max_request_body_bytes,
+        receivers_cancel.clone(),
+    ));
+
+    let background_cancel = CancellationToken::new();
+    let cut_task = spawn_cut_loop(
+        ingest.clone(),
+        flusher,
+        config.head.clone(),
+        background_cancel.clone(),
+    );
+    let poll_task = Arc::clone(&blocklist)
+        .spawn_poller(config.storage.blocklist_poll, background_cancel.clone());
+    let watchdog_task = {
+        let ingest = ingest.clone();
+        systemd::spawn_watchdog(
+            move || {
+                let ingest = ingest.clone();
+                async move { ingest.barrier().await.is_ok() }
+            },
+            background_cancel.clone(),
+        )
+    };
+
+    readiness.set_ready();
+    systemd::notify_ready("ready");
+    tracing::info!(startup = ?started.elapsed(), %instance_id, "spoor-server ready");
+
+    shutdown.cancelled().await;
+    let deadline = Instant::now() + config.shutdown.timeout;
+    systemd::notify_stopping();
+    readiness.set_stopping();
+    tracing::info!("draining: stopping receivers");
+    receivers_cancel.cancel();
+    for (name, task) in [("otlp grpc", grpc_task), ("otlp http", http_task)] {
+        match await_until(task, deadline).await {
+            Some(Ok(Ok(()))) => {}
+            Some(Ok(Err(error))) => tracing::error!(receiver = name, %error, "receiver failed"),
+            Some(Err(error)) => tracing::error!(receiver = name, %error, "receiver task panicked"),
+            None => tracing::warn!(receiver = name, "receiver did not stop before the deadline"),
+        }
+    }
+    tracing::info!("draining: syncing the write-ahead log");
+    if let Err(error) = ingest.shutdown().await {
+        tracing::warn!(%error, "wal writer was already stopped");
+    }
+    let writer_join = tokio::task::spawn_blocking(move || writer_thread.join());
+    if await_until(writer_join, deadline).await.is_none() {
+        tracing::warn!("wal writer did not stop before the deadline");
+    }
+    background_cancel.cancel();
+    for task in [Some(cut_task), Some(poll_task), watchdog_task].into_iter().flatten() {
+        let _ = await_until(task, deadline).await;
+    }
+    api_cancel.cancel();
+    let _ = await_until(api_task, deadline).await;
+    tracing::info!(took = ?started.elapsed(), "spoor-server stopped");
+    Ok(())
+}
+
+/// Awaits a task until the deadline; `None` if it did not finish in time.
+async fn await_until<T>(task: JoinHandle<T>, deadline: Instant) -> Option<Result<T, tokio::task::JoinError>> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    tokio::time::timeout(remaining, task).await.ok()
+}
+
+/// Lists the backend's blocks, retrying until it answers or shutdown is asked.
+/// Returns false on shutdown.
+async fn load_blocklist(blocklist: &BlockList, shutdown: &CancellationToken) -> bool {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match blocklist.refresh().await {
+            Ok(()) => return true,
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?delay, "storage is not reachable yet");
+                systemd::notify_status(&format!("storage not reachable: {error}"));
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(STORAGE_RETRY_MAX);
+    }
+}
+
+/// Cuts the head into blocks when it grows past `max_block_bytes` or its oldest live
+/// trace is older than `max_block_duration`; one cut at a time, each flushed before the
+/// next so the `flushed-through` marker only moves forward.
+fn spawn_cut_loop(
+    ingest: Ingest,
+    flusher: Flusher,
+    head_config: HeadConfig,
+    cancel: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(CUT_CHECK_INTERVAL) => {}
+            }
+            let reason = {
+                let head = ingest.head().lock();
+                if head.live_bytes() >= head_config.max_block_bytes {
+                    Some(CutReason::Size)
+                } else if head
+                    .oldest_append()
+                    .is_some_and(|t| t.elapsed() >= head_config.max_block_duration)
+                {
+                    Some(CutReason::Age)
+                } else {
+                    None
+                }
+            };
+            let Some(reason) = reason else { continue };
+            match ingest.cut(reason, false).await {
+                Ok(Some(job)) => {
+                    if let Err(error) = flusher
+                        .flush_with_retry(&job.partition.flushing, job.reason.as_str(), &cancel)
+                        .await
+                    {
+                        tracing::info!(%error, "block flush abandoned; the data stays in the wal");
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(%error, "block cut failed");
+                }
+            }
+        }
+    })
+}
