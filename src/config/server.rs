@@ -8,42 +8,59 @@ use std::time::Duration;
 /// Everything spoor-server needs to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
+    /// `api`: the HTTP API.
     pub api: ApiConfig,
+    /// `otlp`: the OTLP receivers.
     pub otlp: OtlpReceiverConfig,
+    /// `ingest`: admission of incoming requests.
     pub ingest: IngestConfig,
+    /// `wal`: the write-ahead log.
     pub wal: WalConfig,
+    /// `head`: live traces and block cutting.
     pub head: HeadConfig,
+    /// `storage`: where blocks are stored.
     pub storage: StorageConfig,
+    /// `shutdown`: the drain after SIGTERM.
     pub shutdown: ShutdownConfig,
+    /// `log`: the server's own logs.
     pub log: LogConfig,
 }
 
 /// The Tempo HTTP API plus /ready, /metrics, /api/echo, /api/status/buildinfo.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiConfig {
+    /// `api.listen_address`.
     pub listen_address: SocketAddr,
 }
 
+/// The OTLP receivers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpReceiverConfig {
+    /// `otlp.grpc`.
     pub grpc: OtlpGrpcConfig,
+    /// `otlp.http`.
     pub http: OtlpHttpConfig,
 }
 
+/// The OTLP/gRPC receiver.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpGrpcConfig {
+    /// `otlp.grpc.listen_address`.
     pub listen_address: SocketAddr,
     /// Largest accepted (decompressed) request message.
     pub max_recv_msg_bytes: usize,
 }
 
+/// The OTLP/HTTP receiver.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpHttpConfig {
+    /// `otlp.http.listen_address`.
     pub listen_address: SocketAddr,
     /// Largest accepted request body (after decompression).
     pub max_request_body_bytes: usize,
 }
 
+/// Admission of incoming OTLP requests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngestConfig {
     /// Bytes of requests being made durable at once; beyond this, requests are refused with
@@ -65,9 +82,12 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// The write-ahead log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WalConfig {
+    /// `wal.path`: directory of the WAL segments.
     pub dir: PathBuf,
+    /// `wal.fsync`.
     pub fsync: FsyncPolicy,
     /// A segment is sealed when it grows past this size.
     pub segment_max_bytes: u64,
@@ -84,25 +104,35 @@ pub struct HeadConfig {
     pub max_block_duration: Duration,
 }
 
+/// Where blocks are stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StorageConfig {
+    /// `storage.backend` with its section.
     pub backend: BackendConfig,
     /// How often the list of blocks in the backend is refreshed.
     pub blocklist_poll: Duration,
 }
 
+/// The block store.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BackendConfig {
     /// Blocks under a local directory.
-    Local { path: PathBuf },
+    Local {
+        /// `storage.local.path`.
+        path: PathBuf,
+    },
+    /// Blocks in an S3-compatible bucket.
     S3(S3Config),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// `storage.s3`.
+#[derive(Clone, PartialEq)]
 pub struct S3Config {
+    /// Bucket name, never empty.
     pub bucket: String,
     /// e.g. `http://127.0.0.1:9000` for an S3-compatible server; None means AWS.
     pub endpoint: Option<String>,
+    /// Region of the bucket.
     pub region: String,
     /// Key prefix inside the bucket ("" for none).
     pub prefix: String,
@@ -113,27 +143,55 @@ pub struct S3Config {
     /// Static credentials; when None they come from the standard AWS environment
     /// variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
     pub access_key_id: Option<String>,
+    /// Set exactly when `access_key_id` is.
     pub secret_access_key: Option<String>,
 }
 
+// Hand-written so that logging the config (`?config`) never writes the secret key to
+// the journal.
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .field("force_path_style", &self.force_path_style)
+            .field("allow_http", &self.allow_http)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// The ordered drain after SIGTERM.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShutdownConfig {
     /// Upper bound for the whole ordered drain after SIGTERM.
     pub timeout: Duration,
 }
 
+/// The server's own logs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// An env-filter directive, e.g. `info` or `spoor=debug,info`.
     pub level: String,
+    /// `log.format`.
     pub format: LogFormat,
 }
 
+/// `log.format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// journald when JOURNAL_STREAM is set, text otherwise.
     Auto,
+    /// Human-readable lines on stderr.
     Text,
+    /// One JSON object per line on stderr.
     Json,
+    /// Structured entries sent to journald.
     Journald,
 }

@@ -1,0 +1,352 @@
+//! The server config as written in `/etc/spoor/server.yaml`, `SPOOR_` environment
+//! variables and command-line flags, before validation.
+//!
+//! The `Default` impls below are the only place built-in defaults live: they are
+//! serialized as the bottom figment layer, they define the set of known keys (anything
+//! not present in the serialized defaults is an unknown key), and docs/configuration.md
+//! documents the same values. The doc comments on the fields are user documentation and
+//! are mirrored in that file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::values::{duration, expected_one_of, ByteSize, RawFsync};
+
+/// Top level of `server.yaml`.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawServerConfig {
+    /// The HTTP API: Tempo's query API, `/ready`, `/metrics`, `/api/echo`,
+    /// `/api/status/buildinfo`.
+    pub(crate) api: RawApi,
+    /// The OTLP receivers that applications and collectors send spans to.
+    pub(crate) otlp: RawOtlp,
+    /// Admission of incoming OTLP requests.
+    pub(crate) ingest: RawIngest,
+    /// The write-ahead log that makes acknowledged spans durable.
+    pub(crate) wal: RawWal,
+    /// Live traces in memory and when they are cut into blocks.
+    pub(crate) head: RawHead,
+    /// Where blocks are stored.
+    pub(crate) storage: RawStorage,
+    /// The ordered drain after SIGTERM.
+    pub(crate) shutdown: RawShutdown,
+    /// The server's own logs.
+    pub(crate) log: RawLog,
+}
+
+/// `api:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawApi {
+    /// IP address and port of the HTTP API (Grafana's Tempo datasource points here).
+    pub(crate) listen_address: String,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        RawApi {
+            listen_address: "127.0.0.1:3200".to_owned(),
+        }
+    }
+}
+
+/// `otlp:`
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawOtlp {
+    /// OTLP over gRPC.
+    pub(crate) grpc: RawOtlpGrpc,
+    /// OTLP over HTTP (`POST /v1/traces`, protobuf or JSON).
+    pub(crate) http: RawOtlpHttp,
+}
+
+/// `otlp.grpc:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawOtlpGrpc {
+    /// IP address and port of the OTLP/gRPC receiver.
+    pub(crate) listen_address: String,
+    /// Largest accepted request message, after decompression (at most 1GiB).
+    pub(crate) max_recv_msg_size: ByteSize,
+}
+
+impl Default for RawOtlpGrpc {
+    fn default() -> Self {
+        RawOtlpGrpc {
+            listen_address: "127.0.0.1:4319".to_owned(),
+            max_recv_msg_size: ByteSize::mib(16),
+        }
+    }
+}
+
+/// `otlp.http:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawOtlpHttp {
+    /// IP address and port of the OTLP/HTTP receiver.
+    pub(crate) listen_address: String,
+    /// Largest accepted request body, after decompression (at most 1GiB).
+    pub(crate) max_request_body_size: ByteSize,
+}
+
+impl Default for RawOtlpHttp {
+    fn default() -> Self {
+        RawOtlpHttp {
+            listen_address: "127.0.0.1:4320".to_owned(),
+            max_request_body_size: ByteSize::mib(16),
+        }
+    }
+}
+
+/// `ingest:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawIngest {
+    /// Bytes of requests being made durable at once. Beyond this, requests are refused
+    /// with RESOURCE_EXHAUSTED (gRPC) or 429 (HTTP) so memory stays bounded. Must be at
+    /// least the largest accepted request.
+    pub(crate) max_inflight_bytes: ByteSize,
+    /// The delay suggested to refused clients (gRPC RetryInfo, HTTP Retry-After).
+    #[serde(with = "duration")]
+    pub(crate) retry_after: Duration,
+}
+
+impl Default for RawIngest {
+    fn default() -> Self {
+        RawIngest {
+            max_inflight_bytes: ByteSize::mib(256),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `wal:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawWal {
+    /// Directory of the write-ahead log. Relative paths are relative to the working
+    /// directory.
+    pub(crate) path: PathBuf,
+    /// When an append counts as durable: `always` (fsync before acknowledging; the safe
+    /// default), `never` (leave write-back to the OS), or a duration such as `100ms`
+    /// (fsync at most that often; a power failure can lose acknowledged spans from that
+    /// window, a process crash cannot).
+    pub(crate) fsync: RawFsync,
+    /// A WAL segment is sealed when it grows past this size.
+    pub(crate) segment_max_size: ByteSize,
+}
+
+impl Default for RawWal {
+    fn default() -> Self {
+        RawWal {
+            path: PathBuf::from("./data/wal"),
+            fsync: RawFsync::Always,
+            segment_max_size: ByteSize::mib(128),
+        }
+    }
+}
+
+/// `head:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawHead {
+    /// A trace that received no spans for this long is cut into the next block.
+    #[serde(with = "duration")]
+    pub(crate) trace_idle: Duration,
+    /// Cut a block when the live traces hold this many bytes.
+    pub(crate) max_block_size: ByteSize,
+    /// Cut a block at least this often while there are live traces.
+    #[serde(with = "duration")]
+    pub(crate) max_block_duration: Duration,
+}
+
+impl Default for RawHead {
+    fn default() -> Self {
+        RawHead {
+            trace_idle: Duration::from_secs(10),
+            max_block_size: ByteSize::mib(256),
+            max_block_duration: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// `storage.backend:`
+// Deserialized through a string: serde's derived enums also accept a variant index,
+// which would let `backend: 1` mean s3.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub(crate) enum RawBackendKind {
+    /// Blocks in a local directory (`storage.local`).
+    Local,
+    /// Blocks in an S3-compatible bucket (`storage.s3`).
+    S3,
+}
+
+impl TryFrom<String> for RawBackendKind {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        match name.as_str() {
+            "local" => Ok(RawBackendKind::Local),
+            "s3" => Ok(RawBackendKind::S3),
+            _ => Err(expected_one_of(&["local", "s3"], &name)),
+        }
+    }
+}
+
+/// `storage:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawStorage {
+    /// Where blocks go: `local` or `s3`. Only the matching section below is used.
+    pub(crate) backend: RawBackendKind,
+    /// Settings for `backend: local`.
+    pub(crate) local: RawLocalStorage,
+    /// Settings for `backend: s3`.
+    pub(crate) s3: RawS3Storage,
+    /// How often the list of blocks in the backend is refreshed (picks up blocks written
+    /// by other servers sharing the bucket).
+    #[serde(with = "duration")]
+    pub(crate) blocklist_poll: Duration,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        RawStorage {
+            backend: RawBackendKind::Local,
+            local: RawLocalStorage::default(),
+            s3: RawS3Storage::default(),
+            blocklist_poll: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `storage.local:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLocalStorage {
+    /// Directory holding the blocks. Relative paths are relative to the working
+    /// directory.
+    pub(crate) path: PathBuf,
+}
+
+impl Default for RawLocalStorage {
+    fn default() -> Self {
+        RawLocalStorage {
+            path: PathBuf::from("./data/blocks"),
+        }
+    }
+}
+
+/// `storage.s3:`. Empty strings mean "not set".
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawS3Storage {
+    /// Bucket name; required when `storage.backend` is `s3`.
+    pub(crate) bucket: String,
+    /// URL of an S3-compatible server, e.g. `http://127.0.0.1:9000`; empty means AWS.
+    pub(crate) endpoint: String,
+    /// Region of the bucket (S3-compatible servers usually accept any value).
+    pub(crate) region: String,
+    /// Key prefix for every object inside the bucket; empty for none.
+    pub(crate) prefix: String,
+    /// Path-style addressing (`endpoint/bucket/key`) instead of virtual hosts, needed by
+    /// most S3-compatible servers.
+    pub(crate) force_path_style: bool,
+    /// Allow a plain `http://` endpoint.
+    pub(crate) allow_http: bool,
+    /// Static access key; when empty, credentials come from the standard AWS environment
+    /// variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
+    pub(crate) access_key_id: String,
+    /// Static secret key; set together with `access_key_id`.
+    pub(crate) secret_access_key: String,
+}
+
+impl Default for RawS3Storage {
+    fn default() -> Self {
+        RawS3Storage {
+            bucket: String::new(),
+            endpoint: String::new(),
+            region: "us-east-1".to_owned(),
+            prefix: String::new(),
+            force_path_style: true,
+            allow_http: false,
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+        }
+    }
+}
+
+/// `shutdown:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawShutdown {
+    /// Upper bound for the whole ordered drain after SIGTERM (receivers stop, queues
+    /// drain, the WAL is flushed); work still pending then is abandoned.
+    #[serde(with = "duration")]
+    pub(crate) timeout: Duration,
+}
+
+impl Default for RawShutdown {
+    fn default() -> Self {
+        RawShutdown {
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `log.format:`
+// Deserialized through a string, like `RawBackendKind`.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub(crate) enum RawLogFormat {
+    /// journald when started by systemd with its output connected to the journal
+    /// (JOURNAL_STREAM is set), text otherwise.
+    Auto,
+    /// Human-readable lines on stderr.
+    Text,
+    /// One JSON object per line on stderr.
+    Json,
+    /// Structured entries sent to journald.
+    Journald,
+}
+
+impl TryFrom<String> for RawLogFormat {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        match name.as_str() {
+            "auto" => Ok(RawLogFormat::Auto),
+            "text" => Ok(RawLogFormat::Text),
+            "json" => Ok(RawLogFormat::Json),
+            "journald" => Ok(RawLogFormat::Journald),
+            _ => Err(expected_one_of(
+                &["auto", "text", "json", "journald"],
+                &name,
+            )),
+        }
+    }
+}
+
+/// `log:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLog {
+    /// Which logs are written, as a tracing env-filter: a level (`off`, `error`,
+    /// `warn`, `info`, `debug`, `trace`) or directives such as `spoor=debug,info`.
+    pub(crate) level: String,
+    /// `auto`, `text`, `json` or `journald`.
+    pub(crate) format: RawLogFormat,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".to_owned(),
+            format: RawLogFormat::Auto,
+        }
+    }
+}

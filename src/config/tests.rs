@@ -1,0 +1,803 @@
+//! Loader tests: layering, unknown keys, type errors, every validation rule, and that all
+//! problems come back together.
+//!
+//! Tests that need environment variables use their own prefix (`SPOORTEST_<NAME>_`,
+//! deliberately not starting with `SPOOR_`) through `load_with_env_prefix`, so they run in
+//! parallel without seeing each other's variables. Only the tests of the public function
+//! touch real `SPOOR_` variables, under one lock.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::load::load_with_env_prefix;
+use super::*;
+
+const MIB: u64 = 1 << 20;
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().expect("test address")
+}
+
+fn yaml_file(contents: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new()
+        .suffix(".yaml")
+        .tempfile()
+        .expect("create temp file");
+    file.write_all(contents.as_bytes())
+        .expect("write temp file");
+    file
+}
+
+/// Loads `yaml` with no environment variables (an unused prefix) and no flags.
+fn load_yaml(yaml: &str) -> Result<ServerConfig, ConfigErrors> {
+    let file = yaml_file(yaml);
+    load_with_env_prefix(
+        Some(file.path()),
+        "SPOORTEST_UNUSED_",
+        &ServerCliOverrides::default(),
+    )
+}
+
+fn load_yaml_errors(yaml: &str) -> ConfigErrors {
+    match load_yaml(yaml) {
+        Ok(config) => panic!("expected errors, got {config:?}"),
+        Err(errors) => errors,
+    }
+}
+
+/// Renders errors without the `[file /tmp/...]` origin so assertions do not depend on
+/// the temp file's name.
+fn messages(errors: &ConfigErrors) -> Vec<String> {
+    errors
+        .iter()
+        .map(|error| match error {
+            ConfigError::UnknownKey {
+                key, suggestion, ..
+            } => ConfigError::UnknownKey {
+                key: key.clone(),
+                suggestion: suggestion.clone(),
+                origin: None,
+            }
+            .to_string(),
+            ConfigError::InvalidValue { key, message, .. } => ConfigError::InvalidValue {
+                key: key.clone(),
+                message: message.clone(),
+                origin: None,
+            }
+            .to_string(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+/// Asserts that `yaml` fails with exactly `expected` (origins stripped), in order.
+fn assert_errors(yaml: &str, expected: &[&str]) {
+    let errors = load_yaml_errors(yaml);
+    assert_eq!(messages(&errors), expected, "for:\n{yaml}");
+}
+
+/// Sets environment variables for the life of the guard.
+struct EnvVars {
+    names: Vec<String>,
+}
+
+impl EnvVars {
+    fn set(vars: &[(&str, &str)]) -> Self {
+        for (name, value) in vars {
+            std::env::set_var(name, value);
+        }
+        EnvVars {
+            names: vars.iter().map(|(name, _)| (*name).to_owned()).collect(),
+        }
+    }
+}
+
+impl Drop for EnvVars {
+    fn drop(&mut self) {
+        for name in &self.names {
+            std::env::remove_var(name);
+        }
+    }
+}
+
+fn default_config() -> ServerConfig {
+    ServerConfig {
+        api: ApiConfig {
+            listen_address: addr("127.0.0.1:3200"),
+        },
+        otlp: OtlpReceiverConfig {
+            grpc: OtlpGrpcConfig {
+                listen_address: addr("127.0.0.1:4319"),
+                max_recv_msg_bytes: 16 << 20,
+            },
+            http: OtlpHttpConfig {
+                listen_address: addr("127.0.0.1:4320"),
+                max_request_body_bytes: 16 << 20,
+            },
+        },
+        ingest: IngestConfig {
+            max_inflight_bytes: 256 * MIB,
+            retry_after: Duration::from_secs(1),
+        },
+        wal: WalConfig {
+            dir: PathBuf::from("./data/wal"),
+            fsync: FsyncPolicy::Always,
+            segment_max_bytes: 128 * MIB,
+        },
+        head: HeadConfig {
+            trace_idle: Duration::from_secs(10),
+            max_block_bytes: 256 * MIB,
+            max_block_duration: Duration::from_secs(300),
+        },
+        storage: StorageConfig {
+            backend: BackendConfig::Local {
+                path: PathBuf::from("./data/blocks"),
+            },
+            blocklist_poll: Duration::from_secs(30),
+        },
+        shutdown: ShutdownConfig {
+            timeout: Duration::from_secs(30),
+        },
+        log: LogConfig {
+            level: "info".to_owned(),
+            format: LogFormat::Auto,
+        },
+    }
+}
+
+/// Serializes the tests that read or write real `SPOOR_` variables.
+static REAL_ENV_LOCK: Mutex<()> = Mutex::new(());
+
+/// Runs `test` with no `SPOOR_` variables set, restoring any the developer had.
+fn with_clean_spoor_env(test: impl FnOnce()) {
+    let _guard = REAL_ENV_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let saved: Vec<(String, String)> = std::env::vars()
+        .filter(|(name, _)| name.to_ascii_uppercase().starts_with(ENV_PREFIX))
+        .collect();
+    for (name, _) in &saved {
+        std::env::remove_var(name);
+    }
+    test();
+    for (name, value) in saved {
+        std::env::set_var(name, value);
+    }
+}
+
+#[test]
+fn no_file_no_env_no_flags_gives_the_documented_defaults() {
+    with_clean_spoor_env(|| {
+        let config = load_server_config(None, &ServerCliOverrides::default());
+        assert_eq!(config, Ok(default_config()));
+    });
+}
+
+#[test]
+fn real_spoor_env_vars_override_through_the_public_function() {
+    with_clean_spoor_env(|| {
+        let _vars = EnvVars::set(&[
+            ("SPOOR_WAL__FSYNC", "never"),
+            ("SPOOR_STORAGE__S3__BUCKET", "traces"),
+            // Reserved for the binary's config file path; not a config key.
+            ("SPOOR_CONFIG", "/etc/spoor/server.yaml"),
+        ]);
+        let config = load_server_config(None, &ServerCliOverrides::default()).expect("loads");
+        assert_eq!(config.wal.fsync, FsyncPolicy::Never);
+    });
+}
+
+#[test]
+fn empty_and_comment_only_files_give_defaults() {
+    for yaml in [
+        "",
+        "\n\n",
+        "# nothing set yet\n# wal:\n#   fsync: never\n",
+        "{}",
+    ] {
+        assert_eq!(load_yaml(yaml), Ok(default_config()), "for {yaml:?}");
+    }
+}
+
+#[test]
+fn sections_left_empty_give_their_defaults() {
+    let yaml = "api:\nwal:\n  fsync:\nstorage:\n  s3:\n";
+    assert_eq!(load_yaml(yaml), Ok(default_config()));
+}
+
+#[test]
+fn yaml_overrides_every_key() {
+    let yaml = r#"
+api:
+  listen_address: 0.0.0.0:13200
+otlp:
+  grpc: { listen_address: "[::1]:14319", max_recv_msg_size: 4MiB }
+  http: { listen_address: 127.0.0.2:14320, max_request_body_size: 512KB }
+ingest:
+  max_inflight_bytes: 1GiB
+  retry_after: 250ms
+wal:
+  path: /var/lib/spoor-server/wal
+  fsync: 100ms
+  segment_max_size: 64MiB
+head:
+  trace_idle: 30s
+  max_block_size: 1.5GiB
+  max_block_duration: 1h30m
+storage:
+  backend: s3
+  local: { path: /unused }
+  s3:
+    bucket: traces
+    endpoint: http://127.0.0.1:9000
+    region: eu-west-1
+    prefix: spoor/
+    force_path_style: false
+    allow_http: true
+    access_key_id: AKIA
+    secret_access_key: secret
+  blocklist_poll: 1m
+shutdown:
+  timeout: 2m
+log:
+  level: spoor=debug,info
+  format: json
+"#;
+    let config = load_yaml(yaml).expect("valid config");
+    assert_eq!(
+        config,
+        ServerConfig {
+            api: ApiConfig {
+                listen_address: addr("0.0.0.0:13200"),
+            },
+            otlp: OtlpReceiverConfig {
+                grpc: OtlpGrpcConfig {
+                    listen_address: addr("[::1]:14319"),
+                    max_recv_msg_bytes: 4 << 20,
+                },
+                http: OtlpHttpConfig {
+                    listen_address: addr("127.0.0.2:14320"),
+                    max_request_body_bytes: 512_000,
+                },
+            },
+            ingest: IngestConfig {
+                max_inflight_bytes: 1024 * MIB,
+                retry_after: Duration::from_millis(250),
+            },
+            wal: WalConfig {
+                dir: PathBuf::from("/var/lib/spoor-server/wal"),
+                fsync: FsyncPolicy::Interval(Duration::from_millis(100)),
+                segment_max_bytes: 64 * MIB,
+            },
+            head: HeadConfig {
+                trace_idle: Duration::from_secs(30),
+                max_block_bytes: 1536 * MIB,
+                max_block_duration: Duration::from_secs(5400),
+            },
+            storage: StorageConfig {
+                backend: BackendConfig::S3(S3Config {
+                    bucket: "traces".to_owned(),
+                    endpoint: Some("http://127.0.0.1:9000".to_owned()),
+                    region: "eu-west-1".to_owned(),
+                    prefix: "spoor/".to_owned(),
+                    force_path_style: false,
+                    allow_http: true,
+                    access_key_id: Some("AKIA".to_owned()),
+                    secret_access_key: Some("secret".to_owned()),
+                }),
+                blocklist_poll: Duration::from_secs(60),
+            },
+            shutdown: ShutdownConfig {
+                timeout: Duration::from_secs(120),
+            },
+            log: LogConfig {
+                level: "spoor=debug,info".to_owned(),
+                format: LogFormat::Json,
+            },
+        }
+    );
+}
+
+#[test]
+fn env_vars_override_nested_keys_split_on_double_underscore() {
+    let prefix = "SPOORTEST_NESTING_";
+    let _vars = EnvVars::set(&[
+        ("SPOORTEST_NESTING_WAL__FSYNC", "never"),
+        ("SPOORTEST_NESTING_STORAGE__BACKEND", "s3"),
+        // Must stay the string "007", not become the number 7.
+        ("SPOORTEST_NESTING_STORAGE__S3__BUCKET", "007"),
+        ("SPOORTEST_NESTING_STORAGE__S3__ALLOW_HTTP", "true"),
+        (
+            "SPOORTEST_NESTING_STORAGE__S3__ENDPOINT",
+            "http://127.0.0.1:9000",
+        ),
+        ("SPOORTEST_NESTING_OTLP__GRPC__MAX_RECV_MSG_SIZE", "1048576"),
+        ("SPOORTEST_NESTING_HEAD__TRACE_IDLE", "1m"),
+    ]);
+    let config =
+        load_with_env_prefix(None, prefix, &ServerCliOverrides::default()).expect("valid config");
+    assert_eq!(config.wal.fsync, FsyncPolicy::Never);
+    assert_eq!(config.otlp.grpc.max_recv_msg_bytes, 1 << 20);
+    assert_eq!(config.head.trace_idle, Duration::from_secs(60));
+    let BackendConfig::S3(s3) = config.storage.backend else {
+        panic!("expected s3, got {:?}", config.storage.backend);
+    };
+    assert_eq!(s3.bucket, "007");
+    assert!(s3.allow_http);
+    assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+}
+
+#[test]
+fn flags_beat_env_which_beats_the_file() {
+    let prefix = "SPOORTEST_PRECEDENCE_";
+    let file = yaml_file(
+        "api: { listen_address: 127.0.0.1:1001 }\n\
+         otlp: { grpc: { listen_address: 127.0.0.1:1002 }, http: { listen_address: 127.0.0.1:1003 } }\n\
+         log: { level: warn }\n",
+    );
+    let _vars = EnvVars::set(&[
+        ("SPOORTEST_PRECEDENCE_API__LISTEN_ADDRESS", "127.0.0.1:2001"),
+        (
+            "SPOORTEST_PRECEDENCE_OTLP__GRPC__LISTEN_ADDRESS",
+            "127.0.0.1:2002",
+        ),
+        ("SPOORTEST_PRECEDENCE_WAL__PATH", "/from/env/wal"),
+    ]);
+    let cli = ServerCliOverrides {
+        api_listen_address: Some("127.0.0.1:3001".to_owned()),
+        data_dir: Some(PathBuf::from("/from/flag")),
+        log_format: Some("text".to_owned()),
+        ..ServerCliOverrides::default()
+    };
+    let config = load_with_env_prefix(Some(file.path()), prefix, &cli).expect("valid config");
+    // Flag over env over file.
+    assert_eq!(config.api.listen_address, addr("127.0.0.1:3001"));
+    assert_eq!(config.wal.dir, PathBuf::from("/from/flag/wal"));
+    // Env over file.
+    assert_eq!(config.otlp.grpc.listen_address, addr("127.0.0.1:2002"));
+    // File over defaults.
+    assert_eq!(config.otlp.http.listen_address, addr("127.0.0.1:1003"));
+    assert_eq!(config.log.level, "warn");
+    // Flag over defaults.
+    assert_eq!(config.log.format, LogFormat::Text);
+    assert_eq!(
+        config.storage.backend,
+        BackendConfig::Local {
+            path: PathBuf::from("/from/flag/blocks")
+        }
+    );
+
+    let config = load_with_env_prefix(Some(file.path()), prefix, &ServerCliOverrides::default())
+        .expect("valid config");
+    assert_eq!(config.api.listen_address, addr("127.0.0.1:2001"));
+    assert_eq!(config.wal.dir, PathBuf::from("/from/env/wal"));
+}
+
+#[test]
+fn all_cli_overrides_apply() {
+    let cli = ServerCliOverrides {
+        api_listen_address: Some("0.0.0.0:3200".to_owned()),
+        otlp_grpc_listen_address: Some("0.0.0.0:4319".to_owned()),
+        otlp_http_listen_address: Some("0.0.0.0:4320".to_owned()),
+        data_dir: Some(PathBuf::from("/srv/spoor")),
+        log_level: Some("debug".to_owned()),
+        log_format: Some("journald".to_owned()),
+    };
+    let config = load_with_env_prefix(None, "SPOORTEST_UNUSED_", &cli).expect("valid config");
+    assert_eq!(config.api.listen_address, addr("0.0.0.0:3200"));
+    assert_eq!(config.otlp.grpc.listen_address, addr("0.0.0.0:4319"));
+    assert_eq!(config.otlp.http.listen_address, addr("0.0.0.0:4320"));
+    assert_eq!(config.wal.dir, PathBuf::from("/srv/spoor/wal"));
+    assert_eq!(config.log.level, "debug");
+    assert_eq!(config.log.format, LogFormat::Journald);
+}
+
+#[test]
+fn unknown_keys_are_all_reported_with_suggestions() {
+    let yaml = r#"
+bogus: 1
+otlp:
+  grpc:
+    listen_addres: 127.0.0.1:4319
+    max_recv_msg_bytes: 4MiB
+wal:
+  trace_idle: 5s
+  fsink: never
+storage:
+  s4: {}
+  local: { path: ./blocks, extra: { deeper: 1 } }
+Log:
+  level: debug
+"#;
+    assert_errors(
+        yaml,
+        &[
+            "Log: unknown key (did you mean log?)",
+            "bogus: unknown key",
+            "otlp.grpc.listen_addres: unknown key (did you mean listen_address?)",
+            "otlp.grpc.max_recv_msg_bytes: unknown key (did you mean max_recv_msg_size?)",
+            "storage.local.extra: unknown key",
+            "storage.s4: unknown key (did you mean s3?)",
+            "wal.fsink: unknown key (did you mean fsync?)",
+            "wal.trace_idle: unknown key (did you mean head.trace_idle?)",
+        ],
+    );
+}
+
+#[test]
+fn unknown_env_vars_name_the_variable_and_the_correct_spelling() {
+    let prefix = "SPOORTEST_UNKNOWN_ENV_";
+    let _vars = EnvVars::set(&[
+        ("SPOORTEST_UNKNOWN_ENV_WAL_FSYNC", "never"),
+        (
+            "SPOORTEST_UNKNOWN_ENV_OTLP__GRPC_LISTEN_ADDRESS",
+            "127.0.0.1:1",
+        ),
+        ("SPOORTEST_UNKNOWN_ENV_WALL__FSYNC", "never"),
+    ]);
+    let errors = load_with_env_prefix(None, prefix, &ServerCliOverrides::default())
+        .expect_err("unknown keys");
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "otlp.grpc_listen_address: unknown key (did you mean \
+             SPOORTEST_UNKNOWN_ENV_OTLP__GRPC__LISTEN_ADDRESS?) \
+             [environment variable SPOORTEST_UNKNOWN_ENV_OTLP__GRPC_LISTEN_ADDRESS]",
+            "wal_fsync: unknown key (did you mean SPOORTEST_UNKNOWN_ENV_WAL__FSYNC?) \
+             [environment variable SPOORTEST_UNKNOWN_ENV_WAL_FSYNC]",
+            "wall: unknown key (did you mean SPOORTEST_UNKNOWN_ENV_WAL__FSYNC?) \
+             [environment variable SPOORTEST_UNKNOWN_ENV_WALL__FSYNC]",
+        ]
+    );
+}
+
+#[test]
+fn bad_types_are_all_reported() {
+    let yaml = r#"
+api: 5
+otlp:
+  grpc: { max_recv_msg_size: lots }
+  http: { max_request_body_size: -1 }
+wal:
+  fsync: sometimes
+  path: [a, b]
+head:
+  trace_idle: 10
+storage:
+  backend: s4
+  s3: { force_path_style: yes, bucket: 7 }
+log:
+  format: xml
+"#;
+    assert_errors(
+        yaml,
+        &[
+            "api: expected a section of keys, got 5",
+            "head.trace_idle: expected a duration like \"10s\", \"5m\" or \"1h30m\", got 10",
+            "log.format: expected \"auto\", \"text\", \"json\" or \"journald\", got \"xml\"",
+            "otlp.grpc.max_recv_msg_size: expected a size like \"16MiB\", \"512KB\" or a number \
+             of bytes, got \"lots\"",
+            "otlp.http.max_request_body_size: expected a size like \"16MiB\", \"512KB\" or a \
+             number of bytes, got -1",
+            "storage.backend: expected \"local\" or \"s3\", got \"s4\"",
+            "storage.s3.bucket: expected a string, got 7",
+            "storage.s3.force_path_style: expected a boolean, got \"yes\"",
+            "wal.fsync: expected \"always\", \"never\" or a duration, got \"sometimes\"",
+            "wal.path: expected a path, got a list",
+        ],
+    );
+}
+
+#[test]
+fn choices_are_names_not_variant_numbers() {
+    assert_errors(
+        "storage: { backend: 1 }\nlog: { format: 2 }",
+        &[
+            "log.format: expected a string, got 2",
+            "storage.backend: expected a string, got 1",
+        ],
+    );
+}
+
+#[test]
+fn zero_sizes_and_durations_are_rejected() {
+    let yaml = r#"
+otlp:
+  grpc: { max_recv_msg_size: 0 }
+  http: { max_request_body_size: 0B }
+ingest: { max_inflight_bytes: 0, retry_after: 0s }
+wal: { fsync: 0s, segment_max_size: 0 }
+head: { trace_idle: 0s, max_block_size: 0KiB, max_block_duration: 0ms }
+storage: { blocklist_poll: 0s }
+shutdown: { timeout: 0s }
+"#;
+    assert_errors(
+        yaml,
+        &[
+            "otlp.grpc.max_recv_msg_size: must be greater than 0",
+            "otlp.http.max_request_body_size: must be greater than 0",
+            "ingest.max_inflight_bytes: must be greater than 0",
+            "ingest.retry_after: must be greater than 0",
+            "wal.fsync: interval must be greater than 0 (use \"always\" to fsync before every \
+             acknowledgement)",
+            "wal.segment_max_size: must be greater than 0",
+            "head.trace_idle: must be greater than 0",
+            "head.max_block_size: must be greater than 0",
+            "head.max_block_duration: must be greater than 0",
+            "storage.blocklist_poll: must be greater than 0",
+            "shutdown.timeout: must be greater than 0",
+        ],
+    );
+}
+
+#[test]
+fn request_sizes_are_capped_and_must_fit_the_inflight_budget() {
+    assert_errors(
+        "otlp: { http: { max_request_body_size: 1025MiB }, grpc: { max_recv_msg_size: 2GiB } }\n\
+         ingest: { max_inflight_bytes: 4GiB }",
+        &[
+            "otlp.grpc.max_recv_msg_size: 2GiB is larger than the maximum of 1GiB",
+            "otlp.http.max_request_body_size: 1025MiB is larger than the maximum of 1GiB",
+        ],
+    );
+    assert_errors(
+        "otlp: { http: { max_request_body_size: 64MiB } }\ningest: { max_inflight_bytes: 32MiB }",
+        &[
+            "ingest.max_inflight_bytes: 32MiB is smaller than the largest accepted request \
+           (64MiB, from otlp.grpc.max_recv_msg_size / otlp.http.max_request_body_size)",
+        ],
+    );
+    // Exactly at the limits is fine.
+    let config = load_yaml(
+        "otlp: { http: { max_request_body_size: 1GiB } }\ningest: { max_inflight_bytes: 1GiB }",
+    )
+    .expect("limits are inclusive");
+    assert_eq!(config.otlp.http.max_request_body_bytes, 1 << 30);
+}
+
+#[test]
+fn listen_addresses_must_parse_and_be_distinct() {
+    assert_errors(
+        "api: { listen_address: localhost:3200 }\notlp: { grpc: { listen_address: 127.0.0.1 } }",
+        &[
+            "api.listen_address: expected an IP address and port like 127.0.0.1:3200 or \
+             [::1]:3200 (host names are not resolved), got \"localhost:3200\"",
+            "otlp.grpc.listen_address: expected an IP address and port like 127.0.0.1:3200 or \
+             [::1]:3200 (host names are not resolved), got \"127.0.0.1\"",
+        ],
+    );
+    assert_errors(
+        "api: { listen_address: 0.0.0.0:4000 }\n\
+         otlp: { grpc: { listen_address: 127.0.0.1:4000 }, http: { listen_address: 127.0.0.1:4000 } }",
+        &[
+            "otlp.grpc.listen_address: 127.0.0.1:4000 conflicts with api.listen_address \
+             (0.0.0.0:4000): two listeners cannot share a port",
+            "otlp.http.listen_address: 127.0.0.1:4000 conflicts with api.listen_address \
+             (0.0.0.0:4000): two listeners cannot share a port",
+        ],
+    );
+    // Port 0 asks the OS for a free port: what integration tests use for all three.
+    let config = load_yaml(
+        "api: { listen_address: 127.0.0.1:0 }\n\
+         otlp: { grpc: { listen_address: 127.0.0.1:0 }, http: { listen_address: 127.0.0.1:0 } }",
+    )
+    .expect("ephemeral ports never clash");
+    assert_eq!(config.api.listen_address, addr("127.0.0.1:0"));
+}
+
+#[test]
+fn s3_backend_rules() {
+    assert_errors(
+        "storage: { backend: s3, s3: { region: '' } }",
+        &[
+            "storage.s3.bucket: required when storage.backend is s3",
+            "storage.s3.region: required when storage.backend is s3",
+        ],
+    );
+    assert_errors(
+        "storage: { backend: s3, s3: { bucket: b, endpoint: 'minio:9000', access_key_id: k } }",
+        &[
+            "storage.s3.endpoint: expected a URL like http://127.0.0.1:9000 or \
+             https://s3.example.com, got \"minio:9000\"",
+            "storage.s3.secret_access_key: required when storage.s3.access_key_id is set",
+        ],
+    );
+    assert_errors(
+        "storage: { backend: s3, s3: { bucket: b, endpoint: 'http://minio:9000', secret_access_key: s } }",
+        &[
+            "storage.s3.endpoint: a plain http:// endpoint needs storage.s3.allow_http: true",
+            "storage.s3.access_key_id: required when storage.s3.secret_access_key is set",
+        ],
+    );
+    // The s3 section is not checked while the backend is local.
+    assert_eq!(
+        load_yaml("storage: { s3: { endpoint: 'not a url', region: '' } }"),
+        Ok(default_config())
+    );
+    let config = load_yaml(
+        "storage: { backend: s3, s3: { bucket: traces, endpoint: 'https://s3.example.com' } }",
+    )
+    .expect("valid s3 config");
+    assert_eq!(
+        config.storage.backend,
+        BackendConfig::S3(S3Config {
+            bucket: "traces".to_owned(),
+            endpoint: Some("https://s3.example.com".to_owned()),
+            region: "us-east-1".to_owned(),
+            prefix: String::new(),
+            force_path_style: true,
+            allow_http: false,
+            access_key_id: None,
+            secret_access_key: None,
+        })
+    );
+}
+
+#[test]
+fn paths_must_not_be_empty() {
+    assert_errors(
+        "wal: { path: '' }\nstorage: { local: { path: '' } }",
+        &[
+            "wal.path: must not be empty",
+            "storage.local.path: must not be empty",
+        ],
+    );
+}
+
+#[test]
+fn log_level_must_be_an_env_filter_and_format_one_of_four() {
+    assert_errors(
+        "log: { level: warning }",
+        &[
+            "log.level: \"warning\" is not a level (use one of off, error, warn, info, debug or \
+           trace, or target=level directives like spoor=debug,info)",
+        ],
+    );
+    let errors = load_yaml_errors("log: { level: 'spoor=loud' }");
+    assert_eq!(errors.errors().len(), 1);
+    assert!(
+        messages(&errors)[0].starts_with("log.level: \"spoor=loud\" is not a valid log filter"),
+        "{errors}"
+    );
+    for format in ["auto", "text", "json", "journald"] {
+        assert!(
+            load_yaml(&format!("log: {{ format: {format} }}")).is_ok(),
+            "{format}"
+        );
+    }
+}
+
+#[test]
+fn every_kind_of_error_comes_back_together_one_per_line() {
+    let yaml = r#"
+otlp:
+  grpc:
+    listen_addres: 127.0.0.1:4319
+wal:
+  fsync: sometimes
+head:
+  max_block_size: 0
+storage:
+  backend: s3
+log:
+  level: loud
+"#;
+    let file = yaml_file(yaml);
+    let errors = load_with_env_prefix(
+        Some(file.path()),
+        "SPOORTEST_UNUSED_",
+        &ServerCliOverrides {
+            api_listen_address: Some("nowhere".to_owned()),
+            ..ServerCliOverrides::default()
+        },
+    )
+    .expect_err("five problems");
+    let origin = format!("[file {}]", file.path().display());
+    let expected = [
+        format!("otlp.grpc.listen_addres: unknown key (did you mean listen_address?) {origin}"),
+        format!(
+            "wal.fsync: expected \"always\", \"never\" or a duration, got \"sometimes\" {origin}"
+        ),
+        "api.listen_address: expected an IP address and port like 127.0.0.1:3200 or [::1]:3200 \
+         (host names are not resolved), got \"nowhere\" [command line]"
+            .to_owned(),
+        format!("head.max_block_size: must be greater than 0 {origin}"),
+        // Cross-field: named key has its default, so no origin.
+        "storage.s3.bucket: required when storage.backend is s3".to_owned(),
+        format!(
+            "log.level: \"loud\" is not a level (use one of off, error, warn, info, debug or \
+             trace, or target=level directives like spoor=debug,info) {origin}"
+        ),
+    ];
+    assert_eq!(errors.to_string(), expected.join("\n"));
+    assert_eq!(errors.errors()[0].key(), Some("otlp.grpc.listen_addres"));
+}
+
+#[test]
+fn env_origin_is_named_in_errors() {
+    let prefix = "SPOORTEST_ORIGIN_";
+    let _vars = EnvVars::set(&[("SPOORTEST_ORIGIN_WAL__FSYNC", "sometimes")]);
+    let errors =
+        load_with_env_prefix(None, prefix, &ServerCliOverrides::default()).expect_err("bad fsync");
+    assert_eq!(
+        errors.errors(),
+        [ConfigError::InvalidValue {
+            key: "wal.fsync".to_owned(),
+            message: "expected \"always\", \"never\" or a duration, got \"sometimes\"".to_owned(),
+            origin: Some(ValueOrigin::EnvVar(
+                "SPOORTEST_ORIGIN_WAL__FSYNC".to_owned()
+            )),
+        }]
+    );
+}
+
+#[test]
+fn a_missing_or_malformed_file_is_one_error_naming_the_path() {
+    let missing = Path::new("/nonexistent/spoor/server.yaml");
+    let errors = load_with_env_prefix(
+        Some(missing),
+        "SPOORTEST_UNUSED_",
+        &ServerCliOverrides::default(),
+    )
+    .expect_err("missing file");
+    assert_eq!(errors.errors().len(), 1);
+    assert!(
+        errors
+            .to_string()
+            .starts_with("config file /nonexistent/spoor/server.yaml: cannot read: "),
+        "{errors}"
+    );
+
+    for (yaml, expected) in [
+        ("wal: [unclosed", "invalid YAML: "),
+        ("- a list\n- of things\n", "expected a mapping of sections"),
+        (
+            "wal:\n  fsync: never\nwal:\n  fsync: always\n",
+            "invalid YAML: ",
+        ),
+    ] {
+        let file = yaml_file(yaml);
+        let errors = load_with_env_prefix(
+            Some(file.path()),
+            "SPOORTEST_UNUSED_",
+            &ServerCliOverrides::default(),
+        )
+        .expect_err("bad file");
+        let prefix = format!("config file {}: {expected}", file.path().display());
+        assert_eq!(errors.errors().len(), 1, "{errors}");
+        assert!(errors.to_string().starts_with(&prefix), "{errors}");
+    }
+}
+
+#[test]
+fn the_example_and_packaged_configs_load_cleanly() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let laptop = load_with_env_prefix(
+        Some(&root.join("examples/server.yaml")),
+        "SPOORTEST_UNUSED_",
+        &ServerCliOverrides::default(),
+    );
+    // The laptop example spells out the defaults.
+    assert_eq!(laptop, Ok(default_config()));
+
+    let packaged = load_with_env_prefix(
+        Some(&root.join("packaging/server.yaml")),
+        "SPOORTEST_UNUSED_",
+        &ServerCliOverrides::default(),
+    )
+    .expect("packaged config loads");
+    assert_eq!(packaged.api.listen_address, addr("0.0.0.0:3200"));
+    assert_eq!(packaged.otlp.grpc.listen_address, addr("0.0.0.0:4319"));
+    assert_eq!(packaged.otlp.http.listen_address, addr("0.0.0.0:4320"));
+    assert_eq!(packaged.wal.dir, PathBuf::from("/var/lib/spoor-server/wal"));
+    assert_eq!(
+        packaged.storage.backend,
+        BackendConfig::Local {
+            path: PathBuf::from("/var/lib/spoor-server/blocks")
+        }
+    );
+}

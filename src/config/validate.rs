@@ -1,0 +1,441 @@
+//! Raw config → validated [`ServerConfig`]: range checks, address parsing and cross-field
+//! rules. Every rule reports into [`Problems`] and carries on, so one run finds them all.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::EnvFilter;
+
+use super::error::{ConfigError, ConfigErrors, ValueOrigin};
+use super::raw::{RawBackendKind, RawLog, RawLogFormat, RawS3Storage, RawServerConfig, RawStorage};
+use super::server::*;
+use super::values::{ByteSize, RawFsync};
+
+/// A single request is buffered whole in memory, so larger limits are almost certainly a
+/// typo and would let a few clients exhaust the host.
+const MAX_REQUEST_SIZE: ByteSize = ByteSize::gib(1);
+
+/// Collects config errors, attaching to each the layer that set the offending key.
+pub(crate) struct Problems<'a> {
+    errors: Vec<ConfigError>,
+    origin_of: &'a dyn Fn(&str) -> Option<ValueOrigin>,
+}
+
+impl<'a> Problems<'a> {
+    pub(crate) fn new(origin_of: &'a dyn Fn(&str) -> Option<ValueOrigin>) -> Self {
+        Problems {
+            errors: Vec::new(),
+            origin_of,
+        }
+    }
+
+    pub(crate) fn origin_of(&self, key: &str) -> Option<ValueOrigin> {
+        (self.origin_of)(key)
+    }
+
+    pub(crate) fn push(&mut self, error: ConfigError) {
+        self.errors.push(error);
+    }
+
+    pub(crate) fn invalid(&mut self, key: &str, message: impl Into<String>) {
+        let origin = self.origin_of(key);
+        self.errors.push(ConfigError::InvalidValue {
+            key: key.to_owned(),
+            message: message.into(),
+            origin,
+        });
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// `Ok(value)` only when nothing was reported.
+    pub(crate) fn into_result<T>(self, value: T) -> Result<T, ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigErrors::new(self.errors))
+        }
+    }
+}
+
+/// Checks every rule and builds the validated config. The returned config is only
+/// meaningful when `problems` stayed empty: fields that failed hold placeholders.
+pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> ServerConfig {
+    let api_address = listen_address(problems, "api.listen_address", &raw.api.listen_address);
+    let grpc_address = listen_address(
+        problems,
+        "otlp.grpc.listen_address",
+        &raw.otlp.grpc.listen_address,
+    );
+    let http_address = listen_address(
+        problems,
+        "otlp.http.listen_address",
+        &raw.otlp.http.listen_address,
+    );
+    check_distinct_listeners(
+        problems,
+        &[
+            ("api.listen_address", api_address),
+            ("otlp.grpc.listen_address", grpc_address),
+            ("otlp.http.listen_address", http_address),
+        ],
+    );
+    let otlp = OtlpReceiverConfig {
+        grpc: OtlpGrpcConfig {
+            listen_address: grpc_address.unwrap_or(PLACEHOLDER_ADDRESS),
+            max_recv_msg_bytes: request_size(
+                problems,
+                "otlp.grpc.max_recv_msg_size",
+                raw.otlp.grpc.max_recv_msg_size,
+            ),
+        },
+        http: OtlpHttpConfig {
+            listen_address: http_address.unwrap_or(PLACEHOLDER_ADDRESS),
+            max_request_body_bytes: request_size(
+                problems,
+                "otlp.http.max_request_body_size",
+                raw.otlp.http.max_request_body_size,
+            ),
+        },
+    };
+
+    let max_inflight_bytes = positive_size(
+        problems,
+        "ingest.max_inflight_bytes",
+        raw.ingest.max_inflight_bytes,
+    );
+    let largest_request = raw
+        .otlp
+        .grpc
+        .max_recv_msg_size
+        .max(raw.otlp.http.max_request_body_size);
+    if max_inflight_bytes > 0 && raw.ingest.max_inflight_bytes < largest_request {
+        // Admission counts a request's bytes before accepting it, so a request larger
+        // than the whole budget would be refused forever and its client would retry
+        // endlessly.
+        problems.invalid(
+            "ingest.max_inflight_bytes",
+            format!(
+                "{} is smaller than the largest accepted request ({largest_request}, from \
+                 otlp.grpc.max_recv_msg_size / otlp.http.max_request_body_size)",
+                raw.ingest.max_inflight_bytes
+            ),
+        );
+    }
+    let retry_after = positive_duration(problems, "ingest.retry_after", raw.ingest.retry_after);
+
+    let fsync = match raw.wal.fsync {
+        RawFsync::Always => FsyncPolicy::Always,
+        RawFsync::Never => FsyncPolicy::Never,
+        RawFsync::Interval(interval) if interval.is_zero() => {
+            problems.invalid(
+                "wal.fsync",
+                "interval must be greater than 0 (use \"always\" to fsync before every \
+                 acknowledgement)",
+            );
+            FsyncPolicy::Always
+        }
+        RawFsync::Interval(interval) => FsyncPolicy::Interval(interval),
+    };
+
+    ServerConfig {
+        api: ApiConfig {
+            listen_address: api_address.unwrap_or(PLACEHOLDER_ADDRESS),
+        },
+        otlp,
+        ingest: IngestConfig {
+            max_inflight_bytes,
+            retry_after,
+        },
+        wal: WalConfig {
+            dir: non_empty_path(problems, "wal.path", &raw.wal.path),
+            fsync,
+            segment_max_bytes: positive_size(
+                problems,
+                "wal.segment_max_size",
+                raw.wal.segment_max_size,
+            ),
+        },
+        head: HeadConfig {
+            trace_idle: positive_duration(problems, "head.trace_idle", raw.head.trace_idle),
+            max_block_bytes: positive_size(
+                problems,
+                "head.max_block_size",
+                raw.head.max_block_size,
+            ),
+            max_block_duration: positive_duration(
+                problems,
+                "head.max_block_duration",
+                raw.head.max_block_duration,
+            ),
+        },
+        storage: validate_storage(&raw.storage, problems),
+        shutdown: ShutdownConfig {
+            timeout: positive_duration(problems, "shutdown.timeout", raw.shutdown.timeout),
+        },
+        log: validate_log(&raw.log, problems),
+    }
+}
+
+/// Stands in for an address that failed to parse; never leaves this module because the
+/// error that caused it makes loading fail.
+const PLACEHOLDER_ADDRESS: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+fn listen_address(problems: &mut Problems<'_>, key: &str, text: &str) -> Option<SocketAddr> {
+    match text.trim().parse::<SocketAddr>() {
+        Ok(address) => Some(address),
+        Err(_) => {
+            // SocketAddr does not resolve names; say so, since `localhost:3200` is the
+            // most likely thing to be written here.
+            problems.invalid(
+                key,
+                format!(
+                    "expected an IP address and port like 127.0.0.1:3200 or [::1]:3200 \
+                     (host names are not resolved), got {text:?}"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Reports listeners that could not both bind: same port (other than 0, which asks the
+/// OS for a free port) on the same IP, or on a wildcard IP that covers the other one.
+fn check_distinct_listeners(problems: &mut Problems<'_>, listeners: &[(&str, Option<SocketAddr>)]) {
+    for (index, &(key, address)) in listeners.iter().enumerate() {
+        let Some(address) = address else { continue };
+        let clash = listeners[..index].iter().find(|(_, earlier)| {
+            earlier.is_some_and(|earlier| addresses_overlap(earlier, address))
+        });
+        if let Some((earlier_key, Some(earlier))) = clash {
+            problems.invalid(
+                key,
+                format!("{address} conflicts with {earlier_key} ({earlier}): two listeners cannot share a port"),
+            );
+        }
+    }
+}
+
+fn addresses_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() || a.port() == 0 {
+        return false;
+    }
+    // An IPv6 wildcard listens on IPv4 too (dual-stack); an IPv4 wildcard only covers
+    // IPv4 addresses.
+    let covers = |wildcard: SocketAddr, other: SocketAddr| {
+        wildcard.ip().is_unspecified() && (wildcard.is_ipv6() || other.is_ipv4())
+    };
+    a.ip() == b.ip() || covers(a, b) || covers(b, a)
+}
+
+fn positive_size(problems: &mut Problems<'_>, key: &str, size: ByteSize) -> u64 {
+    if size.bytes() == 0 {
+        problems.invalid(key, "must be greater than 0");
+    }
+    size.bytes()
+}
+
+fn request_size(problems: &mut Problems<'_>, key: &str, size: ByteSize) -> usize {
+    let bytes = positive_size(problems, key, size);
+    if size > MAX_REQUEST_SIZE {
+        problems.invalid(
+            key,
+            format!("{size} is larger than the maximum of {MAX_REQUEST_SIZE}"),
+        );
+        return 0;
+    }
+    // At most 1GiB here, which fits usize on every supported target.
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
+fn positive_duration(problems: &mut Problems<'_>, key: &str, duration: Duration) -> Duration {
+    if duration.is_zero() {
+        problems.invalid(key, "must be greater than 0");
+    }
+    duration
+}
+
+fn non_empty_path(problems: &mut Problems<'_>, key: &str, path: &Path) -> PathBuf {
+    if path.as_os_str().is_empty() {
+        problems.invalid(key, "must not be empty");
+    }
+    path.to_owned()
+}
+
+fn validate_storage(raw: &RawStorage, problems: &mut Problems<'_>) -> StorageConfig {
+    let backend = match raw.backend {
+        RawBackendKind::Local => BackendConfig::Local {
+            path: non_empty_path(problems, "storage.local.path", &raw.local.path),
+        },
+        RawBackendKind::S3 => BackendConfig::S3(validate_s3(&raw.s3, problems)),
+    };
+    StorageConfig {
+        backend,
+        blocklist_poll: positive_duration(problems, "storage.blocklist_poll", raw.blocklist_poll),
+    }
+}
+
+fn validate_s3(raw: &RawS3Storage, problems: &mut Problems<'_>) -> S3Config {
+    const REQUIRED: &str = "required when storage.backend is s3";
+    if raw.bucket.trim().is_empty() {
+        problems.invalid("storage.s3.bucket", REQUIRED);
+    }
+    if raw.region.trim().is_empty() {
+        problems.invalid("storage.s3.region", REQUIRED);
+    }
+    let endpoint = non_empty(&raw.endpoint);
+    if let Some(endpoint) = &endpoint {
+        validate_endpoint(problems, endpoint, raw.allow_http);
+    }
+    let access_key_id = non_empty(&raw.access_key_id);
+    let secret_access_key = non_empty(&raw.secret_access_key);
+    // One static key without the other would silently fall back to environment
+    // credentials for the missing half, which is never what was meant.
+    match (&access_key_id, &secret_access_key) {
+        (Some(_), None) => problems.invalid(
+            "storage.s3.secret_access_key",
+            "required when storage.s3.access_key_id is set",
+        ),
+        (None, Some(_)) => problems.invalid(
+            "storage.s3.access_key_id",
+            "required when storage.s3.secret_access_key is set",
+        ),
+        _ => {}
+    }
+    S3Config {
+        bucket: raw.bucket.trim().to_owned(),
+        endpoint,
+        region: raw.region.trim().to_owned(),
+        prefix: raw.prefix.clone(),
+        force_path_style: raw.force_path_style,
+        allow_http: raw.allow_http,
+        access_key_id,
+        secret_access_key,
+    }
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+fn validate_endpoint(problems: &mut Problems<'_>, endpoint: &str, allow_http: bool) {
+    const KEY: &str = "storage.s3.endpoint";
+    let uri = endpoint.parse::<http::Uri>().ok();
+    let scheme = uri.as_ref().and_then(|uri| uri.scheme_str());
+    let has_host = uri
+        .as_ref()
+        .and_then(|uri| uri.host())
+        .is_some_and(|host| !host.is_empty());
+    match scheme {
+        Some("http" | "https") if has_host => {}
+        _ => {
+            problems.invalid(
+                KEY,
+                format!(
+                    "expected a URL like http://127.0.0.1:9000 or https://s3.example.com, got {endpoint:?}"
+                ),
+            );
+            return;
+        }
+    }
+    if scheme == Some("http") && !allow_http {
+        problems.invalid(
+            KEY,
+            "a plain http:// endpoint needs storage.s3.allow_http: true",
+        );
+    }
+}
+
+fn validate_log(raw: &RawLog, problems: &mut Problems<'_>) -> LogConfig {
+    if let Err(message) = check_log_filter(&raw.level) {
+        problems.invalid("log.level", message);
+    }
+    LogConfig {
+        level: raw.level.trim().to_owned(),
+        format: match raw.format {
+            RawLogFormat::Auto => LogFormat::Auto,
+            RawLogFormat::Text => LogFormat::Text,
+            RawLogFormat::Json => LogFormat::Json,
+            RawLogFormat::Journald => LogFormat::Journald,
+        },
+    }
+}
+
+/// Accepts what `EnvFilter` accepts, except a bare word that is not a level: the filter
+/// syntax reads `warning` or `verbose` as "everything from the target named warning",
+/// which silently turns logging off instead of raising the level.
+fn check_log_filter(level: &str) -> Result<(), String> {
+    const LEVELS: &str = "off, error, warn, info, debug or trace";
+    if level.trim().is_empty() {
+        return Err(format!("must not be empty (use one of {LEVELS})"));
+    }
+    if let Err(error) = EnvFilter::builder().parse(level) {
+        return Err(format!("{level:?} is not a valid log filter: {error}"));
+    }
+    let bare_non_level = level
+        .split(',')
+        .map(str::trim)
+        .filter(|directive| !directive.is_empty())
+        .find(|directive| {
+            !directive.contains(['=', '[']) && directive.parse::<LevelFilter>().is_err()
+        });
+    match bare_non_level {
+        Some(word) => Err(format!(
+            "{word:?} is not a level (use one of {LEVELS}, or target=level directives like spoor=debug,info)"
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_overlap_on_same_port_when_ips_can_collide() {
+        let addr = |text: &str| text.parse::<SocketAddr>().expect("test address");
+        assert!(addresses_overlap(
+            addr("127.0.0.1:3200"),
+            addr("127.0.0.1:3200")
+        ));
+        assert!(addresses_overlap(
+            addr("0.0.0.0:3200"),
+            addr("127.0.0.1:3200")
+        ));
+        assert!(addresses_overlap(addr("127.0.0.1:3200"), addr("[::]:3200")));
+        assert!(!addresses_overlap(addr("0.0.0.0:3200"), addr("[::1]:3200")));
+        assert!(!addresses_overlap(
+            addr("127.0.0.1:3200"),
+            addr("127.0.0.2:3200")
+        ));
+        assert!(!addresses_overlap(
+            addr("127.0.0.1:3200"),
+            addr("127.0.0.1:3201")
+        ));
+        // Port 0 means "any free port": tests run every listener on 127.0.0.1:0.
+        assert!(!addresses_overlap(addr("127.0.0.1:0"), addr("127.0.0.1:0")));
+    }
+
+    #[test]
+    fn log_filters_accept_levels_and_directives_but_not_stray_words() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "off",
+            "spoor=debug,info",
+            "spoor::server=trace",
+            "warn,tower=off",
+        ] {
+            assert_eq!(check_log_filter(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "  ", "warning", "verbose", "info,loud", "spoor=loud"] {
+            assert!(check_log_filter(bad).is_err(), "{bad}");
+        }
+    }
+}
