@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "spoor-server", version)]
 struct Args {
     /// YAML config file (/etc/spoor/server.yaml when installed from the package).
-    #[arg(long, short = 'c')]
+    #[arg(long, short = 'c', env = "SPOOR_CONFIG")]
     config: Option<PathBuf>,
     /// Validate the configuration (file, environment, flags) and exit.
     #[arg(long)]
@@ -32,6 +32,9 @@ struct Args {
     /// Overrides log.level (an env-filter directive such as `info` or `spoor=debug`).
     #[arg(long)]
     log_level: Option<String>,
+    /// Overrides log.format: auto, text, json or journald.
+    #[arg(long)]
+    log_format: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         otlp_grpc_listen_address: args.otlp_grpc_listen_address,
         otlp_http_listen_address: args.otlp_http_listen_address,
         log_level: args.log_level,
+        log_format: args.log_format,
     };
     let config = match load_server_config(args.config.as_deref(), &overrides) {
         Ok(config) => config,

@@ -1,0 +1,52 @@
+# spoor — the verbs. `make run` starts the server on built-in defaults; `make test` runs
+# everything CI runs. Builds reuse a target directory outside the clone when one exists.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/spoor-target
+VENV ?= $(HOME)/.cache/spoor-venv
+PYTHON := $(VENV)/bin/python
+PY_REQUIREMENTS := tests/python/requirements.txt
+PY_STAMP := $(VENV)/.installed-$(shell sha1sum $(PY_REQUIREMENTS) 2>/dev/null | cut -c1-12)
+
+.PHONY: build release run test test-rust test-python lint fmt bench clean-data
+
+build:
+	$(CARGO) build --bins
+
+release:
+	$(CARGO) build --release --bins
+
+## The server on the embedded defaults: data under ./data, loopback ports.
+run:
+	$(CARGO) run --release --bin spoor-server
+
+test: test-rust test-python
+
+test-rust:
+	$(CARGO) build --bins
+	$(CARGO) test --all-targets --features test-util
+
+$(PY_STAMP): $(PY_REQUIREMENTS)
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS)
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test-python: $(PY_STAMP)
+	$(CARGO) build --bins
+	SPOOR_BIN_DIR=$(CARGO_TARGET_DIR)/debug $(PYTHON) -m pytest -q tests/python
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --features test-util -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Ingest benchmark against a release build; figures go to docs/benchmarks.md.
+bench: release
+	$(CARGO) bench --bench server_load
+
+clean-data:
+	rm -rf ./data

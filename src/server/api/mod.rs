@@ -1,0 +1,338 @@
+//! The Tempo HTTP API on port 3200 (see shared/reference/tempo-api.md), plus the
+//! operational endpoints `/ready`, `/metrics`, `/api/echo` and `/api/status/buildinfo`.
+//!
+//! Errors are plain-text bodies with the status from [`crate::error::ErrorCode`], as
+//! Tempo answers them.
+
+mod tempopb;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prost::Message;
+
+use crate::error::{ErrorCode, ServiceError};
+use crate::otlp::{proto_json, OtlpTracesData, TraceId};
+use crate::server::metrics::ServerMetrics;
+use crate::server::query::{Querier, TimeWindow};
+use crate::tenant::{TenantId, TENANT_HEADER};
+
+pub use tempopb::{TraceByIdMetrics, TraceByIdResponse};
+
+/// The Tempo API version reported to clients that gate features on it (Grafana's
+/// mid-era datasource wants ≥ 2.7.0 for streaming and metrics features).
+pub const TEMPO_API_VERSION: &str = "2.9.0";
+
+/// Start-up and shutdown state as `/ready` reports it.
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicU8);
+
+const STARTING: u8 = 0;
+const READY: u8 = 1;
+const STOPPING: u8 = 2;
+
+impl Readiness {
+    pub fn set_ready(&self) {
+        self.0.store(READY, Ordering::SeqCst);
+    }
+    pub fn set_stopping(&self) {
+        self.0.store(STOPPING, Ordering::SeqCst);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == READY
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub querier: Querier,
+    pub metrics: Arc<ServerMetrics>,
+    pub readiness: Arc<Readiness>,
+}
+
+/// An API error: a status and a plain-text message.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: ErrorCode::InvalidArgument,
+            message: message.into(),
+        }
+    }
+}
+
+impl<E: ServiceError> From<E> for ApiError {
+    fn from(error: E) -> ApiError {
+        ApiError {
+            code: error.error_code(),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.code == ErrorCode::Internal {
+            tracing::error!(error = %self.message, "api request failed");
+        }
+        let mut response = (self.code.http(), format!("{}\n", self.message)).into_response();
+        if let Some(delay) = self.code.retry_after() {
+            if let Ok(value) = HeaderValue::from_str(&delay.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/echo", get(|| async { "echo\n" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/status/buildinfo", get(buildinfo))
+        .route("/api/traces/{trace_id}", get(trace_by_id_v1))
+        .route("/api/v2/traces/{trace_id}", get(trace_by_id_v2))
+        .with_state(state)
+}
+
+async fn ready(State(state): State<ApiState>) -> Response {
+    match state.readiness.0.load(Ordering::SeqCst) {
+        READY => (StatusCode::OK, "ready\n").into_response(),
+        STOPPING => (StatusCode::SERVICE_UNAVAILABLE, "Application is stopping\n").into_response(),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Starting: replaying the write-ahead log and opening storage\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn buildinfo() -> Response {
+    axum::Json(serde_json::json!({
+        "version": TEMPO_API_VERSION,
+        "revision": concat!("spoor-", env!("CARGO_PKG_VERSION")),
+        "branch": "spoor",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Protobuf,
+}
+
+/// Tempo's negotiation: a substring match, protobuf first; anything else is JSON.
+fn negotiate(headers: &HeaderMap) -> Format {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("application/protobuf") {
+        Format::Protobuf
+    } else {
+        Format::Json
+    }
+}
+
+pub(crate) fn tenant_of(headers: &HeaderMap) -> Result<TenantId, ApiError> {
+    let value = match headers.get(TENANT_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("X-Scope-OrgID is not valid text"))?,
+        ),
+    };
+    TenantId::from_header(value).map_err(|e| ApiError::bad_request(format!("invalid X-Scope-OrgID: {e}")))
+}
+
+/// An empty query parameter means absent (tempo-cli sends `mode=` and friends).
+fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    params.get(name).map(String::as_str).filter(|v| !v.is_empty())
+}
+
+fn seconds_param(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+    param(params, name)
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid {name}: expected unix seconds, got {v:?}")))
+        })
+        .transpose()
+}
+
+/// Validates the trace-by-ID parameters Tempo accepts.
+fn trace_lookup_params(params: &HashMap<String, String>) -> Result<Option<TimeWindow>, ApiError> {
+    let start = seconds_param(params, "start")?;
+    let end = seconds_param(params, "end")?;
+    if let Some(mode) = param(params, "mode") {
+        if !matches!(mode, "all" | "blocks" | "ingesters" | "external") {
+            return Err(ApiError::bad_request(format!(
+                "invalid mode: {mode:?} (expected all, blocks, ingesters or external)"
+            )));
+        }
+    }
+    for name in ["blockStart", "blockEnd"] {
+        if let Some(value) = param(params, name) {
+            uuid::Uuid::parse_str(value)
+                .map_err(|e| ApiError::bad_request(format!("invalid {name}: {e}")))?;
+        }
+    }
+    match (start, end) {
+        (Some(start_s), Some(end_s)) => {
+            if end_s <= start_s {
+                return Err(ApiError::bad_request(format!(
+                    "invalid time range: end ({end_s}) must be greater than start ({start_s})"
+                )));
+            }
+            Ok(Some(TimeWindow { start_s, end_s }))
+        }
+        (Some(start_s), None) => Ok(Some(TimeWindow {
+            start_s,
+            end_s: u64::MAX,
+        })),
+        (None, Some(end_s)) => Ok(Some(TimeWindow { start_s: 0, end_s })),
+        (None, None) => Ok(None),
+    }
+}
+
+fn parse_trace_id(raw: &str) -> Result<TraceId, ApiError> {
+    TraceId::parse_hex(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn body_response(format: Format, protobuf: Vec<u8>, json: serde_json::Value) -> Response {
+    let (content_type, body) = match format {
+        Format::Protobuf => ("application/protobuf", Body::from(protobuf)),
+        Format::Json => ("application/json", Body::from(json.to_string())),
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+async fn trace_by_id_v1(
+    State(state): State<ApiState>,
+    Path(trace_id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let trace_id = parse_trace_id(&trace_id)?;
+    let window = trace_lookup_params(&params)?;
+    let tenant = tenant_of(&headers)?;
+    let format = negotiate(&headers);
+    let Some(found) = state.querier.find_trace(&tenant, trace_id, window).await? else {
+        return Ok(StatusCode::NOT_FOUND.into_response());
+    };
+    let json = match format {
+        Format::Json => proto_json::trace(&found.resource_spans, "batches"),
+        Format::Protobuf => serde_json::Value::Null,
+    };
+    let protobuf = match format {
+        Format::Protobuf => OtlpTracesData {
+            resource_spans: found.resource_spans,
+        }
+        .encode_to_vec(),
+        Format::Json => Vec::new(),
+    };
+    Ok(body_response(format, protobuf, json))
+}
+
+async fn trace_by_id_v2(
+    State(state): State<ApiState>,
+    Path(trace_id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let trace_id = parse_trace_id(&trace_id)?;
+    let window = trace_lookup_params(&params)?;
+    let tenant = tenant_of(&headers)?;
+    let format = negotiate(&headers);
+    // Like Tempo's queriers, v2 answers a missing trace with an empty trace, not 404.
+    let found = state
+        .querier
+        .find_trace(&tenant, trace_id, window)
+        .await?
+        .unwrap_or_default();
+    let inspected_bytes = found.inspected_bytes;
+    Ok(match format {
+        Format::Protobuf => {
+            let response = TraceByIdResponse {
+                trace: Some(OtlpTracesData {
+                    resource_spans: found.resource_spans,
+                }),
+                metrics: Some(TraceByIdMetrics { inspected_bytes }),
+                status: 0,
+                message: String::new(),
+            };
+            body_response(format, response.encode_to_vec(), serde_json::Value::Null)
+        }
+        Format::Json => {
+            let mut metrics = serde_json::Map::new();
+            if inspected_bytes > 0 {
+                metrics.insert("inspectedBytes".into(), inspected_bytes.to_string().into());
+            }
+            let json = serde_json::json!({
+                "trace": proto_json::trace(&found.resource_spans, "resourceSpans"),
+                "metrics": metrics,
+            });
+            body_response(format, Vec::new(), json)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn lookup_params_follow_tempo() {
+        assert_eq!(trace_lookup_params(&params(&[])).unwrap(), None);
+        assert_eq!(
+            trace_lookup_params(&params(&[("mode", ""), ("blockStart", ""), ("start", "10"), ("end", "20")])).unwrap(),
+            Some(TimeWindow { start_s: 10, end_s: 20 })
+        );
+        assert!(trace_lookup_params(&params(&[("start", "20"), ("end", "10")])).is_err());
+        assert!(trace_lookup_params(&params(&[("mode", "everything")])).is_err());
+        assert!(trace_lookup_params(&params(&[("start", "yesterday")])).is_err());
+        assert!(trace_lookup_params(&params(&[("blockEnd", "not-a-uuid")])).is_err());
+    }
+
+    #[test]
+    fn accept_negotiation_is_substring_based() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(negotiate(&headers), Format::Json);
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/plain, */*"));
+        assert_eq!(negotiate(&headers), Format::Json);
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/protobuf"));
+        assert_eq!(negotiate(&headers), Format::Protobuf);
+    }
+}

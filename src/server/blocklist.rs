@@ -1,0 +1,134 @@
+//! The blocks queries can read, per tenant. Filled from the backend at start-up,
+//! extended immediately when this server flushes a block, and refreshed by polling so
+//! blocks written or deleted by others (compactor, other servers) are seen.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::RwLock;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::block::BlockReader;
+use crate::server::metrics::ServerMetrics;
+use crate::server::storage::{BlockStore, StorageError};
+use crate::tenant::TenantId;
+
+/// A block this server registered itself is kept even if a listing that started
+/// before it was written does not show it yet.
+const REGISTER_GRACE: Duration = Duration::from_secs(300);
+
+#[derive(Debug)]
+pub struct BlockList {
+    store: BlockStore,
+    tenants: RwLock<HashMap<TenantId, Vec<BlockReader>>>,
+    metrics: Arc<ServerMetrics>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl BlockList {
+    /// An empty list; call [`BlockList::refresh`] to fill it from the backend.
+    pub fn new(store: BlockStore, metrics: Arc<ServerMetrics>) -> BlockList {
+        BlockList {
+            store,
+            tenants: RwLock::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    pub fn store(&self) -> &BlockStore {
+        &self.store
+    }
+
+    /// Makes a freshly written block visible to queries.
+    pub fn register(&self, reader: BlockReader) {
+        let tenant = reader.meta().tenant.clone();
+        let mut tenants = self.tenants.write();
+        let blocks = tenants.entry(tenant).or_default();
+        blocks.retain(|b| b.meta().block_id != reader.meta().block_id);
+        blocks.push(reader);
+        drop(tenants);
+        self.update_gauges();
+    }
+
+    /// The blocks of one tenant, oldest first.
+    pub fn blocks(&self, tenant: &TenantId) -> Vec<BlockReader> {
+        self.tenants.read().get(tenant).cloned().unwrap_or_default()
+    }
+
+    pub async fn refresh(&self) -> Result<(), StorageError> {
+        let listing_started = unix_now();
+        let mut listed: HashMap<TenantId, Vec<crate::server::block::BlockMeta>> = HashMap::new();
+        for tenant in self.store.list_tenants().await? {
+            let metas = self.store.list_blocks(&tenant).await?;
+            listed.insert(tenant, metas);
+        }
+        let mut tenants = self.tenants.write();
+        let mut next: HashMap<TenantId, Vec<BlockReader>> = HashMap::new();
+        for (tenant, metas) in listed {
+            let known = tenants.remove(&tenant).unwrap_or_default();
+            let mut readers: Vec<BlockReader> = Vec::with_capacity(metas.len());
+            for meta in metas {
+                // Keep existing readers: they hold cached footers and bloom filters.
+                match known.iter().find(|r| r.meta().block_id == meta.block_id) {
+                    Some(reader) => readers.push(reader.clone()),
+                    None => readers.push(BlockReader::new(self.store.clone(), meta)),
+                }
+            }
+            for reader in known {
+                let fresh = reader.meta().created_at + REGISTER_GRACE.as_secs() > listing_started;
+                if fresh && !readers.iter().any(|r| r.meta().block_id == reader.meta().block_id) {
+                    readers.push(reader);
+                }
+            }
+            readers.sort_by_key(|r| (r.meta().min_start_time_unix_nano, r.meta().block_id));
+            next.insert(tenant, readers);
+        }
+        // Tenants that vanished from the listing keep only freshly registered blocks.
+        for (tenant, known) in tenants.drain() {
+            let fresh: Vec<BlockReader> = known
+                .into_iter()
+                .filter(|r| r.meta().created_at + REGISTER_GRACE.as_secs() > listing_started)
+                .collect();
+            if !fresh.is_empty() {
+                next.entry(tenant).or_default().extend(fresh);
+            }
+        }
+        *tenants = next;
+        drop(tenants);
+        self.update_gauges();
+        Ok(())
+    }
+
+    fn update_gauges(&self) {
+        let tenants = self.tenants.read();
+        let blocks = tenants.values().map(Vec::len).sum();
+        let bytes = tenants
+            .values()
+            .flatten()
+            .map(|r| r.meta().data_size_bytes + r.meta().bloom_size_bytes)
+            .sum();
+        self.metrics.set_backend(blocks, bytes);
+    }
+
+    /// Polls the backend until cancelled; a failed poll keeps the previous list.
+    pub fn spawn_poller(self: Arc<Self>, interval: Duration, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                if let Err(error) = self.refresh().await {
+                    tracing::warn!(%error, "block list refresh failed; keeping the previous list");
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,95 @@
+"""Fixtures that start a real spoor-server process on free loopback ports."""
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import requests
+
+BIN_DIR = pathlib.Path(os.environ.get("SPOOR_BIN_DIR", pathlib.Path.home() / ".cache/spoor-target/debug"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, data_dir, extra_env=None):
+        self.data_dir = pathlib.Path(data_dir)
+        self.api_port, self.grpc_port, self.http_port = free_port(), free_port(), free_port()
+        self.extra_env = extra_env or {}
+        self.proc = None
+        self.log_path = self.data_dir / "server.log"
+
+    @property
+    def api(self):
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def start(self):
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env.setdefault("RUST_LOG", "info")
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [
+                str(BIN_DIR / "spoor-server"),
+                "--data-dir", str(self.data_dir),
+                "--api-listen-address", f"127.0.0.1:{self.api_port}",
+                "--otlp-grpc-listen-address", f"127.0.0.1:{self.grpc_port}",
+                "--otlp-http-listen-address", f"127.0.0.1:{self.http_port}",
+            ],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"spoor-server exited: {self.log_path.read_text()}")
+            try:
+                if requests.get(f"{self.api}/ready", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("spoor-server did not become ready")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = Server(tmp_path / "server").start()
+    yield srv
+    srv.stop()
+
+
+def metric_value(server, name):
+    for line in requests.get(f"{server.api}/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_flushed(server, timeout=30):
+    """Waits until every span is in a block: nothing live, nothing waiting for upload."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if metric_value(server, "spoor_head_bytes") == 0 and (metric_value(server, "spoor_flushed_spans_total") or 0) > 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError("head was not flushed into blocks in time")
