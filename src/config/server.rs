@@ -94,7 +94,9 @@ pub struct StorageConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum BackendConfig {
     /// Blocks under a local directory.
-    Local { path: PathBuf },
+    Local {
+        path: PathBuf,
+    },
     S3(S3Config),
 }
 

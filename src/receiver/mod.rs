@@ -11,9 +11,6 @@ use crate::error::{ErrorCode, ServiceError};
 use crate::otlp::OtlpResourceSpans;
 use crate::tenant::TenantId;
 
-
-
-
 /// One decoded export request for one tenant.
 #[derive(Debug, Clone)]
 pub struct TraceBatch {
