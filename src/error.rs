@@ -73,8 +73,14 @@ mod tests {
         };
         assert_eq!(full.grpc(), tonic::Code::ResourceExhausted);
         assert_eq!(full.http(), http::StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(ErrorCode::Unavailable.http(), http::StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(ErrorCode::InvalidArgument.grpc(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            ErrorCode::Unavailable.http(),
+            http::StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            ErrorCode::InvalidArgument.grpc(),
+            tonic::Code::InvalidArgument
+        );
         assert_eq!(ErrorCode::Unavailable.retry_after(), None);
     }
 }

@@ -9,7 +9,9 @@
 pub mod config;
 pub mod error;
 pub mod otlp;
+pub mod receiver;
 pub mod runtime;
 pub mod server;
-pub mod receiver;
 pub mod tenant;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;

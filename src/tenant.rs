@@ -85,8 +85,14 @@ mod tests {
     #[test]
     fn header_rules() {
         assert_eq!(TenantId::from_header(None).unwrap().as_str(), SINGLE_TENANT);
-        assert_eq!(TenantId::from_header(Some("")).unwrap().as_str(), SINGLE_TENANT);
-        assert_eq!(TenantId::from_header(Some("acme")).unwrap().as_str(), "acme");
+        assert_eq!(
+            TenantId::from_header(Some("")).unwrap().as_str(),
+            SINGLE_TENANT
+        );
+        assert_eq!(
+            TenantId::from_header(Some("acme")).unwrap().as_str(),
+            "acme"
+        );
         assert_eq!(TenantId::new("a/b"), Err(TenantError::BadCharacter('/')));
         assert_eq!(TenantId::new(".."), Err(TenantError::DotName));
         assert_eq!(TenantId::new("a|b"), Err(TenantError::Multiple));

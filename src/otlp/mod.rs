@@ -15,8 +15,7 @@ pub use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 pub use opentelemetry_proto::tonic::common::v1::{
     any_value::Value as OtlpValue, AnyValue as OtlpAnyValue, ArrayValue as OtlpArrayValue,
-    InstrumentationScope as OtlpScope, KeyValue as OtlpKeyValue,
-    KeyValueList as OtlpKeyValueList,
+    InstrumentationScope as OtlpScope, KeyValue as OtlpKeyValue, KeyValueList as OtlpKeyValueList,
 };
 pub use opentelemetry_proto::tonic::resource::v1::Resource as OtlpResource;
 pub use opentelemetry_proto::tonic::trace::v1::{

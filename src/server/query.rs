@@ -70,8 +70,7 @@ impl Querier {
             .into_iter()
             .filter(|block| {
                 let meta = block.meta();
-                let id = trace_id.to_hex();
-                let in_range = meta.min_trace_id.as_str() <= id.as_str() && id.as_str() <= meta.max_trace_id.as_str();
+                let in_range = meta.may_contain_trace_id(&trace_id);
                 let in_window = window.is_none_or(|w| {
                     meta.min_start_time_unix_nano / 1_000_000_000 <= w.end_s
                         && meta.max_start_time_unix_nano / 1_000_000_000 >= w.start_s

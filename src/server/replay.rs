@@ -47,7 +47,9 @@ pub async fn replay(
     summary.last_segment = segments.last().copied().unwrap_or(0).max(flushed_through);
     wal.delete_through(flushed_through)?;
 
-    for segment_id in segments.into_iter().filter(|id| *id > flushed_through) {
+    // A redone cut only ever covers segments already read, so this filter stays right.
+    let replay_after = flushed_through;
+    for segment_id in segments.into_iter().filter(|id| *id > replay_after) {
         let segment = {
             let wal = wal.clone();
             tokio::task::spawn_blocking(move || wal.replay_segment(segment_id))

@@ -31,8 +31,14 @@ pub use tempopb::{TraceByIdMetrics, TraceByIdResponse};
 pub const TEMPO_API_VERSION: &str = "2.9.0";
 
 /// Start-up and shutdown state as `/ready` reports it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Readiness(AtomicU8);
+
+impl Default for Readiness {
+    fn default() -> Readiness {
+        Readiness(AtomicU8::new(STARTING))
+    }
+}
 
 const STARTING: u8 = 0;
 const READY: u8 = 1;
