@@ -35,7 +35,7 @@ $(PY_STAMP): $(PY_REQUIREMENTS)
 
 test-python: $(PY_STAMP)
 	$(CARGO) build --bins
-	SPOOR_BIN_DIR=$(CARGO_TARGET_DIR)/debug $(PYTHON) -m pytest -q tests/python
+	TEST_SPOOR_BIN_DIR=$(CARGO_TARGET_DIR)/debug $(PYTHON) -m pytest -q tests/python
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-BIN_DIR = pathlib.Path(os.environ.get("SPOOR_BIN_DIR", pathlib.Path.home() / ".cache/spoor-target/debug"))
+BIN_DIR = pathlib.Path(os.environ.get("TEST_SPOOR_BIN_DIR", pathlib.Path.home() / ".cache/spoor-target/debug"))
 
 
 def free_port():
