@@ -4,6 +4,7 @@
 //!
 //! Knobs (environment): BENCH_SPANS (default 1_000_000), BENCH_CONCURRENCY (8),
 //! BENCH_TRACES_PER_REQUEST (50), BENCH_LOOKUPS (2000), SPOOR_SERVER_BIN.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,5 +1,6 @@
 //! Durability: kill -9 under load loses no acknowledged trace; damaged WAL files are
 //! recovered as far as their intact records go.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

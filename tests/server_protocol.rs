@@ -1,4 +1,5 @@
 //! The systemd notification protocol and bad input, against a real server process.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

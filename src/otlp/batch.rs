@@ -9,7 +9,9 @@ use super::{OtlpResourceSpans, OtlpScopeSpans, TraceId};
 /// Splits resource spans by trace ID. Traces come out in order of first appearance;
 /// within a trace, resources, scopes and spans keep their original order. Spans whose
 /// trace ID is not 16 bytes are skipped (callers validate first).
-pub fn split_by_trace(resource_spans: Vec<OtlpResourceSpans>) -> Vec<(TraceId, Vec<OtlpResourceSpans>)> {
+pub fn split_by_trace(
+    resource_spans: Vec<OtlpResourceSpans>,
+) -> Vec<(TraceId, Vec<OtlpResourceSpans>)> {
     let mut order: Vec<(TraceId, Vec<OtlpResourceSpans>)> = Vec::new();
     let mut index: HashMap<TraceId, usize> = HashMap::new();
     for rs in resource_spans {
@@ -119,10 +121,17 @@ mod tests {
         prop::collection::vec(resource, 0..4)
     }
 
-    /// Flattens to (resource, resource schema, scope, scope schema, span) tuples in order.
-    fn flatten(
-        batch: &[OtlpResourceSpans],
-    ) -> Vec<(Option<OtlpResource>, String, Option<OtlpScope>, String, OtlpSpan)> {
+    /// A span with its context: (resource, resource schema, scope, scope schema, span).
+    type SpanInContext = (
+        Option<OtlpResource>,
+        String,
+        Option<OtlpScope>,
+        String,
+        OtlpSpan,
+    );
+
+    /// Flattens to spans in context, in order.
+    fn flatten(batch: &[OtlpResourceSpans]) -> Vec<SpanInContext> {
         let mut out = Vec::new();
         for rs in batch {
             for ss in &rs.scope_spans {

@@ -29,7 +29,8 @@ impl Obj {
     }
     fn bytes(mut self, key: &str, value: &[u8]) -> Obj {
         if !value.is_empty() {
-            self.0.insert(key.into(), Value::String(BASE64.encode(value)));
+            self.0
+                .insert(key.into(), Value::String(BASE64.encode(value)));
         }
         self
     }
@@ -243,7 +244,10 @@ mod tests {
     #[test]
     fn span_json_matches_tempo_form() {
         let s = OtlpSpan {
-            trace_id: vec![0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f, 0xc7, 0x00],
+            trace_id: vec![
+                0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f,
+                0xc7, 0x00,
+            ],
             span_id: vec![0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x00],
             name: "x".into(),
             kind: OtlpSpanKind::Server as i32,

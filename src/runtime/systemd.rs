@@ -28,7 +28,10 @@ pub fn notify_status(status: &str) {
 
 /// Pings the watchdog only while `probe` succeeds within half the watchdog interval,
 /// so a stuck pipeline (not just a live process) gets the unit restarted.
-pub fn spawn_watchdog<F, Fut>(probe: F, cancel: CancellationToken) -> Option<tokio::task::JoinHandle<()>>
+pub fn spawn_watchdog<F, Fut>(
+    probe: F,
+    cancel: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = bool> + Send,

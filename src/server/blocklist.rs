@@ -83,7 +83,11 @@ impl BlockList {
             }
             for reader in known {
                 let fresh = reader.meta().created_at + REGISTER_GRACE.as_secs() > listing_started;
-                if fresh && !readers.iter().any(|r| r.meta().block_id == reader.meta().block_id) {
+                if fresh
+                    && !readers
+                        .iter()
+                        .any(|r| r.meta().block_id == reader.meta().block_id)
+                {
                     readers.push(reader);
                 }
             }
@@ -118,7 +122,11 @@ impl BlockList {
     }
 
     /// Polls the backend until cancelled; a failed poll keeps the previous list.
-    pub fn spawn_poller(self: Arc<Self>, interval: Duration, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_poller(
+        self: Arc<Self>,
+        interval: Duration,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             loop {
                 tokio::select! {

@@ -60,10 +60,16 @@ struct FlusherInner {
 /// Block IDs are derived from the server instance, the tenant and the cut's segment,
 /// so a cut redone after a crash rewrites the same objects instead of adding copies.
 pub fn block_id_for_cut(instance_id: Uuid, tenant: &TenantId, through_segment: u64) -> Uuid {
-    Uuid::new_v5(&instance_id, format!("{tenant}/{through_segment}").as_bytes())
+    Uuid::new_v5(
+        &instance_id,
+        format!("{tenant}/{through_segment}").as_bytes(),
+    )
 }
 
-fn decode_trace(trace_id: crate::otlp::TraceId, pieces: &[bytes::Bytes]) -> Result<TracePieces, FlushError> {
+fn decode_trace(
+    trace_id: crate::otlp::TraceId,
+    pieces: &[bytes::Bytes],
+) -> Result<TracePieces, FlushError> {
     let mut batches = Vec::new();
     for piece in pieces {
         batches.extend(OtlpTracesData::decode(piece.as_ref())?.resource_spans);
@@ -139,7 +145,9 @@ impl Flusher {
         {
             let mut head = inner.head.lock();
             head.finish_flush(through_segment);
-            inner.metrics.set_head(head.live_traces(), head.total_bytes());
+            inner
+                .metrics
+                .set_head(head.live_traces(), head.total_bytes());
         }
         let wal = inner.wal.clone();
         tokio::task::spawn_blocking(move || -> Result<usize, WalError> {

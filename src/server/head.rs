@@ -234,11 +234,24 @@ mod tests {
         assert_eq!(head.live_traces(), 2);
 
         let now = start + Duration::from_secs(10);
-        let cut = head.partition_for_cut(5, now, Duration::from_secs(5), Duration::from_secs(60), false);
+        let cut = head.partition_for_cut(
+            5,
+            now,
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+            false,
+        );
         let moved = &cut.flushing.tenants[&tenant];
-        assert_eq!(moved.keys().copied().collect::<Vec<_>>(), vec![TraceId([1; 16])]);
+        assert_eq!(
+            moved.keys().copied().collect::<Vec<_>>(),
+            vec![TraceId([1; 16])]
+        );
         assert_eq!(cut.carried.len(), 1);
-        assert_eq!(cut.carried[0].1.len(), 2, "both pieces of the live trace are carried");
+        assert_eq!(
+            cut.carried[0].1.len(),
+            2,
+            "both pieces of the live trace are carried"
+        );
         assert_eq!(head.live_bytes(), 20);
         assert_eq!(head.total_bytes(), 30);
         // Queries still see the flushing trace until the flush finishes.
@@ -256,7 +269,13 @@ mod tests {
         head.insert(&tenant, vec![piece(1)], start);
         let now = start + Duration::from_secs(61);
         head.insert(&tenant, vec![piece(1)], now);
-        let cut = head.partition_for_cut(1, now, Duration::from_secs(5), Duration::from_secs(60), false);
+        let cut = head.partition_for_cut(
+            1,
+            now,
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+            false,
+        );
         assert!(cut.carried.is_empty());
         assert!(head.is_empty());
     }

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::config::{FsyncPolicy, HeadConfig, IngestConfig};
+use crate::config::{FsyncPolicy, HeadConfig, IngestConfig, WalConfig};
 use crate::otlp::batch::split_by_trace;
 use crate::otlp::validate::retain_valid_spans;
 use crate::otlp::{count_spans, OtlpTracesData};
@@ -113,30 +113,29 @@ impl Ingest {
         last_segment: u64,
         head: Arc<Mutex<Head>>,
         config: &IngestConfig,
-        wal_fsync: FsyncPolicy,
-        segment_max_bytes: u64,
+        wal_config: &WalConfig,
         head_config: HeadConfig,
         metrics: Arc<ServerMetrics>,
     ) -> Result<(Ingest, thread::JoinHandle<()>), WalError> {
         let segment = wal.create_segment(last_segment + 1)?;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_CAPACITY);
-        let max_inflight_permits =
-            (config.max_inflight_bytes as usize / PERMIT_BYTES).clamp(1, u32::MAX as usize >> 4) as u32;
+        let max_inflight_permits = (config.max_inflight_bytes as usize / PERMIT_BYTES)
+            .clamp(1, u32::MAX as usize >> 4) as u32;
         // Twice a block keeps ingest going while the previous block uploads; beyond
         // that the backend is not keeping up and clients are told to back off.
         let max_head_bytes = head_config.max_block_bytes.saturating_mul(2);
         let writer = Writer {
             wal,
             segment,
-            fsync: wal_fsync,
-            segment_max_bytes,
+            fsync: wal_config.fsync,
+            segment_max_bytes: wal_config.segment_max_bytes,
             head: Arc::clone(&head),
             head_config,
             metrics: Arc::clone(&metrics),
             last_sync: Instant::now(),
             unsynced: false,
         };
-        if let FsyncPolicy::Interval(interval) = wal_fsync {
+        if let FsyncPolicy::Interval(interval) = wal_config.fsync {
             let weak = tx.downgrade();
             tokio::spawn(async move {
                 loop {
@@ -181,7 +180,11 @@ impl Ingest {
     }
 
     /// Asks the writer thread to partition the head for a block cut.
-    pub async fn cut(&self, reason: CutReason, carry_nothing: bool) -> Result<Option<CutJob>, WalError> {
+    pub async fn cut(
+        &self,
+        reason: CutReason,
+        carry_nothing: bool,
+    ) -> Result<Option<CutJob>, WalError> {
         let (done, rx) = oneshot::channel();
         self.inner
             .tx
@@ -262,9 +265,12 @@ impl TraceConsumer for Ingest {
             tracing::warn!(tenant = %tenant, num_spans, "refusing spans: head is full, blocks are not being flushed fast enough");
             return Err(full("head"));
         }
-        let permits = (batch.num_bytes / PERMIT_BYTES + 1).min(inner.max_inflight_permits as usize) as u32;
+        let permits =
+            (batch.num_bytes / PERMIT_BYTES + 1).min(inner.max_inflight_permits as usize) as u32;
         let Ok(_permit) = inner.inflight.try_acquire_many(permits) else {
-            inner.metrics.refused_spans(&tenant, "inflight_full", num_spans);
+            inner
+                .metrics
+                .refused_spans(&tenant, "inflight_full", num_spans);
             return Err(full("ingest buffer"));
         };
 
@@ -299,7 +305,9 @@ impl TraceConsumer for Ingest {
             }
             Ok(Err(error)) => {
                 tracing::error!(tenant = %tenant, %error, "wal append failed");
-                Err(ConsumeError::Internal(format!("write-ahead log append failed: {error}")))
+                Err(ConsumeError::Internal(format!(
+                    "write-ahead log append failed: {error}"
+                )))
             }
             Err(_) => Err(ConsumeError::Closed),
         }
@@ -426,7 +434,8 @@ impl Writer {
             for append in &pending {
                 head.insert(&append.tenant, append.pieces.clone(), now);
             }
-            self.metrics.set_head(head.live_traces(), head.total_bytes());
+            self.metrics
+                .set_head(head.live_traces(), head.total_bytes());
         }
         for append in pending {
             let _ = append.done.send(Ok(()));
@@ -451,7 +460,11 @@ impl Writer {
     fn rotate(&mut self) -> Result<(), WalError> {
         self.sync_checked()?;
         let next = self.wal.create_segment(self.segment.id() + 1)?;
-        tracing::debug!(sealed = self.segment.id(), opened = next.id(), "wal segment rotated");
+        tracing::debug!(
+            sealed = self.segment.id(),
+            opened = next.id(),
+            "wal segment rotated"
+        );
         self.segment = next;
         Ok(())
     }

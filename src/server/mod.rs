@@ -147,8 +147,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         summary.last_segment,
         Arc::clone(&head),
         &config.ingest,
-        config.wal.fsync,
-        config.wal.segment_max_bytes,
+        &config.wal,
         config.head.clone(),
         Arc::clone(&metrics),
     )?;
@@ -215,7 +214,10 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         tracing::warn!("wal writer did not stop before the deadline");
     }
     background_cancel.cancel();
-    for task in [Some(cut_task), Some(poll_task), watchdog_task].into_iter().flatten() {
+    for task in [Some(cut_task), Some(poll_task), watchdog_task]
+        .into_iter()
+        .flatten()
+    {
         let _ = await_until(task, deadline).await;
     }
     api_cancel.cancel();
@@ -225,7 +227,10 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
 }
 
 /// Awaits a task until the deadline; `None` if it did not finish in time.
-async fn await_until<T>(task: JoinHandle<T>, deadline: Instant) -> Option<Result<T, tokio::task::JoinError>> {
+async fn await_until<T>(
+    task: JoinHandle<T>,
+    deadline: Instant,
+) -> Option<Result<T, tokio::task::JoinError>> {
     let remaining = deadline.saturating_duration_since(Instant::now());
     tokio::time::timeout(remaining, task).await.ok()
 }

@@ -78,18 +78,20 @@ impl Querier {
                 in_range && in_window
             })
             .collect();
-        let from_blocks: Vec<Result<Option<Vec<OtlpResourceSpans>>, BlockError>> = stream::iter(candidates)
-            .map(|block| async move { block.find_trace(trace_id).await })
-            .buffered(BLOCK_LOOKUP_CONCURRENCY)
-            .collect()
-            .await;
+        let from_blocks: Vec<Result<Option<Vec<OtlpResourceSpans>>, BlockError>> =
+            stream::iter(candidates)
+                .map(|block| async move { block.find_trace(trace_id).await })
+                .buffered(BLOCK_LOOKUP_CONCURRENCY)
+                .collect()
+                .await;
 
         let mut found = FoundTrace::default();
         let mut any = false;
         for result in from_blocks {
             if let Some(batches) = result? {
                 any = true;
-                found.inspected_bytes += batches.iter().map(|b| b.encoded_len() as u64).sum::<u64>();
+                found.inspected_bytes +=
+                    batches.iter().map(|b| b.encoded_len() as u64).sum::<u64>();
                 found.resource_spans.extend(batches);
             }
         }

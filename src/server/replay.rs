@@ -67,7 +67,12 @@ pub async fn replay(
                 Damage::Garbage { offset, len } => ("unreadable bytes skipped", offset, len),
                 Damage::TornTail { offset, len } => ("torn tail truncated", offset, len),
             };
-            tracing::warn!(segment = segment_id, offset, bytes = len, "wal damage: {kind}");
+            tracing::warn!(
+                segment = segment_id,
+                offset,
+                bytes = len,
+                "wal damage: {kind}"
+            );
             summary.damaged_regions += 1;
             summary.damaged_bytes += len as u64;
         }
@@ -95,7 +100,11 @@ pub async fn replay(
                 WalRecord::Cut { through_segment } if through_segment > flushed_through => {
                     let carried = carried.remove(&through_segment).unwrap_or_default();
                     let partition = head.lock().partition_for_redo(through_segment, &carried);
-                    tracing::info!(through_segment, carried = carried.len(), "redoing interrupted block cut");
+                    tracing::info!(
+                        through_segment,
+                        carried = carried.len(),
+                        "redoing interrupted block cut"
+                    );
                     flusher.flush(&partition.flushing, "replay").await?;
                     flushed_through = through_segment;
                     summary.redone_cuts += 1;

@@ -177,19 +177,24 @@ pub(crate) fn tenant_of(headers: &HeaderMap) -> Result<TenantId, ApiError> {
                 .map_err(|_| ApiError::bad_request("X-Scope-OrgID is not valid text"))?,
         ),
     };
-    TenantId::from_header(value).map_err(|e| ApiError::bad_request(format!("invalid X-Scope-OrgID: {e}")))
+    TenantId::from_header(value)
+        .map_err(|e| ApiError::bad_request(format!("invalid X-Scope-OrgID: {e}")))
 }
 
 /// An empty query parameter means absent (tempo-cli sends `mode=` and friends).
 fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    params.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    params
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
 }
 
 fn seconds_param(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
     param(params, name)
         .map(|v| {
-            v.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid {name}: expected unix seconds, got {v:?}")))
+            v.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("invalid {name}: expected unix seconds, got {v:?}"))
+            })
         })
         .transpose()
 }
@@ -316,15 +321,27 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn lookup_params_follow_tempo() {
         assert_eq!(trace_lookup_params(&params(&[])).unwrap(), None);
         assert_eq!(
-            trace_lookup_params(&params(&[("mode", ""), ("blockStart", ""), ("start", "10"), ("end", "20")])).unwrap(),
-            Some(TimeWindow { start_s: 10, end_s: 20 })
+            trace_lookup_params(&params(&[
+                ("mode", ""),
+                ("blockStart", ""),
+                ("start", "10"),
+                ("end", "20")
+            ]))
+            .unwrap(),
+            Some(TimeWindow {
+                start_s: 10,
+                end_s: 20
+            })
         );
         assert!(trace_lookup_params(&params(&[("start", "20"), ("end", "10")])).is_err());
         assert!(trace_lookup_params(&params(&[("mode", "everything")])).is_err());
@@ -336,9 +353,15 @@ mod tests {
     fn accept_negotiation_is_substring_based() {
         let mut headers = HeaderMap::new();
         assert_eq!(negotiate(&headers), Format::Json);
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/plain, */*"));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/plain, */*"),
+        );
         assert_eq!(negotiate(&headers), Format::Json);
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/protobuf"));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/protobuf"),
+        );
         assert_eq!(negotiate(&headers), Format::Protobuf);
     }
 }

@@ -280,11 +280,11 @@ fn plan_trace_lookup(
     let mut row_groups = Vec::new();
     let mut selectors = Vec::new();
     for (row_group_idx, row_group) in metadata.row_groups().iter().enumerate() {
-        if row_group.num_columns() <= TRACE_ID_LEAF {
+        // A file whose row group lacks the trace_id column is not one of ours.
+        let Some(trace_id_column) = row_group.columns().get(TRACE_ID_LEAF) else {
             continue;
-        }
-        let chunk_range = row_group
-            .column(TRACE_ID_LEAF)
+        };
+        let chunk_range = trace_id_column
             .statistics()
             .and_then(|stats| Some((stats.min_bytes_opt()?, stats.max_bytes_opt()?)));
         if let Some((min, max)) = chunk_range {

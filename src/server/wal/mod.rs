@@ -25,8 +25,8 @@ use uuid::Uuid;
 use crate::otlp::TraceId;
 use crate::tenant::{TenantError, TenantId};
 
-pub use record::{Damage, SegmentFormatError};
 use record::{frame_record, read_segment, segment_header};
+pub use record::{Damage, SegmentFormatError};
 
 const SEGMENT_SUFFIX: &str = ".wal";
 const FLUSHED_MARKER: &str = "flushed-through";
@@ -151,7 +151,9 @@ fn encode_pieces(tenant: &TenantId, pieces: &[TracePiece], out: &mut Vec<u8>) {
     }
 }
 
-fn decode_pieces(reader: &mut Reader<'_>) -> Result<(TenantId, Vec<TracePiece>), RecordDecodeError> {
+fn decode_pieces(
+    reader: &mut Reader<'_>,
+) -> Result<(TenantId, Vec<TracePiece>), RecordDecodeError> {
     let name_len = reader.u8()? as usize;
     let name = std::str::from_utf8(reader.take(name_len)?)
         .map_err(|_| TenantError::BadCharacter(char::REPLACEMENT_CHARACTER))?;
@@ -365,7 +367,8 @@ impl WalDir {
                 .write(true)
                 .open(&path)
                 .map_err(io_err(&path))?;
-            file.set_len(contents.good_len as u64).map_err(io_err(&path))?;
+            file.set_len(contents.good_len as u64)
+                .map_err(io_err(&path))?;
             file.sync_all().map_err(io_err(&path))?;
         }
         Ok(ReplayedSegment {
@@ -464,7 +467,10 @@ mod tests {
 
         let replayed = wal.replay_segment(3).unwrap();
         assert_eq!(replayed.records, vec![record.clone(), record.clone()]);
-        assert!(matches!(replayed.damage[..], [Damage::TornTail { len: 5, .. }]));
+        assert!(matches!(
+            replayed.damage[..],
+            [Damage::TornTail { len: 5, .. }]
+        ));
         let again = wal.replay_segment(3).unwrap();
         assert!(again.damage.is_empty(), "torn tail was truncated on disk");
 
