@@ -25,7 +25,7 @@ test: test-rust test-python
 
 test-rust:
 	$(CARGO) build --bins
-	$(CARGO) test --all-targets --features test-util
+	$(CARGO) test --lib --bins --tests --features test-util
 
 $(PY_STAMP): $(PY_REQUIREMENTS)
 	test -x $(PYTHON) || python3 -m venv $(VENV)

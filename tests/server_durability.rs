@@ -73,6 +73,14 @@ async fn kill_9_under_load_loses_no_acknowledged_trace() {
         "acknowledged traces lost or incomplete: {missing:?}\n{}",
         server.log()
     );
+    let log = server.log();
+    assert!(log.contains("block flushed"), "the run exercised block cuts:\n{log}");
+    eprintln!(
+        "acknowledged traces: {}, blocks flushed: {}, interrupted cuts redone: {}",
+        acked.len(),
+        log.matches("block flushed").count(),
+        log.matches("redoing interrupted block cut").count()
+    );
     server.sigterm();
 }
 

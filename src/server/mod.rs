@@ -20,6 +20,9 @@ pub mod replay;
 pub mod storage;
 pub mod wal;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -121,36 +124,12 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     }
 
     systemd::notify_status("replaying write-ahead log");
-    let wal = WalDir::open(&config.wal.dir)?;
-    let instance_id = wal.instance_id()?;
-    let flusher = Flusher::new(
-        Arc::clone(&blocklist),
-        Arc::clone(&head),
-        wal.clone(),
+    let IngestParts {
+        ingest,
+        writer_thread,
+        flusher,
         instance_id,
-        Arc::clone(&metrics),
-    );
-    let summary = replay::replay(&wal, &head, &flusher, &metrics).await?;
-    tracing::info!(
-        segments = summary.segments,
-        records = summary.records,
-        damaged_regions = summary.damaged_regions,
-        damaged_bytes = summary.damaged_bytes,
-        undecodable_records = summary.undecodable_records,
-        redone_cuts = summary.redone_cuts,
-        live_traces = head.lock().live_traces(),
-        "wal replayed"
-    );
-
-    let (ingest, writer_thread) = Ingest::start(
-        wal,
-        summary.last_segment,
-        Arc::clone(&head),
-        &config.ingest,
-        &config.wal,
-        config.head.clone(),
-        Arc::clone(&metrics),
-    )?;
+    } = open_ingest(&config, &head, &blocklist, &metrics).await?;
 
     let receivers_cancel = CancellationToken::new();
     let consumer: Arc<dyn TraceConsumer> = Arc::new(ingest.clone());
@@ -224,6 +203,59 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     let _ = await_until(api_task, deadline).await;
     tracing::info!(took = ?started.elapsed(), "spoor-server stopped");
     Ok(())
+}
+
+/// The write path once the WAL is replayed.
+pub(crate) struct IngestParts {
+    pub(crate) ingest: Ingest,
+    pub(crate) writer_thread: std::thread::JoinHandle<()>,
+    pub(crate) flusher: Flusher,
+    pub(crate) instance_id: uuid::Uuid,
+}
+
+/// Opens the WAL, replays it into `head` (redoing a cut a crash interrupted) and starts
+/// the writer thread on a fresh segment.
+pub(crate) async fn open_ingest(
+    config: &ServerConfig,
+    head: &Arc<Mutex<Head>>,
+    blocklist: &Arc<BlockList>,
+    metrics: &Arc<ServerMetrics>,
+) -> Result<IngestParts, ServerError> {
+    let wal = WalDir::open(&config.wal.dir)?;
+    let instance_id = wal.instance_id()?;
+    let flusher = Flusher::new(
+        Arc::clone(blocklist),
+        Arc::clone(head),
+        wal.clone(),
+        instance_id,
+        Arc::clone(metrics),
+    );
+    let summary = replay::replay(&wal, head, &flusher, metrics).await?;
+    tracing::info!(
+        segments = summary.segments,
+        records = summary.records,
+        damaged_regions = summary.damaged_regions,
+        damaged_bytes = summary.damaged_bytes,
+        undecodable_records = summary.undecodable_records,
+        redone_cuts = summary.redone_cuts,
+        live_traces = head.lock().live_traces(),
+        "wal replayed"
+    );
+    let (ingest, writer_thread) = Ingest::start(
+        wal,
+        summary.last_segment,
+        Arc::clone(head),
+        &config.ingest,
+        &config.wal,
+        config.head.clone(),
+        Arc::clone(metrics),
+    )?;
+    Ok(IngestParts {
+        ingest,
+        writer_thread,
+        flusher,
+        instance_id,
+    })
 }
 
 /// Awaits a task until the deadline; `None` if it did not finish in time.
