@@ -10,4 +10,7 @@ pub mod config;
 pub mod error;
 pub mod otlp;
 pub mod receiver;
+pub mod server;
 pub mod tenant;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
