@@ -101,6 +101,18 @@ async fn lookups_in_a_multi_row_group_block() {
         let found = reader.find_trace(trace.trace_id).await.unwrap().unwrap();
         assert_eq!(found, trace.batches);
     }
+    // With bloom and footer cached, one lookup fetches roughly one page per column.
+    let before = reader.bytes_read();
+    let probe = &traces[4_321];
+    assert!(reader.find_trace(probe.trace_id).await.unwrap().is_some());
+    let lookup_bytes = reader.bytes_read() - before;
+    let data_bytes = reader.meta().data_size_bytes;
+    println!("trace lookup read {lookup_bytes} of {data_bytes} bytes");
+    assert!(
+        lookup_bytes * 5 < data_bytes,
+        "lookup read {lookup_bytes} of {data_bytes} bytes"
+    );
+
     let all = reader.read_all().await.unwrap();
     assert_eq!(all, traces);
 }
@@ -291,5 +303,30 @@ fn bytes_per_span_for_realistic_traces() {
         "block size: {data_per_span:.1} data bytes/span, {total_per_span:.1} bytes/span with bloom \
          (OTLP protobuf: {otlp_per_span:.1} bytes/span)"
     );
+    print_column_sizes(&block.data, num_spans);
     assert!(total_per_span < 140.0, "{total_per_span} bytes/span");
+}
+
+/// Per-column share of the file, to see where the bytes go when tuning encodings.
+fn print_column_sizes(data: &Bytes, num_spans: f64) {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(data.clone()).unwrap();
+    let metadata = reader.metadata();
+    let schema = crate::server::block::schema::block_schema();
+    for (leaf, field) in schema.fields().iter().enumerate() {
+        let (mut total, mut dictionary) = (0i64, 0i64);
+        for row_group in metadata.row_groups() {
+            let chunk = row_group.column(leaf);
+            total += chunk.compressed_size();
+            dictionary += chunk
+                .dictionary_page_offset()
+                .map_or(0, |offset| chunk.data_page_offset() - offset);
+        }
+        println!(
+            "  {:26} {:6.2} bytes/span (dictionary pages {} bytes)",
+            field.name(),
+            total as f64 / num_spans,
+            dictionary
+        );
+    }
 }

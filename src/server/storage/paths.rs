@@ -55,7 +55,7 @@ impl TenantPrefix {
     /// some characters tenants may use (`*`), so the segment is decoded, validated, and
     /// accepted only if it rebuilds the very same key.
     pub fn parse_tenant(listed_prefix: &Path) -> Option<TenantId> {
-        let segment = listed_prefix.parts().last()?;
+        let segment = listed_prefix.parts().next_back()?;
         let tenant = TenantId::new(&percent_decode(segment.as_ref())?).ok()?;
         (TenantPrefix::new(&tenant).as_path() == listed_prefix).then_some(tenant)
     }
@@ -78,7 +78,7 @@ impl BlockPrefix {
     /// canonical lowercase hyphenated form is accepted, so the ID rebuilds the same key;
     /// anything else in a tenant's folder is not a block.
     pub fn parse_block_id(listed_prefix: &Path) -> Option<Uuid> {
-        let last = listed_prefix.parts().last()?;
+        let last = listed_prefix.parts().next_back()?;
         let block_id = Uuid::parse_str(last.as_ref()).ok()?;
         (block_id.hyphenated().to_string() == last.as_ref()).then_some(block_id)
     }
@@ -154,6 +154,7 @@ display_as_path!(
 );
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 
