@@ -21,7 +21,7 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt, TryStreamExt};
+use futures::FutureExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::{
@@ -118,7 +118,7 @@ impl BlockReader {
         else {
             return Ok(None);
         };
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
             self.object_reader(),
             metadata.clone(),
         )
@@ -126,10 +126,17 @@ impl BlockReader {
         .with_row_selection(selection)
         .with_batch_size(ROWS_PER_PAGE)
         .build()?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        // I/O here, decompression and decoding on the blocking pool: a row group's selected
+        // pages arrive fully fetched and are decoded by a synchronous reader.
         let mut assembler = TraceAssembler::new(Some(trace_id));
-        for batch in &batches {
-            assembler.push_batch(batch)?;
+        while let Some(row_group_reader) = stream.next_row_group().await? {
+            assembler = tokio::task::spawn_blocking(move || -> Result<_, BlockError> {
+                for batch in row_group_reader {
+                    assembler.push_batch(&batch?)?;
+                }
+                Ok(assembler)
+            })
+            .await??;
         }
         let found = assembler.finish().into_iter().next();
         tracing::debug!(
