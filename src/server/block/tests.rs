@@ -322,11 +322,13 @@ fn print_column_sizes(data: &Bytes, num_spans: f64) {
                 .dictionary_page_offset()
                 .map_or(0, |offset| chunk.data_page_offset() - offset);
         }
+        let encodings: Vec<_> = metadata.row_group(0).column(leaf).encodings().collect();
         println!(
-            "  {:26} {:6.2} bytes/span (dictionary pages {} bytes)",
+            "  {:26} {:6.2} bytes/span (dictionary pages {} bytes) {:?}",
             field.name(),
             total as f64 / num_spans,
-            dictionary
+            dictionary,
+            encodings
         );
     }
 }
