@@ -208,25 +208,35 @@ async fn corrupt_files_are_errors_not_panics() {
     let data_path = BlockDataPath::new(&meta.tenant, meta.block_id);
     let original = store.get(data_path.as_path()).await.unwrap();
 
-    let mut corruptions: Vec<Vec<u8>> = vec![
-        Vec::new(),
-        b"PAR1garbagePAR1".to_vec(),
-        original[..original.len() / 2].to_vec(),
+    // Not a Parquet file at all, or cut short: always an error.
+    let hopeless: [&[u8]; 4] = [
+        b"",
+        b"PAR1garbagePAR1",
+        &original[..original.len() / 2],
+        &original[..original.len() - 1],
     ];
-    // Flipped bytes spread over the file: pages, dictionaries and footer.
-    for position in (0..original.len()).step_by(original.len() / 16 + 1) {
+    for damaged in hopeless {
+        store
+            .object_store()
+            .put(data_path.as_path(), Bytes::copy_from_slice(damaged).into())
+            .await
+            .unwrap();
+        let fresh = BlockReader::new(store.clone(), meta.clone());
+        assert!(fresh.find_trace(traces[7].trace_id).await.is_err());
+        assert!(fresh.read_all().await.is_err());
+    }
+
+    // Flipped bytes spread over pages, dictionaries and footer: an error, or (Parquet
+    // pages carry no checksum) different values; never a panic.
+    for position in (0..original.len()).step_by(original.len() / 48 + 1) {
         let mut damaged = original.to_vec();
         damaged[position] ^= 0x5a;
-        corruptions.push(damaged);
-    }
-    for damaged in corruptions {
         store
             .object_store()
             .put(data_path.as_path(), Bytes::from(damaged).into())
             .await
             .unwrap();
         let fresh = BlockReader::new(store.clone(), meta.clone());
-        // Either an error or (for damage in bytes we do not read) a result; never a panic.
         let _ = fresh.find_trace(traces[7].trace_id).await;
         let _ = fresh.read_all().await;
     }
