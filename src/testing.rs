@@ -457,6 +457,7 @@ pub fn make_traces_for_test(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 

@@ -74,7 +74,10 @@ async fn kill_9_under_load_loses_no_acknowledged_trace() {
         server.log()
     );
     let log = server.log();
-    assert!(log.contains("block flushed"), "the run exercised block cuts:\n{log}");
+    assert!(
+        log.contains("block flushed"),
+        "the run exercised block cuts:\n{log}"
+    );
     eprintln!(
         "acknowledged traces: {}, blocks flushed: {}, interrupted cuts redone: {}",
         acked.len(),

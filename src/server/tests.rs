@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 
-use crate::otlp::{OtlpResourceSpans, OtlpTracesData};
 use crate::config::{load_server_config, ServerCliOverrides, ServerConfig};
+use crate::otlp::{OtlpResourceSpans, OtlpTracesData};
 use crate::receiver::{TraceBatch, TraceConsumer};
 use crate::server::block::TracePieces;
 use crate::server::blocklist::BlockList;
@@ -33,7 +33,9 @@ async fn open(config: &ServerConfig, store: &BlockStore) -> Harness {
     let head = Arc::new(Mutex::new(Head::default()));
     let blocklist = Arc::new(BlockList::new(store.clone(), Arc::clone(&metrics)));
     blocklist.refresh().await.unwrap();
-    let parts = open_ingest(config, &head, &blocklist, &metrics).await.unwrap();
+    let parts = open_ingest(config, &head, &blocklist, &metrics)
+        .await
+        .unwrap();
     let querier = Querier::new(head, Arc::clone(&blocklist));
     Harness {
         parts,
@@ -130,7 +132,11 @@ async fn round_trip(traces: Vec<TracePieces>) {
     harness.assert_all(&tenant, &traces, "head").await;
     let other = TenantId::new("other").unwrap();
     for trace in &traces {
-        let leaked = harness.querier.find_trace(&other, trace.trace_id, None).await.unwrap();
+        let leaked = harness
+            .querier
+            .find_trace(&other, trace.trace_id, None)
+            .await
+            .unwrap();
         assert!(leaked.is_none(), "another tenant sees the trace");
     }
     harness.close().await;
@@ -155,8 +161,15 @@ async fn round_trip(traces: Vec<TracePieces>) {
     harness.close().await;
 
     let harness = open(&config, &store).await;
-    assert!(harness.querier.find_trace(&tenant, traces[0].trace_id, None).await.unwrap().is_some());
-    harness.assert_all(&tenant, &traces, "block after restart").await;
+    assert!(harness
+        .querier
+        .find_trace(&tenant, traces[0].trace_id, None)
+        .await
+        .unwrap()
+        .is_some());
+    harness
+        .assert_all(&tenant, &traces, "block after restart")
+        .await;
     harness.close().await;
 }
 

@@ -188,6 +188,7 @@ fn hash_pair(trace_id: &TraceId) -> (u64, u64) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};

@@ -181,6 +181,7 @@ fn parse_full_trace_id(field: &'static str, value: &str) -> Result<TraceId, Meta
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 pub(crate) mod tests {
     use super::*;
 

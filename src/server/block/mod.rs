@@ -17,6 +17,7 @@ pub mod schema;
 pub mod writer;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests;
 
 use std::fmt;

@@ -105,6 +105,7 @@ pub(crate) fn end_from_duration(start: u64, duration: i64) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 

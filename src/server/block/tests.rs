@@ -101,6 +101,18 @@ async fn lookups_in_a_multi_row_group_block() {
         let found = reader.find_trace(trace.trace_id).await.unwrap().unwrap();
         assert_eq!(found, trace.batches);
     }
+    // With bloom and footer cached, one lookup fetches roughly one page per column.
+    let before = reader.bytes_read();
+    let probe = &traces[4_321];
+    assert!(reader.find_trace(probe.trace_id).await.unwrap().is_some());
+    let lookup_bytes = reader.bytes_read() - before;
+    let data_bytes = reader.meta().data_size_bytes;
+    println!("trace lookup read {lookup_bytes} of {data_bytes} bytes");
+    assert!(
+        lookup_bytes * 5 < data_bytes,
+        "lookup read {lookup_bytes} of {data_bytes} bytes"
+    );
+
     let all = reader.read_all().await.unwrap();
     assert_eq!(all, traces);
 }
@@ -196,25 +208,35 @@ async fn corrupt_files_are_errors_not_panics() {
     let data_path = BlockDataPath::new(&meta.tenant, meta.block_id);
     let original = store.get(data_path.as_path()).await.unwrap();
 
-    let mut corruptions: Vec<Vec<u8>> = vec![
-        Vec::new(),
-        b"PAR1garbagePAR1".to_vec(),
-        original[..original.len() / 2].to_vec(),
+    // Not a Parquet file at all, or cut short: always an error.
+    let hopeless: [&[u8]; 4] = [
+        b"",
+        b"PAR1garbagePAR1",
+        &original[..original.len() / 2],
+        &original[..original.len() - 1],
     ];
-    // Flipped bytes spread over the file: pages, dictionaries and footer.
-    for position in (0..original.len()).step_by(original.len() / 16 + 1) {
+    for damaged in hopeless {
+        store
+            .object_store()
+            .put(data_path.as_path(), Bytes::copy_from_slice(damaged).into())
+            .await
+            .unwrap();
+        let fresh = BlockReader::new(store.clone(), meta.clone());
+        assert!(fresh.find_trace(traces[7].trace_id).await.is_err());
+        assert!(fresh.read_all().await.is_err());
+    }
+
+    // Flipped bytes spread over pages, dictionaries and footer: an error, or (Parquet
+    // pages carry no checksum) different values; never a panic.
+    for position in (0..original.len()).step_by(original.len() / 48 + 1) {
         let mut damaged = original.to_vec();
         damaged[position] ^= 0x5a;
-        corruptions.push(damaged);
-    }
-    for damaged in corruptions {
         store
             .object_store()
             .put(data_path.as_path(), Bytes::from(damaged).into())
             .await
             .unwrap();
         let fresh = BlockReader::new(store.clone(), meta.clone());
-        // Either an error or (for damage in bytes we do not read) a result; never a panic.
         let _ = fresh.find_trace(traces[7].trace_id).await;
         let _ = fresh.read_all().await;
     }
@@ -291,5 +313,32 @@ fn bytes_per_span_for_realistic_traces() {
         "block size: {data_per_span:.1} data bytes/span, {total_per_span:.1} bytes/span with bloom \
          (OTLP protobuf: {otlp_per_span:.1} bytes/span)"
     );
+    print_column_sizes(&block.data, num_spans);
     assert!(total_per_span < 140.0, "{total_per_span} bytes/span");
+}
+
+/// Per-column share of the file, to see where the bytes go when tuning encodings.
+fn print_column_sizes(data: &Bytes, num_spans: f64) {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(data.clone()).unwrap();
+    let metadata = reader.metadata();
+    let schema = crate::server::block::schema::block_schema();
+    for (leaf, field) in schema.fields().iter().enumerate() {
+        let (mut total, mut dictionary) = (0i64, 0i64);
+        for row_group in metadata.row_groups() {
+            let chunk = row_group.column(leaf);
+            total += chunk.compressed_size();
+            dictionary += chunk
+                .dictionary_page_offset()
+                .map_or(0, |offset| chunk.data_page_offset() - offset);
+        }
+        let encodings: Vec<_> = metadata.row_group(0).column(leaf).encodings().collect();
+        println!(
+            "  {:26} {:6.2} bytes/span (dictionary pages {} bytes) {:?}",
+            field.name(),
+            total as f64 / num_spans,
+            dictionary,
+            encodings
+        );
+    }
 }

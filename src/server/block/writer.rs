@@ -33,7 +33,7 @@ use crate::tenant::TenantId;
 /// statistics prune a block meaningfully.
 pub const ROWS_PER_ROW_GROUP: usize = 64 * 1024;
 /// Rows per data page: a trace-by-ID lookup decodes about one page per column.
-pub const ROWS_PER_PAGE: usize = 8 * 1024;
+pub const ROWS_PER_PAGE: usize = 4 * 1024;
 /// Rows buffered in Arrow before being handed to the Parquet writer.
 const ROWS_PER_BATCH: usize = ROWS_PER_PAGE;
 const ZSTD_LEVEL: i32 = 3;
@@ -81,6 +81,17 @@ pub fn writer_properties() -> Result<WriterProperties, BlockError> {
         builder = builder
             .set_column_dictionary_enabled(col(name), false)
             .set_column_encoding(col(name), Encoding::DELTA_LENGTH_BYTE_ARRAY);
+    }
+    // Sorted, each value repeated once per span: DELTA_BYTE_ARRAY stores a repeat as a
+    // prefix length and a new trace as its few differing bytes, with no dictionary page
+    // that every lookup would have to fetch first.
+    builder = builder
+        .set_column_dictionary_enabled(col(COL_TRACE_ID), false)
+        .set_column_encoding(col(COL_TRACE_ID), Encoding::DELTA_BYTE_ARRAY);
+    // Events carry their own timestamps, links their own IDs: values rarely repeat, so a
+    // dictionary would only add a page to every lookup.
+    for name in [COL_EVENTS, COL_LINKS] {
+        builder = builder.set_column_dictionary_enabled(col(name), false);
     }
     // Timestamps of spans of one trace are close; durations are small numbers.
     for name in [COL_START_TIME, COL_DURATION] {
@@ -436,6 +447,7 @@ fn encode_repeated_message<M: Message>(items: &[M], out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use crate::otlp::{OtlpEvent, OtlpKeyValue, OtlpKeyValueList};

@@ -316,4 +316,5 @@ impl BlockStore {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests;

@@ -154,6 +154,7 @@ display_as_path!(
 );
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 

@@ -140,6 +140,8 @@ async fn local_filesystem_backend_round_trip() {
     };
     let store = BlockStore::from_config(&config).unwrap();
     let acme = tenant("acme");
+    assert!(store.list_tenants().await.unwrap().is_empty());
+    assert!(store.list_blocks(&acme).await.unwrap().is_empty());
     let traces = make_traces_for_test(9, 30, 6);
     let block = encode_block(Uuid::from_u128(5), &acme, 0, &traces).unwrap();
     store.put_block(&block).await.unwrap();
