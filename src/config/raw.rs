@@ -153,12 +153,16 @@ impl Default for RawWal {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawHead {
-    /// A trace that received no spans for this long is cut into the next block.
+    /// At a cut, traces that received no spans for this long go into the block; busier
+    /// traces stay in memory (rewritten into the new WAL segment) for the next cut.
     #[serde(with = "duration")]
     pub(crate) trace_idle: Duration,
-    /// Cut a block when the live traces hold this many bytes.
+    /// Cut a block when the live traces hold this many bytes. Ingest is refused
+    /// (RESOURCE_EXHAUSTED / 429) while live traces plus blocks waiting for upload hold
+    /// twice this, so a slow backend bounds memory instead of exhausting it.
     pub(crate) max_block_size: ByteSize,
-    /// Cut a block at least this often while there are live traces.
+    /// Cut a block when the oldest live trace is this old; that trace goes into the
+    /// block even if it still receives spans.
     #[serde(with = "duration")]
     pub(crate) max_block_duration: Duration,
 }

@@ -96,11 +96,12 @@ pub struct WalConfig {
 /// When live traces are cut into a block.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeadConfig {
-    /// A trace that received no spans for this long is cut into the next block.
+    /// At a cut, traces quiet for this long go into the block; busier ones stay live.
     pub trace_idle: Duration,
-    /// Cut a block when the head holds this many bytes.
+    /// Cut a block when live traces hold this many bytes; twice this (live plus waiting
+    /// for upload) is where ingest starts refusing.
     pub max_block_bytes: u64,
-    /// Cut a block at least this often while the head holds data.
+    /// Cut a block when the oldest live trace is this old.
     pub max_block_duration: Duration,
 }
 
