@@ -333,3 +333,72 @@ async fn completed_cut_with_carried_trace_survives_restart() {
         .await;
     harness.close().await;
 }
+
+/// When blocks can't be flushed fast enough, ingest refuses (so senders retry) instead of
+/// growing memory without bound; it accepts again once a flush frees the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_head_refuses_until_a_flush_frees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    config.head.max_block_bytes = 64 << 10;
+    let store = BlockStore::in_memory();
+    let tenant = TenantId::new("acme").unwrap();
+    let harness = open(&config, &store).await;
+
+    let mut accepted = 0u64;
+    let refusal = loop {
+        let trace = crate::testing::make_trace_for_test(accepted + 1, 10);
+        let result = harness
+            .parts
+            .ingest
+            .consume(TraceBatch {
+                tenant: tenant.clone(),
+                resource_spans: trace.batches,
+                num_bytes: 1,
+            })
+            .await;
+        match result {
+            Ok(_) => accepted += 1,
+            Err(error) => break error,
+        }
+        assert!(accepted < 10_000, "ingest never refused");
+    };
+    assert!(
+        matches!(
+            refusal,
+            crate::receiver::ConsumeError::Full { what: "head", .. }
+        ),
+        "{refusal:?}"
+    );
+    let head_bytes = harness.parts.ingest.head().lock().total_bytes();
+    assert!(
+        head_bytes >= 128 << 10 && head_bytes < 256 << 10,
+        "{head_bytes}"
+    );
+
+    let job = harness
+        .parts
+        .ingest
+        .cut(CutReason::Size, true)
+        .await
+        .unwrap()
+        .unwrap();
+    harness
+        .parts
+        .flusher
+        .flush(&job.partition.flushing, "test")
+        .await
+        .unwrap();
+    let trace = crate::testing::make_trace_for_test(accepted + 1, 10);
+    harness
+        .parts
+        .ingest
+        .consume(TraceBatch {
+            tenant: tenant.clone(),
+            resource_spans: trace.batches,
+            num_bytes: 1,
+        })
+        .await
+        .expect("accepted again after the flush");
+    harness.close().await;
+}
