@@ -214,11 +214,31 @@ async fn ingest_one(harness: &Harness, tenant: &TenantId, trace: &TracePieces) {
     }
 }
 
-/// Two traces: `idle` (quiet for longer than trace_idle at cut time) and `live`.
-fn two_traces() -> (TracePieces, TracePieces) {
+/// Ingests two traces, `idle` (quiet for longer than trace_idle) and `live`, then cuts:
+/// the idle one goes to the flushing set, the live one is carried.
+async fn ingest_idle_and_live_then_cut(
+    harness: &Harness,
+    tenant: &TenantId,
+) -> (TracePieces, TracePieces, crate::server::ingest::CutJob) {
     let idle = crate::testing::make_trace_for_test(1, 6);
     let live = crate::testing::make_trace_for_test(2, 4);
-    (idle, live)
+    ingest_one(harness, tenant, &idle).await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    ingest_one(harness, tenant, &live).await;
+    let job = harness
+        .parts
+        .ingest
+        .cut(CutReason::Size, false)
+        .await
+        .unwrap()
+        .expect("a cut");
+    assert_eq!(
+        job.partition.flushing.tenants[tenant].len(),
+        1,
+        "only the idle trace is cut"
+    );
+    assert_eq!(job.partition.carried.len(), 1, "the live trace is carried");
+    (idle, live, job)
 }
 
 /// A crash after a cut's `Cut` record but before its blocks were durable: replay redoes
@@ -231,26 +251,9 @@ async fn interrupted_cut_is_redone_exactly_once() {
         let config = config_in(dir.path());
         let store = BlockStore::in_memory();
         let tenant = TenantId::new("acme").unwrap();
-        let (idle, live) = two_traces();
-
         let harness = open(&config, &store).await;
-        ingest_one(&harness, &tenant, &idle).await;
-        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-        ingest_one(&harness, &tenant, &live).await;
-        let job = harness
-            .parts
-            .ingest
-            .cut(CutReason::Size, false)
-            .await
-            .unwrap()
-            .expect("a cut");
+        let (idle, live, job) = ingest_idle_and_live_then_cut(&harness, &tenant).await;
         let flushing = &job.partition.flushing;
-        assert_eq!(
-            flushing.tenants[&tenant].len(),
-            1,
-            "only the idle trace is cut"
-        );
-        assert_eq!(job.partition.carried.len(), 1, "the live trace is carried");
         if block_already_uploaded {
             // The upload finished but the process died before the marker was written.
             let block_id = crate::server::flush::block_id_for_cut(
@@ -258,8 +261,13 @@ async fn interrupted_cut_is_redone_exactly_once() {
                 &tenant,
                 flushing.through_segment,
             );
-            let block =
-                crate::server::block::encode_block(block_id, &tenant, 0, &[idle.clone()]).unwrap();
+            let block = crate::server::block::encode_block(
+                block_id,
+                &tenant,
+                0,
+                std::slice::from_ref(&idle),
+            )
+            .unwrap();
             store.put_block(&block).await.unwrap();
         }
         // Crash: the flush never completes.
@@ -296,19 +304,8 @@ async fn completed_cut_with_carried_trace_survives_restart() {
     let config = config_in(dir.path());
     let store = BlockStore::in_memory();
     let tenant = TenantId::new("acme").unwrap();
-    let (idle, live) = two_traces();
-
     let harness = open(&config, &store).await;
-    ingest_one(&harness, &tenant, &idle).await;
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    ingest_one(&harness, &tenant, &live).await;
-    let job = harness
-        .parts
-        .ingest
-        .cut(CutReason::Age, false)
-        .await
-        .unwrap()
-        .unwrap();
+    let (idle, live, job) = ingest_idle_and_live_then_cut(&harness, &tenant).await;
     harness
         .parts
         .flusher
@@ -372,7 +369,7 @@ async fn full_head_refuses_until_a_flush_frees_it() {
     );
     let head_bytes = harness.parts.ingest.head().lock().total_bytes();
     assert!(
-        head_bytes >= 128 << 10 && head_bytes < 256 << 10,
+        ((128 << 10)..(256 << 10)).contains(&head_bytes),
         "{head_bytes}"
     );
 

@@ -21,7 +21,7 @@ use prost::Message;
 use crate::error::{ErrorCode, ServiceError};
 use crate::otlp::{proto_json, OtlpTracesData, TraceId};
 use crate::server::metrics::ServerMetrics;
-use crate::server::query::{Querier, TimeWindow};
+use crate::server::query::{FoundTrace, Querier, TimeWindow};
 use crate::tenant::{TenantId, TENANT_HEADER};
 
 pub use tempopb::{TraceByIdMetrics, TraceByIdResponse};
@@ -246,51 +246,77 @@ fn body_response(format: Format, protobuf: Vec<u8>, json: serde_json::Value) -> 
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
+/// A parsed trace-by-ID request: what Tempo validates, for v1 and v2 alike.
+struct TraceLookup {
+    tenant: TenantId,
+    trace_id: TraceId,
+    window: Option<TimeWindow>,
+    format: Format,
+}
+
+impl TraceLookup {
+    fn parse(
+        raw_id: &str,
+        params: &HashMap<String, String>,
+        headers: &HeaderMap,
+    ) -> Result<TraceLookup, ApiError> {
+        Ok(TraceLookup {
+            trace_id: parse_trace_id(raw_id)?,
+            window: trace_lookup_params(params)?,
+            tenant: tenant_of(headers)?,
+            format: negotiate(headers),
+        })
+    }
+
+    async fn run(&self, querier: &Querier) -> Result<Option<FoundTrace>, ApiError> {
+        Ok(querier
+            .find_trace(&self.tenant, self.trace_id, self.window)
+            .await?)
+    }
+}
+
+/// v1: `tempopb.Trace`, JSON under `batches`; 404 when nothing is stored.
 async fn trace_by_id_v1(
     State(state): State<ApiState>,
     Path(trace_id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let trace_id = parse_trace_id(&trace_id)?;
-    let window = trace_lookup_params(&params)?;
-    let tenant = tenant_of(&headers)?;
-    let format = negotiate(&headers);
-    let Some(found) = state.querier.find_trace(&tenant, trace_id, window).await? else {
+    let lookup = TraceLookup::parse(&trace_id, &params, &headers)?;
+    let Some(found) = lookup.run(&state.querier).await? else {
         return Ok(StatusCode::NOT_FOUND.into_response());
     };
-    let json = match format {
-        Format::Json => proto_json::trace(&found.resource_spans, "batches"),
-        Format::Protobuf => serde_json::Value::Null,
-    };
-    let protobuf = match format {
-        Format::Protobuf => OtlpTracesData {
-            resource_spans: found.resource_spans,
+    Ok(match lookup.format {
+        Format::Protobuf => {
+            let trace = OtlpTracesData {
+                resource_spans: found.resource_spans,
+            };
+            body_response(
+                Format::Protobuf,
+                trace.encode_to_vec(),
+                serde_json::Value::Null,
+            )
         }
-        .encode_to_vec(),
-        Format::Json => Vec::new(),
-    };
-    Ok(body_response(format, protobuf, json))
+        Format::Json => body_response(
+            Format::Json,
+            Vec::new(),
+            proto_json::trace(&found.resource_spans, "batches"),
+        ),
+    })
 }
 
+/// v2: `tempopb.TraceByIDResponse`. Like Tempo's queriers, a missing trace is an empty
+/// trace, not a 404.
 async fn trace_by_id_v2(
     State(state): State<ApiState>,
     Path(trace_id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let trace_id = parse_trace_id(&trace_id)?;
-    let window = trace_lookup_params(&params)?;
-    let tenant = tenant_of(&headers)?;
-    let format = negotiate(&headers);
-    // Like Tempo's queriers, v2 answers a missing trace with an empty trace, not 404.
-    let found = state
-        .querier
-        .find_trace(&tenant, trace_id, window)
-        .await?
-        .unwrap_or_default();
+    let lookup = TraceLookup::parse(&trace_id, &params, &headers)?;
+    let found = lookup.run(&state.querier).await?.unwrap_or_default();
     let inspected_bytes = found.inspected_bytes;
-    Ok(match format {
+    Ok(match lookup.format {
         Format::Protobuf => {
             let response = TraceByIdResponse {
                 trace: Some(OtlpTracesData {
@@ -300,7 +326,11 @@ async fn trace_by_id_v2(
                 status: 0,
                 message: String::new(),
             };
-            body_response(format, response.encode_to_vec(), serde_json::Value::Null)
+            body_response(
+                Format::Protobuf,
+                response.encode_to_vec(),
+                serde_json::Value::Null,
+            )
         }
         Format::Json => {
             let mut metrics = serde_json::Map::new();
@@ -311,7 +341,7 @@ async fn trace_by_id_v2(
                 "trace": proto_json::trace(&found.resource_spans, "resourceSpans"),
                 "metrics": metrics,
             });
-            body_response(format, Vec::new(), json)
+            body_response(Format::Json, Vec::new(), json)
         }
     })
 }
