@@ -117,7 +117,7 @@ pub(crate) struct RawIngest {
 impl Default for RawIngest {
     fn default() -> Self {
         RawIngest {
-            max_inflight_bytes: ByteSize::mib(256),
+            max_inflight_bytes: ByteSize::mib(64),
             retry_after: Duration::from_secs(1),
         }
     }
@@ -171,7 +171,7 @@ impl Default for RawHead {
     fn default() -> Self {
         RawHead {
             trace_idle: Duration::from_secs(10),
-            max_block_size: ByteSize::mib(256),
+            max_block_size: ByteSize::mib(128),
             max_block_duration: Duration::from_secs(5 * 60),
         }
     }

@@ -119,7 +119,7 @@ fn default_config() -> ServerConfig {
             },
         },
         ingest: IngestConfig {
-            max_inflight_bytes: 256 * MIB,
+            max_inflight_bytes: 64 * MIB,
             retry_after: Duration::from_secs(1),
         },
         wal: WalConfig {
@@ -129,7 +129,7 @@ fn default_config() -> ServerConfig {
         },
         head: HeadConfig {
             trace_idle: Duration::from_secs(10),
-            max_block_bytes: 256 * MIB,
+            max_block_bytes: 128 * MIB,
             max_block_duration: Duration::from_secs(300),
         },
         storage: StorageConfig {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::otlp::OtlpTracesData;
-use crate::server::block::{encode_block, BlockError, BlockReader, TracePieces};
+use crate::server::block::{encode_block_from, BlockError, BlockReader, TracePieces};
 use crate::server::blocklist::BlockList;
 use crate::server::head::{FlushingSet, Head};
 use crate::server::metrics::ServerMetrics;
@@ -29,8 +29,6 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlushError {
-    #[error("a piece of trace data in memory could not be decoded: {0}")]
-    Decode(#[from] prost::DecodeError),
     #[error("encoding block: {0}")]
     Block(#[from] BlockError),
     #[error("uploading block: {0}")]
@@ -69,10 +67,15 @@ pub fn block_id_for_cut(instance_id: Uuid, tenant: &TenantId, through_segment: u
 fn decode_trace(
     trace_id: crate::otlp::TraceId,
     pieces: &[bytes::Bytes],
-) -> Result<TracePieces, FlushError> {
+) -> Result<TracePieces, BlockError> {
     let mut batches = Vec::new();
     for piece in pieces {
-        batches.extend(OtlpTracesData::decode(piece.as_ref())?.resource_spans);
+        let data =
+            OtlpTracesData::decode(piece.as_ref()).map_err(|source| BlockError::Protobuf {
+                column: "head piece",
+                source,
+            })?;
+        batches.extend(data.resource_spans);
     }
     Ok(TracePieces { trace_id, batches })
 }
@@ -106,19 +109,23 @@ impl Flusher {
             let set_for_task = Arc::clone(set);
             let tenant_for_task = tenant.clone();
             // Decoding and Parquet encoding are CPU-heavy: keep them off the async workers.
+            // Traces are decoded one at a time as the encoder asks for them, so memory
+            // holds the encoded head plus one Parquet row group, never a decoded block.
             let encoded = tokio::task::spawn_blocking(move || -> Result<_, FlushError> {
                 let traces = set_for_task
                     .tenants
                     .get(&tenant_for_task)
-                    .map(|traces| {
-                        traces
-                            .iter()
-                            .map(|(trace_id, pieces)| decode_trace(*trace_id, pieces))
-                            .collect::<Result<Vec<_>, _>>()
-                    })
-                    .transpose()?
-                    .unwrap_or_default();
-                Ok(encode_block(block_id, &tenant_for_task, 0, &traces)?)
+                    .ok_or(FlushError::Block(BlockError::EmptyBlock))?;
+                let decoded = traces
+                    .iter()
+                    .map(|(trace_id, pieces)| decode_trace(*trace_id, pieces));
+                Ok(encode_block_from(
+                    block_id,
+                    &tenant_for_task,
+                    0,
+                    traces.len(),
+                    decoded,
+                )?)
             })
             .await
             .map_err(|e| FlushError::Task(e.to_string()))??;

@@ -27,7 +27,7 @@ use bytes::Bytes;
 pub use bloom::{BloomError, TraceIdBloom};
 pub use meta::{block_format, BlockFormat, BlockMeta, MetaError};
 pub use reader::BlockReader;
-pub use writer::encode_block;
+pub use writer::{encode_block, encode_block_from};
 
 use crate::error::{ErrorCode, ServiceError};
 use crate::otlp::{OtlpResourceSpans, TraceId};

@@ -117,21 +117,51 @@ pub fn encode_block(
     compaction_level: u32,
     traces: &[TracePieces],
 ) -> Result<EncodedBlock, BlockError> {
-    for pair in traces.windows(2) {
-        if pair[0].trace_id >= pair[1].trace_id {
-            return Err(BlockError::UnsortedTraces {
-                previous: pair[0].trace_id,
-                next: pair[1].trace_id,
-            });
-        }
-    }
+    encode_block_from(
+        block_id,
+        tenant,
+        compaction_level,
+        traces.len(),
+        traces.iter().map(Ok),
+    )
+}
 
+/// [`encode_block`] over traces produced one at a time, so a caller that holds traces in
+/// a compact form (encoded protobuf, another block) never has the whole block decoded in
+/// memory at once: rows go to the Parquet writer in small batches as they come.
+/// `expected_traces` sizes the bloom filter. An `Err` from the iterator stops encoding.
+///
+/// # Errors
+/// As [`encode_block`], plus whatever the iterator yields.
+pub fn encode_block_from<T, I>(
+    block_id: Uuid,
+    tenant: &TenantId,
+    compaction_level: u32,
+    expected_traces: usize,
+    traces: I,
+) -> Result<EncodedBlock, BlockError>
+where
+    T: std::borrow::Borrow<TracePieces>,
+    I: IntoIterator<Item = Result<T, BlockError>>,
+{
     let mut stats = BlockStats::default();
-    let mut bloom = TraceIdBloom::with_capacity(traces.len(), DEFAULT_FALSE_POSITIVE_RATE);
+    let mut bloom = TraceIdBloom::with_capacity(expected_traces, DEFAULT_FALSE_POSITIVE_RATE);
     let mut rows = RowBuilders::new();
     let mut writer = ArrowWriter::try_new(Vec::new(), block_schema(), Some(writer_properties()?))?;
 
+    let mut previous: Option<TraceId> = None;
     for trace in traces {
+        let trace = trace?;
+        let trace = trace.borrow();
+        if let Some(previous) = previous {
+            if previous >= trace.trace_id {
+                return Err(BlockError::UnsortedTraces {
+                    previous,
+                    next: trace.trace_id,
+                });
+            }
+        }
+        previous = Some(trace.trace_id);
         let mut batch_seq: u32 = 0;
         let mut trace_has_spans = false;
         for resource_spans in &trace.batches {
