@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use prost::Message;
+
 use super::{OtlpResourceSpans, OtlpScopeSpans, TraceId};
 
 /// Splits resource spans by trace ID. Traces come out in order of first appearance;
@@ -72,6 +74,172 @@ pub fn split_by_trace(
     order
 }
 
+/// Encodes each trace of a request as its own protobuf `TracesData`, straight from the
+/// decoded request: the same bytes as `split_by_trace` followed by encoding each
+/// piece, without cloning resources, scopes or spans.
+///
+/// Pieces are appended to `buf` one after another. Before each piece, `before_piece` is
+/// called with the trace ID and the piece's length so the caller can frame it. Returns
+/// the range of each piece in `buf`, in order of first appearance of the trace.
+pub fn encode_by_trace(
+    resource_spans: &[OtlpResourceSpans],
+    buf: &mut Vec<u8>,
+    mut before_piece: impl FnMut(TraceId, usize, &mut Vec<u8>),
+) -> Vec<(TraceId, std::ops::Range<usize>)> {
+    // Per trace, the (resource, scope, span) index triples in request order.
+    let mut traces: Vec<(TraceId, Vec<SpanRef>)> = Vec::new();
+    let mut index: HashMap<TraceId, usize> = HashMap::new();
+    for (r, rs) in resource_spans.iter().enumerate() {
+        for (s, ss) in rs.scope_spans.iter().enumerate() {
+            for (k, span) in ss.spans.iter().enumerate() {
+                let Some(trace_id) = TraceId::from_slice(&span.trace_id) else {
+                    continue;
+                };
+                let slot = *index.entry(trace_id).or_insert_with(|| {
+                    traces.push((trace_id, Vec::new()));
+                    traces.len() - 1
+                });
+                traces[slot].1.push(SpanRef {
+                    resource: r,
+                    scope: s,
+                    span: k,
+                    len: span.encoded_len(),
+                });
+            }
+        }
+    }
+    let mut ranges = Vec::with_capacity(traces.len());
+    for (trace_id, spans) in &traces {
+        let groups = group_spans(resource_spans, spans);
+        let len: usize = groups.iter().map(|g| field_len(g.len)).sum();
+        before_piece(*trace_id, len, buf);
+        let start = buf.len();
+        buf.reserve(len);
+        for group in &groups {
+            write_resource_group(resource_spans, spans, group, buf);
+        }
+        debug_assert_eq!(buf.len() - start, len);
+        ranges.push((*trace_id, start..buf.len()));
+    }
+    ranges
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SpanRef {
+    resource: usize,
+    scope: usize,
+    span: usize,
+    len: usize,
+}
+
+/// One ResourceSpans of a trace piece: a run of span refs sharing a resource, split into
+/// runs sharing a scope.
+#[derive(Debug)]
+struct ResourceGroup {
+    resource: usize,
+    /// (scope index, span-ref range, encoded ScopeSpans body length)
+    scopes: Vec<(usize, std::ops::Range<usize>, usize)>,
+    /// Encoded ResourceSpans body length.
+    len: usize,
+}
+
+/// Length of a length-delimited field with a one-byte key (tags 1-15) and this body.
+fn field_len(body: usize) -> usize {
+    1 + prost::encoding::encoded_len_varint(body as u64) + body
+}
+
+fn string_field_len(value: &str) -> usize {
+    if value.is_empty() {
+        0
+    } else {
+        field_len(value.len())
+    }
+}
+
+fn group_spans(resource_spans: &[OtlpResourceSpans], spans: &[SpanRef]) -> Vec<ResourceGroup> {
+    let mut groups: Vec<ResourceGroup> = Vec::new();
+    let mut i = 0;
+    while i < spans.len() {
+        let resource = spans[i].resource;
+        let rs = &resource_spans[resource];
+        let mut scopes = Vec::new();
+        while i < spans.len() && spans[i].resource == resource {
+            let scope = spans[i].scope;
+            let start = i;
+            let mut body = 0;
+            while i < spans.len() && spans[i].resource == resource && spans[i].scope == scope {
+                body += field_len(spans[i].len);
+                i += 1;
+            }
+            let ss = &rs.scope_spans[scope];
+            body += ss.scope.as_ref().map_or(0, |m| field_len(m.encoded_len()));
+            body += string_field_len(&ss.schema_url);
+            scopes.push((scope, start..i, body));
+        }
+        let len = rs
+            .resource
+            .as_ref()
+            .map_or(0, |m| field_len(m.encoded_len()))
+            + scopes
+                .iter()
+                .map(|(_, _, body)| field_len(*body))
+                .sum::<usize>()
+            + string_field_len(&rs.schema_url);
+        groups.push(ResourceGroup {
+            resource,
+            scopes,
+            len,
+        });
+    }
+    groups
+}
+
+fn write_len_key(tag: u32, len: usize, buf: &mut Vec<u8>) {
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, buf);
+    prost::encoding::encode_varint(len as u64, buf);
+}
+
+fn write_message<M: Message>(tag: u32, message: &M, len: usize, buf: &mut Vec<u8>) {
+    write_len_key(tag, len, buf);
+    // `encode_raw` writes the body only; the length is already known and written.
+    message.encode_raw(buf);
+}
+
+fn write_string(tag: u32, value: &str, buf: &mut Vec<u8>) {
+    if !value.is_empty() {
+        write_len_key(tag, value.len(), buf);
+        buf.extend_from_slice(value.as_bytes());
+    }
+}
+
+/// Writes `TracesData.resource_spans` (tag 1) for one group, fields in tag order as
+/// prost does: ResourceSpans{resource=1, scope_spans=2, schema_url=3},
+/// ScopeSpans{scope=1, spans=2, schema_url=3}.
+fn write_resource_group(
+    resource_spans: &[OtlpResourceSpans],
+    spans: &[SpanRef],
+    group: &ResourceGroup,
+    buf: &mut Vec<u8>,
+) {
+    let rs = &resource_spans[group.resource];
+    write_len_key(1, group.len, buf);
+    if let Some(resource) = &rs.resource {
+        write_message(1, resource, resource.encoded_len(), buf);
+    }
+    for (scope_index, range, body) in &group.scopes {
+        let ss = &rs.scope_spans[*scope_index];
+        write_len_key(2, *body, buf);
+        if let Some(scope) = &ss.scope {
+            write_message(1, scope, scope.encoded_len(), buf);
+        }
+        for span_ref in &spans[range.clone()] {
+            write_message(2, &ss.spans[span_ref.span], span_ref.len, buf);
+        }
+        write_string(3, &ss.schema_url, buf);
+    }
+    write_string(3, &rs.schema_url, buf);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,7 +255,7 @@ mod tests {
             ..Default::default()
         });
         let scope = (
-            prop::option::of("[a-z]{1,4}"),
+            prop::option::of("[a-z]{0,4}"),
             "[a-z]{0,3}",
             prop::collection::vec(span, 0..6),
         )
@@ -150,6 +318,29 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn direct_encoding_matches_split_then_encode(batch in arb_batch()) {
+            let expected: Vec<(TraceId, Vec<u8>)> = split_by_trace(batch.clone())
+                .into_iter()
+                .map(|(id, resource_spans)| {
+                    (id, crate::otlp::OtlpTracesData { resource_spans }.encode_to_vec())
+                })
+                .collect();
+            let mut buf = vec![0xAA; 3];
+            let mut announced = Vec::new();
+            let ranges = encode_by_trace(&batch, &mut buf, |id, len, buf| {
+                announced.push((id, len));
+                buf.push(0xBB);
+            });
+            let got: Vec<(TraceId, Vec<u8>)> = ranges
+                .iter()
+                .map(|(id, range)| (*id, buf[range.clone()].to_vec()))
+                .collect();
+            prop_assert_eq!(&got, &expected);
+            let lens: Vec<(TraceId, usize)> = expected.iter().map(|(id, b)| (*id, b.len())).collect();
+            prop_assert_eq!(announced, lens);
+        }
+
         #[test]
         fn split_keeps_every_span_with_its_resource_and_scope(batch in arb_batch()) {
             let pieces = split_by_trace(batch.clone());

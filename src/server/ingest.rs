@@ -12,17 +12,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use prost::Message;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::config::{FsyncPolicy, HeadConfig, IngestConfig, WalConfig};
-use crate::otlp::batch::split_by_trace;
+use crate::otlp::count_spans;
 use crate::otlp::validate::retain_valid_spans;
-use crate::otlp::{count_spans, OtlpTracesData};
 use crate::receiver::{Accepted, ConsumeError, TraceBatch, TraceConsumer};
 use crate::server::head::{CutPartition, CutReason, Head};
 use crate::server::metrics::ServerMetrics;
-use crate::server::wal::{frame, SegmentWriter, TracePiece, WalDir, WalError, WalRecord};
+use crate::server::wal::{
+    batch_record, frame, SegmentWriter, TracePiece, WalDir, WalError, WalRecord,
+};
 
 /// Requests waiting for the writer thread. Memory is bounded by the in-flight byte
 /// semaphore; this bounds the number of queued requests.
@@ -43,7 +43,7 @@ pub struct CutJob {
 
 enum Command {
     Append {
-        framed: Vec<u8>,
+        framed: Bytes,
         tenant: crate::tenant::TenantId,
         pieces: Vec<TracePiece>,
         done: oneshot::Sender<Result<(), WalError>>,
@@ -223,17 +223,6 @@ impl Ingest {
     }
 }
 
-/// Splits a batch per trace and encodes each piece as `TracesData`.
-fn encode_pieces(batch: Vec<crate::otlp::OtlpResourceSpans>) -> Vec<TracePiece> {
-    split_by_trace(batch)
-        .into_iter()
-        .map(|(trace_id, resource_spans)| {
-            let data = OtlpTracesData { resource_spans }.encode_to_vec();
-            (trace_id, Bytes::from(data))
-        })
-        .collect()
-}
-
 #[async_trait::async_trait]
 impl TraceConsumer for Ingest {
     async fn consume(&self, mut batch: TraceBatch) -> Result<Accepted, ConsumeError> {
@@ -276,17 +265,14 @@ impl TraceConsumer for Ingest {
 
         let num_bytes = batch.num_bytes;
         let resource_spans = batch.resource_spans;
-        let pieces = if num_bytes > INLINE_ENCODE_LIMIT {
-            tokio::task::spawn_blocking(move || encode_pieces(resource_spans))
+        let (framed, pieces) = if num_bytes > INLINE_ENCODE_LIMIT {
+            let tenant = tenant.clone();
+            tokio::task::spawn_blocking(move || batch_record(&tenant, &resource_spans))
                 .await
                 .map_err(|e| ConsumeError::Internal(format!("encoding task failed: {e}")))?
         } else {
-            encode_pieces(resource_spans)
+            batch_record(&tenant, &resource_spans)
         };
-        let framed = frame(&WalRecord::Batch {
-            tenant: tenant.clone(),
-            pieces: pieces.clone(),
-        });
         let (done, rx) = oneshot::channel();
         inner
             .tx
