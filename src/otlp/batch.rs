@@ -79,11 +79,14 @@ pub fn split_by_trace(
 /// piece, without cloning resources, scopes or spans.
 ///
 /// Pieces are appended to `buf` one after another. Before each piece, `before_piece` is
-/// called with the trace ID and the piece's length so the caller can frame it. Returns
-/// the range of each piece in `buf`, in order of first appearance of the trace.
+/// called with the trace ID and the piece's length so the caller can frame it, writing
+/// exactly `piece_header_len` bytes. `buf` grows once, to exactly the size needed (a
+/// frozen buffer keeps its spare capacity alive). Returns the range of each piece in
+/// `buf`, in order of first appearance of the trace.
 pub fn encode_by_trace(
     resource_spans: &[OtlpResourceSpans],
     buf: &mut Vec<u8>,
+    piece_header_len: usize,
     mut before_piece: impl FnMut(TraceId, usize, &mut Vec<u8>),
 ) -> Vec<(TraceId, std::ops::Range<usize>)> {
     // Per trace, the (resource, scope, span) index triples in request order.
@@ -108,17 +111,23 @@ pub fn encode_by_trace(
             }
         }
     }
+    let layouts: Vec<(Vec<ResourceGroup>, usize)> = traces
+        .iter()
+        .map(|(_, spans)| {
+            let groups = group_spans(resource_spans, spans);
+            let len = groups.iter().map(|g| field_len(g.len)).sum();
+            (groups, len)
+        })
+        .collect();
+    buf.reserve_exact(layouts.iter().map(|(_, len)| piece_header_len + len).sum());
     let mut ranges = Vec::with_capacity(traces.len());
-    for (trace_id, spans) in &traces {
-        let groups = group_spans(resource_spans, spans);
-        let len: usize = groups.iter().map(|g| field_len(g.len)).sum();
-        before_piece(*trace_id, len, buf);
+    for ((trace_id, spans), (groups, len)) in traces.iter().zip(&layouts) {
+        before_piece(*trace_id, *len, buf);
         let start = buf.len();
-        buf.reserve(len);
-        for group in &groups {
+        for group in groups {
             write_resource_group(resource_spans, spans, group, buf);
         }
-        debug_assert_eq!(buf.len() - start, len);
+        debug_assert_eq!(buf.len() - start, *len);
         ranges.push((*trace_id, start..buf.len()));
     }
     ranges
@@ -328,7 +337,7 @@ mod tests {
                 .collect();
             let mut buf = vec![0xAA; 3];
             let mut announced = Vec::new();
-            let ranges = encode_by_trace(&batch, &mut buf, |id, len, buf| {
+            let ranges = encode_by_trace(&batch, &mut buf, 1, |id, len, buf| {
                 announced.push((id, len));
                 buf.push(0xBB);
             });

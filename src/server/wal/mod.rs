@@ -202,7 +202,7 @@ pub fn batch_record(
     resource_spans: &[crate::otlp::OtlpResourceSpans],
 ) -> (Bytes, Vec<TracePiece>) {
     let name = tenant.as_str().as_bytes();
-    let mut buf = Vec::with_capacity(FRAME_HEADER_LEN + 64 + name.len());
+    let mut buf = Vec::with_capacity(FRAME_HEADER_LEN + 2 + name.len() + 4);
     buf.resize(FRAME_HEADER_LEN, 0);
     buf.push(KIND_BATCH);
     buf.push(name.len() as u8);
@@ -211,12 +211,13 @@ pub fn batch_record(
     buf.extend_from_slice(&0u32.to_le_bytes());
     // The same layout as `encode_pieces`: trace ID, length, piece, for each trace.
     let ranges =
-        crate::otlp::batch::encode_by_trace(resource_spans, &mut buf, |trace_id, len, buf| {
+        crate::otlp::batch::encode_by_trace(resource_spans, &mut buf, 20, |trace_id, len, buf| {
             buf.extend_from_slice(&trace_id.0);
             buf.extend_from_slice(&(len as u32).to_le_bytes());
         });
     buf[count_at..count_at + 4].copy_from_slice(&(ranges.len() as u32).to_le_bytes());
     fill_frame_header(&mut buf);
+    debug_assert_eq!(buf.len(), buf.capacity(), "record buffer sized exactly");
     let framed = Bytes::from(buf);
     let pieces = ranges
         .into_iter()
