@@ -287,9 +287,10 @@ async fn load_blocklist(blocklist: &BlockList, shutdown: &CancellationToken) -> 
     }
 }
 
-/// Cuts the head into blocks when it grows past `max_block_bytes` or its oldest live
-/// trace is older than `max_block_duration`; one cut at a time, each flushed before the
-/// next so the `flushed-through` marker only moves forward.
+/// Cuts the head into blocks when it grows past `max_block_bytes` (everything goes to
+/// the block) or its oldest live trace is older than `max_block_duration` (idle traces go
+/// to the block, busy ones are carried); one cut at a time, each flushed before the next
+/// so the `flushed-through` marker only moves forward.
 fn spawn_cut_loop(
     ingest: Ingest,
     flusher: Flusher,
@@ -316,7 +317,11 @@ fn spawn_cut_loop(
                 }
             };
             let Some(reason) = reason else { continue };
-            match ingest.cut(reason, false).await {
+            // A size cut must free memory: at full speed every trace is younger than
+            // trace_idle, and carrying them would flush nothing while rewriting them all
+            // into the WAL. Traces still growing continue in the next block.
+            let carry_nothing = reason == CutReason::Size;
+            match ingest.cut(reason, carry_nothing).await {
                 Ok(Some(job)) => {
                     if let Err(error) = flusher
                         .flush_with_retry(&job.partition.flushing, job.reason.as_str(), &cancel)
