@@ -360,7 +360,7 @@ impl<'t> Naive<'t> {
                         RV::Nil => Self::attr(&span.resource.attributes, &a.name),
                         v => v,
                     },
-                    _ => unimplemented!("not generated"),
+                    _ => panic!("scope {:?} is not generated", a.scope),
                 }
             }
             FieldRef::Intrinsic { intrinsic, .. } => {
@@ -429,7 +429,7 @@ impl<'t> Naive<'t> {
                             RV::Str("parent".into())
                         }
                     }
-                    other => unimplemented!("{other:?} not generated"),
+                    other => panic!("{other:?} is not generated"),
                 }
             }
         }

@@ -24,7 +24,7 @@ use super::model::{span_id_hex, trace_id_hex, Trace};
 use super::value::{GroupKey, Val, Value};
 
 /// Parameters of a metrics request, in unix nanoseconds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetricsParams {
     pub start_unix_nanos: u64,
     pub end_unix_nanos: u64,
@@ -37,19 +37,6 @@ pub struct MetricsParams {
     pub max_series: usize,
     /// Exemplars kept in total (one per trace at most).
     pub max_exemplars: usize,
-}
-
-impl Default for MetricsParams {
-    fn default() -> Self {
-        MetricsParams {
-            start_unix_nanos: 0,
-            end_unix_nanos: 0,
-            step_nanos: 0,
-            instant: false,
-            max_series: 0,
-            max_exemplars: 0,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -624,7 +611,7 @@ struct CompareGroup {
 
 impl CompareState {
     fn new(top_n: i64, start: i64, end: i64) -> CompareState {
-        let window = (start > 0 && end > 0).then(|| (start as u64, end as u64));
+        let window = (start > 0 && end > 0).then_some((start as u64, end as u64));
         CompareState {
             top_n: usize::try_from(top_n).unwrap_or(0),
             window,
@@ -851,6 +838,7 @@ fn top_k(input: Vec<OutSeries>, n: usize, largest: bool) -> Vec<OutSeries> {
     let len = input.iter().map(|s| s.values.len()).max().unwrap_or(0);
     let keys: Vec<Vec<(String, GroupKey)>> = input.iter().map(|s| labels_key(&s.labels)).collect();
     let mut keep = vec![vec![false; len]; input.len()];
+    #[allow(clippy::needless_range_loop)] // `i` indexes the values of every series
     for i in 0..len {
         let mut candidates: Vec<usize> = (0..input.len())
             .filter(|&s| input[s].values.get(i).is_some_and(|v| !v.is_nan()))
@@ -1047,6 +1035,9 @@ mod tests {
             .collect()
     }
 
+    /// A label value and the `(seconds, value)` samples of one series.
+    type Row = (Option<Value>, Vec<(i64, f64)>);
+
     fn label(series: &TimeSeries, name: &str) -> Option<Value> {
         series
             .labels
@@ -1094,7 +1085,7 @@ mod tests {
             range(100, 110, 10),
             &data,
         );
-        let got: Vec<(Option<Value>, Vec<(i64, f64)>)> = result
+        let got: Vec<Row> = result
             .series
             .iter()
             .map(|s| (label(s, "resource.service.name"), points(s)))
@@ -1164,7 +1155,7 @@ mod tests {
             range(100, 110, 10),
             &data,
         );
-        let got: Vec<(Option<Value>, Vec<(i64, f64)>)> = result
+        let got: Vec<Row> = result
             .series
             .iter()
             .map(|s| (label(s, "__bucket"), points(s)))
@@ -1240,7 +1231,7 @@ mod tests {
             ("c", 106, 1, false),
             ("c", 111, 1, false),
         ]);
-        let services = |q: &str| -> Vec<(Option<Value>, Vec<(i64, f64)>)> {
+        let services = |q: &str| -> Vec<Row> {
             run(q, range(100, 120, 10), &data)
                 .series
                 .iter()
@@ -1337,7 +1328,7 @@ mod tests {
         ]);
         let q = "({ status = error } | count_over_time() by (resource.service.name)) / ({ } | count_over_time() by (resource.service.name)) * 100";
         let result = run(q, range(100, 110, 10), &data);
-        let got: Vec<(Option<Value>, Vec<(i64, f64)>)> = result
+        let got: Vec<Row> = result
             .series
             .iter()
             .map(|s| (label(s, "resource.service.name"), points(s)))

@@ -1256,7 +1256,7 @@ mod tests {
             Box::new(|n| format!("{}{{ }} | rate(){}", "(".repeat(n), ") * 2".repeat(n))),
             Box::new(|n| format!("{{ }} | count() > {}1{}", "(".repeat(n), ")".repeat(n))),
         ];
-        let queries: Vec<String> = shapes.iter().map(|make| deepest(make)).collect();
+        let queries: Vec<String> = shapes.iter().map(deepest).collect();
         let handle = std::thread::Builder::new()
             .stack_size(1 << 20)
             .spawn(move || {
