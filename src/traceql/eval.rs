@@ -850,6 +850,89 @@ mod tests {
     }
 
     #[test]
+    fn every_field_resolves() {
+        use super::super::model::{Event, InstrumentationScope, Link};
+        let mut t = trace();
+        let span = &mut t.spans[1];
+        span.status_message = "denied".into();
+        span.attributes = vec![
+            KeyValue::new("x", 1i64),
+            KeyValue::new(
+                "list",
+                AttrValue::Array(vec![AttrValue::from("u"), AttrValue::from("v")]),
+            ),
+        ];
+        span.events = vec![
+            Event {
+                time_unix_nanos: 103,
+                name: "exception".into(),
+                attributes: vec![KeyValue::new("exception.type", "E")],
+            },
+            Event {
+                time_unix_nanos: 99,
+                name: "log".into(),
+                attributes: vec![],
+            },
+        ];
+        span.links = vec![Link {
+            trace_id: vec![0, 0, 0xab],
+            span_id: vec![7],
+            attributes: vec![KeyValue::new("kind", "follows")],
+        }];
+        span.scope = Arc::new(InstrumentationScope {
+            name: "grpc".into(),
+            version: "1.2".into(),
+            attributes: vec![KeyValue::new("lang", "rust")],
+        });
+        let view = TraceView::new(&t);
+        let get = |src: &str| {
+            let q = parse(&format!("{{ {src} != nil }}")).unwrap();
+            let QueryBody::Search(SpansetExpr::Filter(f)) = q.body else {
+                panic!()
+            };
+            let FieldExpr::NilCheck { expr, .. } = f.expr else {
+                panic!()
+            };
+            let FieldExpr::Field { field, .. } = *expr else {
+                panic!()
+            };
+            view.field(1, &field).to_value()
+        };
+        let s = |x: &str| Value::String(x.to_string());
+        assert_eq!(get("span.x"), Value::Int(1));
+        assert_eq!(get("span.list"), Value::Array(vec![s("u"), s("v")]));
+        assert_eq!(get(".service.name"), s("svc"));
+        assert_eq!(get("resource.x"), Value::Nil);
+        assert_eq!(get("event.exception.type"), s("E"));
+        assert_eq!(get("link.kind"), s("follows"));
+        assert_eq!(get("instrumentation.lang"), s("rust"));
+        assert_eq!(get("parent.name"), Value::Nil);
+        assert_eq!(get("parent.resource.service.name"), s("svc"));
+        assert_eq!(get("statusMessage"), s("denied"));
+        assert_eq!(get("span:id"), s("0000000000000002"));
+        assert_eq!(get("span:parentID"), s("0000000000000001"));
+        assert_eq!(get("trace:id"), s("1"));
+        assert_eq!(get("trace:rootService"), s("svc"));
+        assert_eq!(get("trace:duration"), Value::Duration(14));
+        assert_eq!(get("span:duration"), Value::Duration(10));
+        assert_eq!(
+            get("event:name"),
+            Value::Array(vec![s("exception"), s("log")])
+        );
+        // An event before the span start counts as zero time since start.
+        assert_eq!(
+            get("event:timeSinceStart"),
+            Value::Array(vec![Value::Duration(2), Value::Duration(0)])
+        );
+        assert_eq!(get("link:traceID"), s("ab"));
+        assert_eq!(get("link:spanID"), s("0000000000000007"));
+        assert_eq!(get("instrumentation:name"), s("grpc"));
+        assert_eq!(get("instrumentation:version"), s("1.2"));
+        assert_eq!(get("nestedSetLeft"), Value::Int(2));
+        assert_eq!(get("span:childCount"), Value::Int(1));
+    }
+
+    #[test]
     fn parent_cycles_are_cut() {
         let span = |id: u8, parent: u8| Span {
             span_id: vec![id],

@@ -674,6 +674,90 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn in_memory_fetcher_prunes_and_batches() {
+        use super::super::model::{KeyValue, Span};
+        use super::super::{compile, search, SearchParams};
+        let trace = |id: u8, start: u64, x: i64| Trace {
+            trace_id: vec![id],
+            spans: vec![Span {
+                span_id: vec![id],
+                start_unix_nanos: start,
+                end_unix_nanos: start + 5,
+                attributes: vec![KeyValue::new("x", x)],
+                ..Span::default()
+            }],
+        };
+        let traces: Vec<Trace> = (1..=9)
+            .map(|i| trace(i, u64::from(i) * 100, i64::from(i % 3)))
+            .collect();
+        let fetcher = InMemoryFetcher::new(traces).with_batch_size(2);
+        let query = Arc::new(compile("{ span.x = 1 }").unwrap());
+        let params = SearchParams {
+            start_unix_nanos: 150,
+            end_unix_nanos: 750,
+            ..SearchParams::default()
+        };
+        let result = search(&fetcher, query, params).await.unwrap();
+        let ids: Vec<u8> = result.traces.iter().map(|t| t.trace_id[0]).collect();
+        assert_eq!(ids, vec![7, 4]);
+        // Only candidates reached the engine.
+        assert_eq!(result.inspected_traces, 2);
+        let request = fetcher.last_request().unwrap();
+        assert_eq!(
+            (request.start_unix_nanos, request.end_unix_nanos),
+            (150, 750)
+        );
+        assert!(request.all_conditions);
+        assert_eq!(request.conditions.len(), 1);
+    }
+
+    #[test]
+    fn candidate_filter_applies_any_and_all() {
+        use super::super::model::{KeyValue, Span};
+        let span = |a: i64, b: &str| Span {
+            attributes: vec![KeyValue::new("a", a), KeyValue::new("b", b)],
+            ..Span::default()
+        };
+        let trace = Trace {
+            trace_id: vec![1],
+            spans: vec![span(1, "x"), span(2, "y")],
+        };
+        let request = |all: bool, conditions: Vec<Condition>| FetchRequest {
+            start_unix_nanos: 0,
+            end_unix_nanos: 0,
+            conditions,
+            all_conditions: all,
+            fields: vec![],
+            all_fields: false,
+        };
+        let a_is = |v: i64| Condition::Compare {
+            field: span_attr("a"),
+            op: ConditionOp::Eq,
+            value: Literal::Int(v),
+        };
+        let b_matches = |p: &str| Condition::Compare {
+            field: span_attr("b"),
+            op: ConditionOp::Regex,
+            value: Literal::String(p.into()),
+        };
+        let matches = |r: FetchRequest| CandidateFilter::new(&r).unwrap().matches(&trace);
+        assert!(matches(request(true, vec![a_is(1), b_matches("x")])));
+        assert!(!matches(request(true, vec![a_is(1), b_matches("y")])));
+        assert!(matches(request(false, vec![a_is(1), b_matches("y")])));
+        assert!(!matches(request(false, vec![a_is(3), b_matches("z")])));
+        assert!(matches(request(false, vec![])));
+        assert!(matches(request(
+            true,
+            vec![Condition::Exists(span_attr("b"))]
+        )));
+        assert!(!matches(request(
+            true,
+            vec![Condition::Exists(span_attr("c"))]
+        )));
+        assert!(CandidateFilter::new(&request(true, vec![b_matches("[")])).is_err());
+    }
+
     #[test]
     fn metrics_fields_include_arguments_and_groups() {
         let p = plan_of(

@@ -1,7 +1,7 @@
 //! Search: per trace, the spansets a query selects, newest traces first.
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use super::ast::Status;
@@ -89,6 +89,8 @@ pub struct SearchEvaluator {
     query: Arc<CompiledQuery>,
     params: SearchParams,
     found: Vec<TraceResult>,
+    /// IDs of the traces in `found`.
+    found_ids: HashSet<Vec<u8>>,
     inspected_traces: u64,
     inspected_spans: u64,
 }
@@ -114,6 +116,7 @@ impl SearchEvaluator {
             query,
             params,
             found: Vec::new(),
+            found_ids: HashSet::new(),
             inspected_traces: 0,
             inspected_spans: 0,
         })
@@ -138,7 +141,7 @@ impl SearchEvaluator {
             }
             self.inspected_traces += 1;
             self.inspected_spans += trace.spans.len() as u64;
-            if self.found.iter().any(|t| t.trace_id == trace.trace_id) {
+            if self.found_ids.contains(&trace.trace_id) {
                 // Storage returns each trace once; a repeat adds nothing new.
                 continue;
             }
@@ -147,6 +150,7 @@ impl SearchEvaluator {
                 continue;
             }
             let result = self.trace_result(&view, spansets);
+            self.found_ids.insert(result.trace_id.clone());
             self.found.push(result);
             if self.found.len() >= 2 * self.params.limit.max(8) {
                 self.prune();
@@ -170,6 +174,7 @@ impl SearchEvaluator {
                 .cmp(&(Reverse(b.start_unix_nanos), &b.trace_id))
         });
         self.found.truncate(self.params.limit);
+        self.found_ids = self.found.iter().map(|t| t.trace_id.clone()).collect();
     }
 
     fn trace_result(

@@ -107,7 +107,7 @@ impl<'a> Val<'a> {
         matches!(self, Val::Attrs(_) | Val::List(_))
     }
 
-    /// Calls `f` on each element of an array or list until it returns `Some`.
+    /// The elements of an array or list; a scalar is its own single element.
     fn elements(&self) -> Vec<Val<'a>> {
         match self {
             // Nested arrays have no TraceQL meaning; they never match.
