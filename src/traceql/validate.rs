@@ -356,6 +356,12 @@ impl Validator<'_> {
                         "compare() needs a number of top values greater than 0",
                     ));
                 }
+                if let Some(by) = query.by.first() {
+                    return Err(self.type_error(
+                        by.pos,
+                        "compare() reports every attribute and does not take by()",
+                    ));
+                }
                 if (*start != 0 || *end != 0) && (*start <= 0 || *end <= 0 || end <= start) {
                     return Err(self.type_error(
                         filter.pos,
