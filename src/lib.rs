@@ -15,3 +15,4 @@ pub mod server;
 pub mod tenant;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod traceql;
