@@ -60,6 +60,12 @@ pub async fn replay(
                 })??
         };
         summary.segments += 1;
+        if segment.records.is_empty() && segment.damage.is_empty() && segment.undecodable == 0 {
+            // A start or rotation that never got a record: nothing to keep. Without this,
+            // every restart of an idle server would leave one more empty file behind.
+            wal.delete_segment(segment_id)?;
+            continue;
+        }
         summary.undecodable_records += segment.undecodable as u64;
         for damage in &segment.damage {
             let (kind, offset, len) = match *damage {

@@ -399,3 +399,20 @@ async fn full_head_refuses_until_a_flush_frees_it() {
         .expect("accepted again after the flush");
     harness.close().await;
 }
+
+/// Restarting an idle server does not pile up empty WAL segments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_restarts_leave_one_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let store = BlockStore::in_memory();
+    for _ in 0..5 {
+        open(&config, &store).await.close().await;
+    }
+    let wal = crate::server::wal::WalDir::open(&config.wal.dir).unwrap();
+    assert_eq!(
+        wal.segments().unwrap().len(),
+        1,
+        "only the segment of the last run"
+    );
+}

@@ -354,6 +354,13 @@ impl WalDir {
         Ok(deleted)
     }
 
+    /// Deletes one segment (replay uses it for segments that hold no records).
+    pub fn delete_segment(&self, id: u64) -> Result<(), WalError> {
+        let path = self.segment_path(id);
+        fs::remove_file(&path).map_err(io_err(&path))?;
+        self.sync_dir()
+    }
+
     pub fn create_segment(&self, id: u64) -> Result<SegmentWriter, WalError> {
         let path = self.segment_path(id);
         let mut file = OpenOptions::new()
