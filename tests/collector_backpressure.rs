@@ -7,6 +7,7 @@ mod collector_common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use collector_common::{
@@ -84,12 +85,17 @@ service:
             Err(status) => {
                 assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
                 let retry_info = status.get_details_retry_info().expect("RetryInfo detail");
-                assert!(retry_info.retry_delay.is_some_and(|delay| delay >= Duration::from_secs(1)));
+                assert!(retry_info
+                    .retry_delay
+                    .is_some_and(|delay| delay >= Duration::from_secs(1)));
                 refusals += 1;
             }
         }
         let on_disk = dir_bytes(&exporter_dir);
-        assert!(on_disk <= MAX_QUEUE_BYTES, "queue uses {on_disk} bytes, bound is {MAX_QUEUE_BYTES}");
+        assert!(
+            on_disk <= MAX_QUEUE_BYTES,
+            "queue uses {on_disk} bytes, bound is {MAX_QUEUE_BYTES}"
+        );
     }
     assert!(refusals >= 20, "the queue never filled up");
     assert!(!acknowledged.is_empty());
@@ -97,7 +103,10 @@ service:
     // HTTP clients are told to back off too.
     let body = trace_request(999_999, 20).encode_to_vec();
     let response = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/v1/traces", collector.http_port))
+        .post(format!(
+            "http://127.0.0.1:{}/v1/traces",
+            collector.http_port
+        ))
         .header("content-type", "application/x-protobuf")
         .body(body)
         .send()
@@ -121,14 +130,17 @@ service:
     // The backend comes back: everything acknowledged arrives (retries exhausted in the
     // meantime kept the batches on disk).
     let backend = FakeBackend::new(Vec::new());
-    let running = start_backend(backend.clone(), &format!("127.0.0.1:{backend_port}")).await;
+    let running = start_backend(Arc::clone(&backend), &format!("127.0.0.1:{backend_port}")).await;
     let delivered = eventually(Duration::from_secs(30), || async {
         let counts = backend.span_counts();
         acknowledged.iter().all(|key| counts.contains_key(key))
     })
     .await;
     let counts = backend.span_counts();
-    let missing = acknowledged.iter().filter(|key| !counts.contains_key(*key)).count();
+    let missing = acknowledged
+        .iter()
+        .filter(|key| !counts.contains_key(*key))
+        .count();
     let duplicates: usize = counts.values().map(|count| count - 1).sum();
     println!(
         "acknowledged {} spans, missing {missing}, duplicates {duplicates}",
@@ -204,7 +216,7 @@ service:
         QUEUE_SIZE as f64
     );
     let backend = FakeBackend::new(Vec::new());
-    let running = start_backend(backend.clone(), &format!("127.0.0.1:{backend_port}")).await;
+    let running = start_backend(Arc::clone(&backend), &format!("127.0.0.1:{backend_port}")).await;
     assert!(
         eventually(Duration::from_secs(20), || async {
             let counts = backend.span_counts();

@@ -10,13 +10,15 @@ use std::process::Command;
 
 use serde_yaml::Value;
 use spoor::config::collector::{
-    load_collector_config_with_env, CollectorConfig, ComponentId, ExporterConfig,
-    ExtensionConfig, MemoryLimit, ProcessorConfig,
+    load_collector_config_with_env, CollectorConfig, ComponentId, ExporterConfig, ExtensionConfig,
+    MemoryLimit, ProcessorConfig,
 };
 use spoor::config::ConfigErrors;
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/collector").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/collector")
+        .join(name)
 }
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -140,8 +142,11 @@ impl Edit {
 
     fn load(self, env: &BTreeMap<String, String>) -> CollectorConfig {
         let mut file = tempfile::NamedTempFile::new().unwrap();
-        std::io::Write::write_all(&mut file, serde_yaml::to_string(&self.tree).unwrap().as_bytes())
-            .unwrap();
+        std::io::Write::write_all(
+            &mut file,
+            serde_yaml::to_string(&self.tree).unwrap().as_bytes(),
+        )
+        .unwrap();
         load_collector_config_with_env(Some(file.path()), env)
             .unwrap_or_else(|errors| panic!("edited config should load:\n{errors}"))
     }
@@ -224,7 +229,10 @@ fn kubernetes_agent_and_collector_examples() {
             },
         })
     );
-    assert!(agent.warnings.iter().any(|warning| warning.contains("ballast_size_mib is ignored")));
+    assert!(agent
+        .warnings
+        .iter()
+        .any(|warning| warning.contains("ballast_size_mib is ignored")));
 
     expect_errors("otelcol-k8s-collector.yaml", &[ZPAGES]);
     let collector = Edit::open("otelcol-k8s-collector.yaml")
@@ -267,7 +275,10 @@ fn persistent_queue_example_through_file_storage() {
     };
     let persistent = otlp.queue.persistent.as_ref().unwrap();
     assert_eq!(persistent.directory, Path::new("/var/lib/storage/otc/otlp"));
-    assert!(persistent.fsync, "safe by default, unlike the OpenTelemetry Collector");
+    assert!(
+        persistent.fsync,
+        "safe by default, unlike the OpenTelemetry Collector"
+    );
 }
 
 #[test]
@@ -299,15 +310,21 @@ fn environment_variables_in_values() {
         ]
     );
     let spoor::config::collector::ReceiverConfig::Otlp(otlp) = &config.receivers[&id("otlp")];
-    assert_eq!(otlp.grpc.as_ref().unwrap().endpoint.to_string(), "0.0.0.0:4317");
+    assert_eq!(
+        otlp.grpc.as_ref().unwrap().endpoint.to_string(),
+        "0.0.0.0:4317"
+    );
 
     // Unset variables become empty strings (as in the OpenTelemetry Collector) and are
     // reported; where that is not a valid value, the key is named.
-    let errors = load_collector_config_with_env(Some(&data("otelcol-env-vars.yaml")), &BTreeMap::new())
-        .unwrap_err();
+    let errors =
+        load_collector_config_with_env(Some(&data("otelcol-env-vars.yaml")), &BTreeMap::new())
+            .unwrap_err();
     let messages = messages(&errors);
     assert!(
-        messages.contains(&"processors.batch.send_batch_size: expected a whole number, got \"\"".to_owned()),
+        messages.contains(
+            &"processors.batch.send_batch_size: expected a whole number, got \"\"".to_owned()
+        ),
         "{messages:#?}"
     );
 }
@@ -320,10 +337,16 @@ fn tempo_setup_loads_as_is() {
     let ExporterConfig::Otlp(otlp) = &config.exporters[&id("otlp")] else {
         panic!("otlp exporter");
     };
-    assert_eq!(otlp.headers, vec![("X-Scope-OrgID".to_owned(), "acme".to_owned())]);
+    assert_eq!(
+        otlp.headers,
+        vec![("X-Scope-OrgID".to_owned(), "acme".to_owned())]
+    );
     assert_eq!(config.telemetry.logs.level, "debug");
     assert_eq!(
-        config.telemetry.metrics_address.map(|address| address.to_string()),
+        config
+            .telemetry
+            .metrics_address
+            .map(|address| address.to_string()),
         Some("0.0.0.0:8888".to_owned())
     );
     assert!(matches!(
@@ -341,13 +364,17 @@ fn tempo_setup_loads_as_is() {
 #[test]
 fn spoor_example_and_packaged_configs_load() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let example =
-        load_collector_config_with_env(Some(&root.join("examples/collector.yaml")), &BTreeMap::new())
-            .unwrap_or_else(|errors| panic!("examples/collector.yaml:\n{errors}"));
+    let example = load_collector_config_with_env(
+        Some(&root.join("examples/collector.yaml")),
+        &BTreeMap::new(),
+    )
+    .unwrap_or_else(|errors| panic!("examples/collector.yaml:\n{errors}"));
     assert_eq!(example.exporters.len(), 2);
-    let packaged =
-        load_collector_config_with_env(Some(&root.join("packaging/collector.yaml")), &BTreeMap::new())
-            .unwrap_or_else(|errors| panic!("packaging/collector.yaml:\n{errors}"));
+    let packaged = load_collector_config_with_env(
+        Some(&root.join("packaging/collector.yaml")),
+        &BTreeMap::new(),
+    )
+    .unwrap_or_else(|errors| panic!("packaging/collector.yaml:\n{errors}"));
     let ExporterConfig::Otlp(otlp) = &packaged.exporters[&id("otlp")] else {
         panic!("otlp exporter");
     };
@@ -368,8 +395,15 @@ fn check_config_flag_validates_and_exits() {
         .env_remove("SPOOR_CONFIG")
         .output()
         .unwrap();
-    assert!(valid.status.success(), "{}", String::from_utf8_lossy(&valid.stderr));
-    assert_eq!(String::from_utf8_lossy(&valid.stdout).trim(), "configuration is valid");
+    assert!(
+        valid.status.success(),
+        "{}",
+        String::from_utf8_lossy(&valid.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&valid.stdout).trim(),
+        "configuration is valid"
+    );
 
     let invalid = Command::new(binary)
         .arg("--check-config")

@@ -5,11 +5,12 @@
 
 mod collector_common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use collector_common::{eventually, start_backend, trace_request, FakeBackend, RunningCollector};
 use tonic::{Code, Status};
-use tonic_types::ErrorDetails;
+use tonic_types::{ErrorDetails, StatusExt as _};
 
 fn config(backend_port: u16) -> String {
     format!(
@@ -59,7 +60,7 @@ async fn backoff_then_retry_info_delay_then_success() {
         Status::unavailable("restarting"),
         throttled(Duration::from_millis(1500)),
     ]);
-    let running = start_backend(backend.clone(), "127.0.0.1:0").await;
+    let running = start_backend(Arc::clone(&backend), "127.0.0.1:0").await;
     let collector = RunningCollector::start(&config(running.address.port())).await;
 
     let mut request = tonic::Request::new(trace_request(1, 5));
@@ -69,7 +70,10 @@ async fn backoff_then_retry_info_delay_then_success() {
     collector.client().await.export(request).await.unwrap();
 
     assert!(
-        eventually(Duration::from_secs(10), || async { backend.received().len() == 4 }).await,
+        eventually(Duration::from_secs(10), || async {
+            backend.received().len() == 4
+        })
+        .await,
         "four attempts expected, got {}",
         backend.received().len()
     );
@@ -80,11 +84,22 @@ async fn backoff_then_retry_info_delay_then_success() {
         .collect();
     // Backoff 100 ms, then 200 ms (no jitter), then the server's 1.5 s RetryInfo delay,
     // which is longer than the 400 ms backoff would have been.
-    assert!(gaps[0] >= Duration::from_millis(100) && gaps[0] < Duration::from_millis(600), "{gaps:?}");
-    assert!(gaps[1] >= Duration::from_millis(200) && gaps[1] < Duration::from_millis(800), "{gaps:?}");
-    assert!(gaps[2] >= Duration::from_millis(1500) && gaps[2] < Duration::from_millis(2500), "{gaps:?}");
+    assert!(
+        gaps[0] >= Duration::from_millis(100) && gaps[0] < Duration::from_millis(600),
+        "{gaps:?}"
+    );
+    assert!(
+        gaps[1] >= Duration::from_millis(200) && gaps[1] < Duration::from_millis(800),
+        "{gaps:?}"
+    );
+    assert!(
+        gaps[2] >= Duration::from_millis(1500) && gaps[2] < Duration::from_millis(2500),
+        "{gaps:?}"
+    );
     // The tenant travels with the batch to the backend, on every attempt.
-    assert!(attempts.iter().all(|attempt| attempt.tenant.as_deref() == Some("acme")));
+    assert!(attempts
+        .iter()
+        .all(|attempt| attempt.tenant.as_deref() == Some("acme")));
     assert_eq!(backend.span_counts().len(), 5);
     assert_eq!(
         collector
@@ -109,7 +124,7 @@ async fn permanent_errors_are_not_retried_and_count_as_failed() {
         // RESOURCE_EXHAUSTED without RetryInfo (e.g. a message too large) is permanent.
         Status::resource_exhausted("message too large"),
     ]);
-    let running = start_backend(backend.clone(), "127.0.0.1:0").await;
+    let running = start_backend(Arc::clone(&backend), "127.0.0.1:0").await;
     let collector = RunningCollector::start(&config(running.address.port())).await;
     let mut client = collector.client().await;
     client.export(trace_request(1, 3)).await.unwrap();
@@ -126,7 +141,11 @@ async fn permanent_errors_are_not_retried_and_count_as_failed() {
     );
     // Give a retry time to happen; none may.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(backend.received().len(), 2, "no retries for permanent errors");
+    assert_eq!(
+        backend.received().len(),
+        2,
+        "no retries for permanent errors"
+    );
     assert_eq!(
         collector
             .metric("otelcol_exporter_sent_spans_total{exporter=\"otlp\"}")
@@ -136,7 +155,10 @@ async fn permanent_errors_are_not_retried_and_count_as_failed() {
     // The pipeline keeps working afterwards.
     client.export(trace_request(3, 2)).await.unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || async { backend.span_counts().len() == 2 }).await
+        eventually(Duration::from_secs(10), || async {
+            backend.span_counts().len() == 2
+        })
+        .await
     );
     collector.stop().await;
     running.stop().await;
@@ -147,7 +169,7 @@ async fn otlphttp_exporter_reaches_an_otlp_http_receiver() {
     // The collector's own HTTP receiver stands in for the backend: collector A exports
     // over otlphttp to collector B, which exports over gRPC to the fake backend.
     let backend = FakeBackend::new(Vec::new());
-    let running = start_backend(backend.clone(), "127.0.0.1:0").await;
+    let running = start_backend(Arc::clone(&backend), "127.0.0.1:0").await;
     let downstream = RunningCollector::start(&format!(
         r#"
 receivers:
@@ -205,7 +227,10 @@ service:
         .insert("x-scope-orgid", "team-b".parse().unwrap());
     upstream.client().await.export(request).await.unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || async { backend.span_counts().len() == 6 }).await
+        eventually(Duration::from_secs(10), || async {
+            backend.span_counts().len() == 6
+        })
+        .await
     );
     assert!(backend
         .received()

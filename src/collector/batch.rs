@@ -136,16 +136,13 @@ mod tests {
             name: format!("span-{id}"),
             ..Default::default()
         });
-        let scope = (
-            arb_scope(),
-            "[a-z]{0,3}",
-            prop::collection::vec(span, 0..6),
-        )
-            .prop_map(|(scope, schema_url, spans)| OtlpScopeSpans {
+        let scope = (arb_scope(), "[a-z]{0,3}", prop::collection::vec(span, 0..6)).prop_map(
+            |(scope, schema_url, spans)| OtlpScopeSpans {
                 scope,
                 spans,
                 schema_url,
-            });
+            },
+        );
         let resource = (
             arb_resource(),
             "[a-z]{0,3}",
@@ -159,7 +156,13 @@ mod tests {
         prop::collection::vec(resource, 0..5)
     }
 
-    type SpanInContext = (Option<OtlpResource>, String, Option<OtlpScope>, String, OtlpSpan);
+    type SpanInContext = (
+        Option<OtlpResource>,
+        String,
+        Option<OtlpScope>,
+        String,
+        OtlpSpan,
+    );
 
     fn flatten(batch: &[OtlpResourceSpans]) -> Vec<SpanInContext> {
         let mut out = Vec::new();

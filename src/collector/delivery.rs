@@ -160,7 +160,10 @@ mod tests {
         let other = ack.clone();
         ack.fail(full());
         other.fail(ConsumeError::Invalid("late".into()));
-        assert!(matches!(delivery.wait().await, Err(ConsumeError::Full { .. })));
+        assert!(matches!(
+            delivery.wait().await,
+            Err(ConsumeError::Full { .. })
+        ));
     }
 
     #[tokio::test]
@@ -175,7 +178,9 @@ mod tests {
     #[tokio::test]
     async fn permits_are_released_when_settled() {
         let semaphore = Arc::new(tokio::sync::Semaphore::new(4));
-        let permit = Arc::clone(&semaphore).try_acquire_many_owned(3).expect("permits");
+        let permit = Arc::clone(&semaphore)
+            .try_acquire_many_owned(3)
+            .expect("permits");
         let (delivery, ack) = Delivery::new(vec![permit]);
         assert_eq!(semaphore.available_permits(), 1);
         ack.commit();

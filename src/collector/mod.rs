@@ -96,7 +96,10 @@ struct BoundReceiver {
 /// # Errors
 /// A listener cannot be bound, a persistent queue cannot be opened, or a processor
 /// cannot be set up. Once running, failures are logged and retried, not returned.
-pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result<(), CollectorError> {
+pub async fn run(
+    config: CollectorConfig,
+    shutdown: CancellationToken,
+) -> Result<(), CollectorError> {
     let started = Instant::now();
     for warning in &config.warnings {
         warn!(warning = %warning, "configuration warning");
@@ -174,7 +177,8 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
 
     // From here on, a start-up failure must still stop what was started.
     let background_cancel = CancellationToken::new();
-    let started_parts = start_pipelines(&config, &used_exporters, &metrics, &background_cancel).await;
+    let started_parts =
+        start_pipelines(&config, &used_exporters, &metrics, &background_cancel).await;
     let (exporters, running) = match started_parts {
         Ok(parts) => parts,
         Err(error) => {
@@ -237,9 +241,14 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     }
 
     // 6. Watchdog from pipeline progress, then readiness.
-    let probes: Arc<Vec<PipelineProbe>> =
-        Arc::new(running.iter().map(|(_, running)| running.probe.clone()).collect());
-    let exporter_list: Arc<Vec<Arc<ExporterRuntime>>> = Arc::new(exporters.values().cloned().collect());
+    let probes: Arc<Vec<PipelineProbe>> = Arc::new(
+        running
+            .iter()
+            .map(|(_, running)| running.probe.clone())
+            .collect(),
+    );
+    let exporter_list: Arc<Vec<Arc<ExporterRuntime>>> =
+        Arc::new(exporters.values().cloned().collect());
     let watchdog_task = {
         let probes = Arc::clone(&probes);
         let exporter_list = Arc::clone(&exporter_list);
@@ -255,7 +264,10 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
                     }
                     for exporter in exporter_list.iter() {
                         if !exporter.probe().await {
-                            warn!(exporter = exporter.id(), "exporter queue did not answer the watchdog probe");
+                            warn!(
+                                exporter = exporter.id(),
+                                "exporter queue did not answer the watchdog probe"
+                            );
                             return false;
                         }
                     }
@@ -282,7 +294,10 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     receivers_cancel.cancel();
     let receivers_deadline = tokio::time::Instant::now() + RECEIVERS_SHUTDOWN_TIMEOUT;
     for (name, task) in receiver_tasks {
-        if tokio::time::timeout_at(receivers_deadline, task).await.is_err() {
+        if tokio::time::timeout_at(receivers_deadline, task)
+            .await
+            .is_err()
+        {
             warn!(receiver = %name, "receiver did not finish in-flight requests before the deadline");
         }
     }
@@ -297,7 +312,10 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     }
     drop(probes);
     for (name, mut task) in pipeline_tasks {
-        if tokio::time::timeout_at(pipelines_deadline, &mut task).await.is_err() {
+        if tokio::time::timeout_at(pipelines_deadline, &mut task)
+            .await
+            .is_err()
+        {
             warn!(pipeline = %name, "pipeline did not drain before the deadline; abandoning what it holds");
             task.abort();
         }
@@ -324,7 +342,10 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     Ok(())
 }
 
-type RunningPipelines = Vec<(crate::config::collector::PipelineConfig, pipeline::RunningPipeline)>;
+type RunningPipelines = Vec<(
+    crate::config::collector::PipelineConfig,
+    pipeline::RunningPipeline,
+)>;
 
 /// Steps 3 and 4: exporters (persistent queues replayed), memory limiters, pipelines.
 async fn start_pipelines(
@@ -332,7 +353,13 @@ async fn start_pipelines(
     used_exporters: &BTreeSet<&ComponentId>,
     metrics: &Arc<CollectorMetrics>,
     background_cancel: &CancellationToken,
-) -> Result<(BTreeMap<ComponentId, Arc<ExporterRuntime>>, RunningPipelines), CollectorError> {
+) -> Result<
+    (
+        BTreeMap<ComponentId, Arc<ExporterRuntime>>,
+        RunningPipelines,
+    ),
+    CollectorError,
+> {
     systemd::notify_status("opening exporters and persistent queues");
     let mut exporters: BTreeMap<ComponentId, Arc<ExporterRuntime>> = BTreeMap::new();
     for id in used_exporters {
@@ -358,16 +385,18 @@ async fn start_pipelines(
     let mut limiters: BTreeMap<ComponentId, Arc<MemoryLimiter>> = BTreeMap::new();
     for pipeline in &config.pipelines {
         for id in &pipeline.processors {
-            if let Some(ProcessorConfig::MemoryLimiter(limiter_config)) = config.processors.get(id) {
+            if let Some(ProcessorConfig::MemoryLimiter(limiter_config)) = config.processors.get(id)
+            {
                 if limiters.contains_key(id) {
                     continue;
                 }
-                let limiter = MemoryLimiter::new(id.to_string(), limiter_config).map_err(|error| {
-                    CollectorError::Processor {
-                        processor: id.to_string(),
-                        message: error.to_string(),
-                    }
-                })?;
+                let limiter =
+                    MemoryLimiter::new(id.to_string(), limiter_config).map_err(|error| {
+                        CollectorError::Processor {
+                            processor: id.to_string(),
+                            message: error.to_string(),
+                        }
+                    })?;
                 limiter.spawn_checker(background_cancel.clone());
                 limiters.insert(id.clone(), limiter);
             }
@@ -380,11 +409,9 @@ async fn start_pipelines(
         let mut pipeline_limiters = Vec::new();
         for id in &pipeline.processors {
             match config.processors.get(id) {
-                Some(ProcessorConfig::Batch(batch_config)) => stages.push(Stage::Batch(Batcher::new(
-                    id.to_string(),
-                    batch_config.clone(),
-                    Arc::clone(metrics),
-                ))),
+                Some(ProcessorConfig::Batch(batch_config)) => stages.push(Stage::Batch(
+                    Batcher::new(id.to_string(), batch_config.clone(), Arc::clone(metrics)),
+                )),
                 Some(ProcessorConfig::MemoryLimiter(_)) => {
                     if let Some(limiter) = limiters.get(id) {
                         pipeline_limiters.push(Arc::clone(limiter));

@@ -221,9 +221,11 @@ impl RunningCollector {
         .into_iter()
         .map(|(name, port)| (name.to_owned(), port.to_string()))
         .collect();
-        let config =
-            spoor::config::collector::load_collector_config_with_env(Some(config_file.path()), &env)
-                .unwrap_or_else(|errors| panic!("config:\n{errors}"));
+        let config = spoor::config::collector::load_collector_config_with_env(
+            Some(config_file.path()),
+            &env,
+        )
+        .unwrap_or_else(|errors| panic!("config:\n{errors}"));
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let task = tokio::spawn(async move {

@@ -49,7 +49,8 @@ impl DebugExporter {
         window.seen += 1;
         let initial = u64::from(self.config.sampling_initial);
         window.seen <= initial
-            || (window.seen - initial).is_multiple_of(u64::from(self.config.sampling_thereafter.max(1)))
+            || (window.seen - initial)
+                .is_multiple_of(u64::from(self.config.sampling_thereafter.max(1)))
     }
 
     pub(crate) fn export(
@@ -75,7 +76,11 @@ impl DebugExporter {
         for rs in resource_spans.iter() {
             let service = service_name(rs);
             for ss in &rs.scope_spans {
-                let scope = ss.scope.as_ref().map(|scope| scope.name.as_str()).unwrap_or("");
+                let scope = ss
+                    .scope
+                    .as_ref()
+                    .map(|scope| scope.name.as_str())
+                    .unwrap_or("");
                 for span in &ss.spans {
                     let trace_id = TraceId::from_slice(&span.trace_id)
                         .map(|id| id.to_string())

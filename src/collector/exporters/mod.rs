@@ -77,7 +77,9 @@ impl Payload {
                 let spans = Arc::clone(spans);
                 tokio::task::spawn_blocking(move || Bytes::from(encode_request(&spans)))
                     .await
-                    .map_err(|error| ExportError::permanent(format!("encoding task failed: {error}")))
+                    .map_err(|error| {
+                        ExportError::permanent(format!("encoding task failed: {error}"))
+                    })
             }
         }
     }
@@ -88,7 +90,9 @@ impl Payload {
             Payload::Spans(spans) => Ok(Arc::clone(spans)),
             Payload::Encoded(bytes) => OtlpExportRequest::decode(bytes.as_ref())
                 .map(|request| Arc::new(request.resource_spans))
-                .map_err(|error| ExportError::permanent(format!("stored batch does not decode: {error}"))),
+                .map_err(|error| {
+                    ExportError::permanent(format!("stored batch does not decode: {error}"))
+                }),
         }
     }
 }
@@ -405,7 +409,8 @@ impl ExporterRuntime {
         }
         let dropped = self.queue.shutdown().await;
         if dropped.num_spans > 0 {
-            self.metrics.exporter_send_failed(&self.id, dropped.num_spans);
+            self.metrics
+                .exporter_send_failed(&self.id, dropped.num_spans);
             error!(
                 exporter = %self.id,
                 num_batches = dropped.num_batches,

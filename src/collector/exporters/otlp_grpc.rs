@@ -112,9 +112,7 @@ impl OtlpGrpcExporter {
         let mut client = tonic::client::Grpc::new(self.channel.clone())
             .max_decoding_message_size(MAX_RESPONSE_BYTES);
         if let Some(encoding) = self.compression {
-            client = client
-                .send_compressed(encoding)
-                .accept_compressed(encoding);
+            client = client.send_compressed(encoding).accept_compressed(encoding);
         }
         let call = async {
             client
@@ -217,12 +215,22 @@ mod tests {
 
     #[test]
     fn retry_classes_follow_the_opentelemetry_collector() {
-        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Aborted, Code::DataLoss] {
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Aborted,
+            Code::DataLoss,
+        ] {
             let error = classify(&Status::new(code, "x"));
             assert!(error.retryable, "{code:?}");
             assert_eq!(error.throttle, None);
         }
-        for code in [Code::InvalidArgument, Code::Unauthenticated, Code::PermissionDenied, Code::Internal] {
+        for code in [
+            Code::InvalidArgument,
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+            Code::Internal,
+        ] {
             assert!(!classify(&Status::new(code, "x")).retryable, "{code:?}");
         }
         // RESOURCE_EXHAUSTED without RetryInfo: e.g. a message too large; not retried.

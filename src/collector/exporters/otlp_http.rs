@@ -103,11 +103,10 @@ impl OtlpHttpExporter {
         if tenant.as_str() != SINGLE_TENANT {
             request = request.header(TENANT_HEADER, tenant.as_str());
         }
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|error| ExportError::retryable(format!("request failed: {error}"), None))?;
+        let response =
+            request.body(body).send().await.map_err(|error| {
+                ExportError::retryable(format!("request failed: {error}"), None)
+            })?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -217,7 +216,13 @@ mod tests {
             code: 3,
             message: "bad span".into(),
         };
-        assert_eq!(error_message(&Bytes::from(status.encode_to_vec())), "bad span");
-        assert_eq!(error_message(&Bytes::from_static(b"plain text\n")), "plain text");
+        assert_eq!(
+            error_message(&Bytes::from(status.encode_to_vec())),
+            "bad span"
+        );
+        assert_eq!(
+            error_message(&Bytes::from_static(b"plain text\n")),
+            "plain text"
+        );
     }
 }

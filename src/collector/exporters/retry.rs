@@ -135,7 +135,9 @@ mod tests {
     #[test]
     fn grows_by_the_multiplier_up_to_the_maximum() {
         let mut backoff = Backoff::new(&config(0.0));
-        let waits: Vec<u64> = (0..7).map(|_| backoff.next_with(0.3).as_millis() as u64).collect();
+        let waits: Vec<u64> = (0..7)
+            .map(|_| backoff.next_with(0.3).as_millis() as u64)
+            .collect();
         assert_eq!(waits, vec![5000, 7500, 11250, 16875, 25312, 30000, 30000]);
     }
 

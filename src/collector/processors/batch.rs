@@ -49,7 +49,9 @@ impl Batcher {
 
     /// The size at which a batch is sent without waiting.
     fn trigger_size(&self) -> Option<usize> {
-        self.config.send_batch_size.or(self.config.send_batch_max_size)
+        self.config
+            .send_batch_size
+            .or(self.config.send_batch_max_size)
     }
 
     /// Adds a batch; returns the batches that are ready now.
@@ -63,7 +65,9 @@ impl Batcher {
             self.split_into(batch, false, &mut out);
             return out;
         }
-        if !self.pending.contains_key(&batch.tenant) && self.pending.len() >= self.config.max_tenants {
+        if !self.pending.contains_key(&batch.tenant)
+            && self.pending.len() >= self.config.max_tenants
+        {
             self.metrics.processor_refused(&self.id, batch.num_spans);
             fail_all(
                 batch.acks,
@@ -147,12 +151,14 @@ impl Batcher {
         if let Some(max) = self.config.send_batch_max_size {
             while batch.num_spans > max {
                 let piece = batch.split_off_front(max);
-                self.metrics.batch_sent(&self.id, piece.num_spans, by_timeout);
+                self.metrics
+                    .batch_sent(&self.id, piece.num_spans, by_timeout);
                 out.push(piece);
             }
         }
         if batch.num_spans > 0 {
-            self.metrics.batch_sent(&self.id, batch.num_spans, by_timeout);
+            self.metrics
+                .batch_sent(&self.id, batch.num_spans, by_timeout);
             out.push(batch);
         } else {
             crate::collector::delivery::commit_all(batch.acks);
@@ -213,13 +219,18 @@ mod tests {
         let now = Instant::now();
         let (d1, b1) = batch("a", 6);
         assert!(batcher.push(b1, now).is_empty());
-        assert_eq!(batcher.next_deadline(), Some(now + Duration::from_millis(200)));
+        assert_eq!(
+            batcher.next_deadline(),
+            Some(now + Duration::from_millis(200))
+        );
         let (d2, b2) = batch("a", 30);
         let out = batcher.push(b2, now);
         // 36 spans: two pieces of 15 go out, 6 wait (below send_batch_size).
         assert_eq!(sizes(&out), vec![15, 15]);
         settle(out);
-        assert!(batcher.flush_due(now + Duration::from_millis(199)).is_empty());
+        assert!(batcher
+            .flush_due(now + Duration::from_millis(199))
+            .is_empty());
         let late = batcher.flush_due(now + Duration::from_millis(200));
         assert_eq!(sizes(&late), vec![6]);
         settle(late);

@@ -161,10 +161,13 @@ fn total_memory_bytes() -> Option<u64> {
     let host = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|meminfo| kib_field(&meminfo, "MemTotal:"));
-    let cgroup = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
-        .iter()
-        .filter_map(|path| std::fs::read_to_string(path).ok())
-        .find_map(|text| text.trim().parse::<u64>().ok());
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|path| std::fs::read_to_string(path).ok())
+    .find_map(|text| text.trim().parse::<u64>().ok());
     match (host, cgroup) {
         (Some(host), Some(cgroup)) => Some(host.min(cgroup)),
         (host, cgroup) => host.or(cgroup),
@@ -173,11 +176,7 @@ fn total_memory_bytes() -> Option<u64> {
 
 fn kib_field(text: &str, name: &str) -> Option<u64> {
     let line = text.lines().find(|line| line.starts_with(name))?;
-    let kib: u64 = line[name.len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
+    let kib: u64 = line[name.len()..].split_whitespace().next()?.parse().ok()?;
     Some(kib * 1024)
 }
 
@@ -201,14 +200,16 @@ mod tests {
                 spike_bytes: 200,
             },
         };
-        let limiter =
-            MemoryLimiter::with_measure("memory_limiter".into(), &config, fake_rss, None)
-                .expect("limiter");
+        let limiter = MemoryLimiter::with_measure("memory_limiter".into(), &config, fake_rss, None)
+            .expect("limiter");
         assert!(limiter.admit().is_ok());
         limiter.update(801);
         assert!(matches!(
             limiter.admit(),
-            Err(ConsumeError::Full { what: "collector memory", .. })
+            Err(ConsumeError::Full {
+                what: "collector memory",
+                ..
+            })
         ));
         limiter.update(800);
         assert!(limiter.admit().is_ok());
@@ -226,13 +227,19 @@ mod tests {
         FAKE_RSS.store(0, Ordering::Relaxed);
         let limiter = MemoryLimiter::with_measure("m".into(), &config, fake_rss, Some(10_000))
             .expect("limiter");
-        assert_eq!((limiter.hard_limit_bytes, limiter.soft_limit_bytes), (5_000, 4_000));
+        assert_eq!(
+            (limiter.hard_limit_bytes, limiter.soft_limit_bytes),
+            (5_000, 4_000)
+        );
         assert!(MemoryLimiter::with_measure("m".into(), &config, fake_rss, None).is_err());
     }
 
     #[test]
     fn reads_this_process() {
         assert!(resident_bytes().is_some_and(|rss| rss > 0));
-        assert_eq!(kib_field("VmRSS:\t  2048 kB\n", "VmRSS:"), Some(2048 * 1024));
+        assert_eq!(
+            kib_field("VmRSS:\t  2048 kB\n", "VmRSS:"),
+            Some(2048 * 1024)
+        );
     }
 }

@@ -42,13 +42,27 @@ pub(crate) struct MemoryQueue {
 }
 
 impl MemoryQueue {
-    pub(crate) fn new(exporter: &str, config: &QueueConfig, metrics: Arc<CollectorMetrics>) -> MemoryQueue {
+    pub(crate) fn new(
+        exporter: &str,
+        config: &QueueConfig,
+        metrics: Arc<CollectorMetrics>,
+    ) -> MemoryQueue {
         // A disabled queue is a hand-off: at most one batch per consumer waits, and the
         // pipeline blocks until a consumer takes it and the export finishes.
         let (capacity, sizer, block_on_overflow, defer_acks) = if config.enabled {
-            (config.queue_size, config.sizer, config.block_on_overflow, config.wait_for_result)
+            (
+                config.queue_size,
+                config.sizer,
+                config.block_on_overflow,
+                config.wait_for_result,
+            )
         } else {
-            (config.num_consumers as u64, QueueSizer::Requests, true, true)
+            (
+                config.num_consumers as u64,
+                QueueSizer::Requests,
+                true,
+                true,
+            )
         };
         metrics.set_queue_capacity(exporter, capacity);
         metrics.set_queue_size(exporter, 0);
@@ -77,7 +91,10 @@ impl MemoryQueue {
         }
     }
 
-    pub(crate) async fn push(&self, mut item: QueueItem) -> Result<(), (ConsumeError, Vec<AckRef>)> {
+    pub(crate) async fn push(
+        &self,
+        mut item: QueueItem,
+    ) -> Result<(), (ConsumeError, Vec<AckRef>)> {
         let size = self.measure(&item);
         loop {
             // Created before the check so a wake-up between check and wait is not lost.
@@ -195,14 +212,24 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_exactly_at_capacity_and_acks_on_enqueue() {
-        let queue = MemoryQueue::new("otlp", &config(10, QueueSizer::Items), Arc::new(CollectorMetrics::new()));
+        let queue = MemoryQueue::new(
+            "otlp",
+            &config(10, QueueSizer::Items),
+            Arc::new(CollectorMetrics::new()),
+        );
         let (d1, i1) = item(6);
         let (d2, i2) = item(4);
         let (d3, i3) = item(1);
         assert!(queue.push(i1).await.is_ok());
         assert!(queue.push(i2).await.is_ok());
         let (refusal, acks) = queue.push(i3).await.expect_err("full at 10 items");
-        assert!(matches!(refusal, ConsumeError::Full { what: "sending queue", .. }));
+        assert!(matches!(
+            refusal,
+            ConsumeError::Full {
+                what: "sending queue",
+                ..
+            }
+        ));
         crate::collector::delivery::fail_all(acks, &refusal);
         assert!(d1.wait().await.is_ok());
         assert!(d2.wait().await.is_ok());
@@ -222,7 +249,11 @@ mod tests {
     async fn a_disabled_queue_hands_off_and_acks_after_export() {
         let mut disabled = config(1000, QueueSizer::Requests);
         disabled.enabled = false;
-        let queue = Arc::new(MemoryQueue::new("otlp", &disabled, Arc::new(CollectorMetrics::new())));
+        let queue = Arc::new(MemoryQueue::new(
+            "otlp",
+            &disabled,
+            Arc::new(CollectorMetrics::new()),
+        ));
         let (delivery, first) = item(1);
         queue.push(first).await.expect("room for one");
         let (_d, second) = item(1);
@@ -231,7 +262,10 @@ mod tests {
             tokio::spawn(async move { queue.push(second).await.is_ok() })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!blocked.is_finished(), "the second push waits for a consumer");
+        assert!(
+            !blocked.is_finished(),
+            "the second push waits for a consumer"
+        );
         let dispatched = queue.next().await.expect("item");
         assert_eq!(dispatched.deferred_acks.len(), 1);
         assert!(blocked.await.expect("task"));

@@ -65,7 +65,9 @@ impl SendingQueue {
         metrics: Arc<CollectorMetrics>,
     ) -> Result<SendingQueue, QueueError> {
         let Some(persistent) = &config.persistent else {
-            return Ok(SendingQueue::Memory(MemoryQueue::new(exporter, config, metrics)));
+            return Ok(SendingQueue::Memory(MemoryQueue::new(
+                exporter, config, metrics,
+            )));
         };
         let limits = QueueLimits {
             max_bytes: match config.sizer {

@@ -330,7 +330,8 @@ impl PersistentQueue {
                 }
                 Err(message) => {
                     // Checked when written and at start-up; damage since then is lost.
-                    self.metrics.exporter_send_failed(&self.exporter, entry.num_spans);
+                    self.metrics
+                        .exporter_send_failed(&self.exporter, entry.num_spans);
                     error!(
                         exporter = %self.exporter,
                         tenant = %entry.tenant,
@@ -393,10 +394,17 @@ fn read_payload(dir: &Path, entry: &Entry) -> Result<Bytes, String> {
     let mut record = vec![0u8; RECORD_HEADER_LEN + entry.body_len];
     file.read_exact(&mut record)
         .map_err(|error| format!("{}: {error}", path.display()))?;
-    let body = record_at(&record, 0).ok_or_else(|| format!("{}: checksum mismatch", path.display()))?;
-    let batch = parse_batch(body).ok_or_else(|| format!("{}: not a batch record", path.display()))?;
+    let body =
+        record_at(&record, 0).ok_or_else(|| format!("{}: checksum mismatch", path.display()))?;
+    let batch =
+        parse_batch(body).ok_or_else(|| format!("{}: not a batch record", path.display()))?;
     if batch.id != entry.id {
-        return Err(format!("{}: expected batch {}, found {}", path.display(), entry.id, batch.id));
+        return Err(format!(
+            "{}: expected batch {}, found {}",
+            path.display(),
+            entry.id,
+            batch.id
+        ));
     }
     let payload_start = RECORD_HEADER_LEN + batch.payload_start;
     Ok(Bytes::from(record).slice(payload_start..))
@@ -578,7 +586,8 @@ impl Writer {
                     Command::Append(item) => match self.append(item) {
                         Ok(done) => appended.push(done),
                         Err((refusal, num_spans, acks)) => {
-                            self.metrics.exporter_enqueue_failed(&self.exporter, num_spans);
+                            self.metrics
+                                .exporter_enqueue_failed(&self.exporter, num_spans);
                             warn!(
                                 exporter = %self.exporter,
                                 num_spans,
@@ -646,7 +655,10 @@ impl Writer {
     }
 
     #[allow(clippy::type_complexity)]
-    fn append(&mut self, mut item: QueueItem) -> Result<Appended, (ConsumeError, usize, Vec<AckRef>)> {
+    fn append(
+        &mut self,
+        mut item: QueueItem,
+    ) -> Result<Appended, (ConsumeError, usize, Vec<AckRef>)> {
         let num_spans = item.num_spans;
         let refuse = |error: ConsumeError, item: &mut QueueItem| {
             (error, num_spans, std::mem::take(&mut item.acks))
@@ -661,7 +673,11 @@ impl Writer {
         body.push(KIND_BATCH);
         body.extend_from_slice(&id.to_le_bytes());
         body.extend_from_slice(&u32::try_from(num_spans).unwrap_or(u32::MAX).to_le_bytes());
-        body.extend_from_slice(&u16::try_from(tenant.len()).unwrap_or(u16::MAX).to_le_bytes());
+        body.extend_from_slice(
+            &u16::try_from(tenant.len())
+                .unwrap_or(u16::MAX)
+                .to_le_bytes(),
+        );
         body.extend_from_slice(tenant);
         let payload_start = body.len();
         encode_request_into(&item.spans, &mut body);
@@ -779,7 +795,9 @@ impl Writer {
     /// one and delete it.
     fn reclaim_when_empty(&mut self) {
         let current_bytes = self.segments.get(&self.current_seq).map_or(0, |s| s.bytes);
-        if self.entries.is_empty() && current_bytes >= ROTATE_EMPTY_MIN_BYTES.min(self.segment_max_bytes) {
+        if self.entries.is_empty()
+            && current_bytes >= ROTATE_EMPTY_MIN_BYTES.min(self.segment_max_bytes)
+        {
             if let Err(error) = self.rotate() {
                 warn!(exporter = %self.exporter, %error, "persistent queue segment rotation failed");
             }
@@ -931,8 +949,9 @@ mod tests {
     fn tag_of(dispatched: &Dispatched) -> u8 {
         match &dispatched.payload {
             Payload::Encoded(bytes) => {
-                let request = <crate::otlp::OtlpExportRequest as prost::Message>::decode(bytes.as_ref())
-                    .expect("decodes");
+                let request =
+                    <crate::otlp::OtlpExportRequest as prost::Message>::decode(bytes.as_ref())
+                        .expect("decodes");
                 request.resource_spans[0].scope_spans[0].spans[0].trace_id[0]
             }
             Payload::Spans(_) => panic!("persistent queues hand out encoded requests"),
@@ -987,13 +1006,21 @@ mod tests {
                 Err(ConsumeError::Full { .. }) => refused += 1,
                 Err(other) => panic!("unexpected {other:?}"),
             }
-            assert!(dir_bytes(dir.path()) <= max_bytes, "disk use above the bound");
+            assert!(
+                dir_bytes(dir.path()) <= max_bytes,
+                "disk use above the bound"
+            );
         }
-        assert!(accepted > 10 && refused > 0, "accepted {accepted}, refused {refused}");
+        assert!(
+            accepted > 10 && refused > 0,
+            "accepted {accepted}, refused {refused}"
+        );
         // Send everything: the queue empties and accepts again.
         for _ in 0..accepted {
             let dispatched = queue.next().await.expect("pending");
-            queue.sent(dispatched.persistent.as_ref().expect("entry")).await;
+            queue
+                .sent(dispatched.persistent.as_ref().expect("entry"))
+                .await;
         }
         assert!(queue.probe().await);
         let (delivery, item) = item(10, 0, "single-tenant");
@@ -1020,7 +1047,8 @@ mod tests {
             .expect("segment");
         let mut data = std::fs::read(&segment).expect("read");
         // Corrupt the middle record's body and append half a record.
-        let first_len = u32::from_le_bytes(data[HEADER_LEN..HEADER_LEN + 4].try_into().expect("4")) as usize;
+        let first_len =
+            u32::from_le_bytes(data[HEADER_LEN..HEADER_LEN + 4].try_into().expect("4")) as usize;
         let second_body = HEADER_LEN + RECORD_HEADER_LEN + first_len + RECORD_HEADER_LEN + 20;
         data[second_body] ^= 0xff;
         data.extend_from_slice(&[1, 2, 3, 4, 5]);
@@ -1029,7 +1057,11 @@ mod tests {
         let (queue, recovered) = open(dir.path(), 1 << 20);
         assert_eq!(recovered.pending_batches, 2);
         assert!(recovered.damaged_bytes > 0);
-        let tags = [queue.next().await.expect("a"), queue.next().await.expect("b")].map(|d| tag_of(&d));
+        let tags = [
+            queue.next().await.expect("a"),
+            queue.next().await.expect("b"),
+        ]
+        .map(|d| tag_of(&d));
         assert_eq!(tags, [1, 3]);
         queue.shutdown().await;
     }

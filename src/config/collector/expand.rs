@@ -205,11 +205,17 @@ mod tests {
 
     #[test]
     fn forms_and_defaults() {
-        assert_eq!(expand("${env:HOST}:4317").0, Value::from("backend.internal:4317"));
+        assert_eq!(
+            expand("${env:HOST}:4317").0,
+            Value::from("backend.internal:4317")
+        );
         assert_eq!(expand("${HOST}").0, Value::from("backend.internal"));
         assert_eq!(expand("${env:NOPE:-fallback}").0, Value::from("fallback"));
         assert_eq!(expand("${env:EMPTY:-fallback}").0, Value::from("fallback"));
-        assert_eq!(expand("${env:HOST:-fallback}").0, Value::from("backend.internal"));
+        assert_eq!(
+            expand("${env:HOST:-fallback}").0,
+            Value::from("backend.internal")
+        );
         assert_eq!(expand("cost: $$5").0, Value::from("cost: $5"));
         assert_eq!(expand("$HOST stays").0, Value::from("$HOST stays"));
     }
@@ -237,18 +243,23 @@ mod tests {
     #[test]
     fn other_providers_and_bad_syntax_are_errors() {
         let (_, expansion) = expand("${file:/etc/secret}");
-        assert!(expansion.errors[0].message.contains("unsupported config provider \"file\""));
+        assert!(expansion.errors[0]
+            .message
+            .contains("unsupported config provider \"file\""));
         let (_, expansion) = expand("${env:HOST");
         assert!(expansion.errors[0].message.contains("unterminated"));
         let (_, expansion) = expand("${env:1BAD}");
-        assert!(expansion.errors[0].message.contains("invalid environment variable name"));
+        assert!(expansion.errors[0]
+            .message
+            .contains("invalid environment variable name"));
     }
 
     #[test]
     fn nested_values_carry_their_key_path() {
-        let mut tree: Value =
-            serde_yaml::from_str("exporters:\n  otlp:\n    endpoint: ${env:MISSING}\n    headers: [\"${env:PORT}\"]\n")
-                .expect("yaml");
+        let mut tree: Value = serde_yaml::from_str(
+            "exporters:\n  otlp:\n    endpoint: ${env:MISSING}\n    headers: [\"${env:PORT}\"]\n",
+        )
+        .expect("yaml");
         let mut expansion = Expansion::default();
         expand_tree(&mut tree, "", &env, &mut expansion);
         assert_eq!(

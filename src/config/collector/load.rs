@@ -139,7 +139,9 @@ pub fn load_collector_config_with_env(
         .unset_variables
         .iter()
         .map(|(key, name)| {
-            format!("{key}: environment variable {name} is not set; it was replaced by an empty string")
+            format!(
+                "{key}: environment variable {name} is not set; it was replaced by an empty string"
+            )
         })
         .collect();
 
@@ -179,9 +181,9 @@ fn apply_env_overlay(tree: &mut Value, env: &BTreeMap<String, String>) -> EnvOve
             continue;
         }
         let value = match serde_yaml::from_str::<Value>(text) {
-            Ok(value @ (Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Sequence(_))) => {
-                value
-            }
+            Ok(
+                value @ (Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Sequence(_)),
+            ) => value,
             _ => Value::String(text.clone()),
         };
         set_path(tree, &path, value);
@@ -491,7 +493,10 @@ impl KeyChecker<'_> {
 }
 
 /// The candidate within an edit distance of a third of the word (at least 2).
-pub(crate) fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
     let word = word.to_ascii_lowercase();
     let threshold = (word.len() / 3).max(2);
     candidates
@@ -590,7 +595,9 @@ fn remove_at(value: &mut Value, path: &[PathSegment]) -> bool {
         }
     }
     match (last, current) {
-        (PathSegment::Key(name), Value::Mapping(mapping)) => mapping.remove(name.as_str()).is_some(),
+        (PathSegment::Key(name), Value::Mapping(mapping)) => {
+            mapping.remove(name.as_str()).is_some()
+        }
         (PathSegment::Index(index), Value::Sequence(items)) if *index < items.len() => {
             items.remove(*index);
             true
@@ -664,7 +671,10 @@ mod tests {
     fn closest_needs_a_small_distance() {
         let keys = ["endpoint", "compression", "headers"];
         assert_eq!(closest("endpiont", keys.iter().copied()), Some("endpoint"));
-        assert_eq!(closest("compresion", keys.iter().copied()), Some("compression"));
+        assert_eq!(
+            closest("compresion", keys.iter().copied()),
+            Some("compression")
+        );
         assert_eq!(closest("zzz", keys.iter().copied()), None);
     }
 }

@@ -18,7 +18,10 @@ fn load_yaml(yaml: &str, env: &[(&str, &str)]) -> Result<CollectorConfig, Config
 fn errors(yaml: &str) -> Vec<String> {
     match load_yaml(yaml, &[]) {
         Ok(config) => panic!("expected errors, got {config:#?}"),
-        Err(errors) => errors.iter().map(|error| strip_origin(&error.to_string())).collect(),
+        Err(errors) => errors
+            .iter()
+            .map(|error| strip_origin(&error.to_string()))
+            .collect(),
     }
 }
 
@@ -66,8 +69,15 @@ fn built_in_default_is_the_documented_appliance() {
     assert_eq!(exporter.endpoint, "http://127.0.0.1:4319");
     assert_eq!(exporter.tls, None);
     assert_eq!(exporter.compression, Compression::Gzip);
-    let persistent = exporter.queue.persistent.as_ref().expect("persistent queue");
-    assert_eq!(persistent.directory, std::path::Path::new("./data/queue/otlp"));
+    let persistent = exporter
+        .queue
+        .persistent
+        .as_ref()
+        .expect("persistent queue");
+    assert_eq!(
+        persistent.directory,
+        std::path::Path::new("./data/queue/otlp")
+    );
     assert!(persistent.fsync);
     assert_eq!(config.pipelines.len(), 1);
     assert_eq!(config.pipelines[0].processors, vec![id("batch")]);
@@ -207,7 +217,10 @@ service:
     let ExporterConfig::OtlpHttp(http) = &config.exporters[&id("otlphttp")] else {
         panic!("otlphttp");
     };
-    assert_eq!(http.traces_url, "https://backend.example.com:4318/v1/traces");
+    assert_eq!(
+        http.traces_url,
+        "https://backend.example.com:4318/v1/traces"
+    );
     assert_eq!(id("otlp/backup").file_name(), "otlp_backup");
 }
 
@@ -250,7 +263,10 @@ service:
         "service.pipelines.metrics: only traces pipelines are supported (found a metrics pipeline); remove it or move its data elsewhere",
     ];
     for message in expected {
-        assert!(messages.contains(&message.to_owned()), "missing {message:?} in {messages:#?}");
+        assert!(
+            messages.contains(&message.to_owned()),
+            "missing {message:?} in {messages:#?}"
+        );
     }
     // Unsupported components are reported once, not again by each pipeline using them.
     assert_eq!(messages.len(), expected.len(), "{messages:#?}");
@@ -298,7 +314,10 @@ service:
         "service.pipelines.traces.processors[1]: processor \"batch/2\" is not defined in processors",
     ];
     for message in expected {
-        assert!(messages.contains(&message.to_owned()), "missing {message:?} in {messages:#?}");
+        assert!(
+            messages.contains(&message.to_owned()),
+            "missing {message:?} in {messages:#?}"
+        );
     }
     assert_eq!(messages.len(), expected.len(), "{messages:#?}");
 }
@@ -362,7 +381,10 @@ fn spoor_env_overrides_keys_and_keeps_string_text() {
     let config = load_yaml(
         MINIMAL,
         &[
-            ("SPOOR_RECEIVERS__OTLP__PROTOCOLS__GRPC__ENDPOINT", "127.0.0.1:0"),
+            (
+                "SPOOR_RECEIVERS__OTLP__PROTOCOLS__GRPC__ENDPOINT",
+                "127.0.0.1:0",
+            ),
             ("SPOOR_SERVICE__TELEMETRY__LOGS__LEVEL", "DEBUG"),
             ("SPOOR_SERVICE__TELEMETRY__METRICS__LEVEL", "none"),
             ("SPOOR_EXPORTERS__DEBUG__VERBOSITY", "normal"),
@@ -492,9 +514,8 @@ receivers:
     assert!(messages.contains(
         &"receivers.otlp.protocols.http.endpoint: 127.0.0.1:4317 conflicts with receivers.otlp.protocols.grpc.endpoint (0.0.0.0:4317): two listeners cannot share a port".to_owned()
     ), "{messages:#?}");
-    assert!(messages.contains(
-        &"service.pipelines: at least one traces pipeline is required".to_owned()
-    ));
+    assert!(messages
+        .contains(&"service.pipelines: at least one traces pipeline is required".to_owned()));
 }
 
 #[test]

@@ -76,7 +76,14 @@ pub(crate) fn validate(
             "file_storage" => read_section::<RawFileStorage>(section, env, problems)
                 .map(|raw| file_storage(problems, warnings, &section.key, raw)),
             other => {
-                unsupported(problems, &section.key, "extension", other, SUPPORTED_EXTENSIONS, None);
+                unsupported(
+                    problems,
+                    &section.key,
+                    "extension",
+                    other,
+                    SUPPORTED_EXTENSIONS,
+                    None,
+                );
                 None
             }
         };
@@ -96,7 +103,14 @@ pub(crate) fn validate(
             "otlp" => read_section::<RawOtlpReceiver>(section, env, problems)
                 .and_then(|raw| otlp_receiver(problems, &section.key, raw)),
             other => {
-                unsupported(problems, &section.key, "receiver", other, SUPPORTED_RECEIVERS, None);
+                unsupported(
+                    problems,
+                    &section.key,
+                    "receiver",
+                    other,
+                    SUPPORTED_RECEIVERS,
+                    None,
+                );
                 None
             }
         };
@@ -117,7 +131,14 @@ pub(crate) fn validate(
             "memory_limiter" => read_section::<RawMemoryLimiter>(section, env, problems)
                 .map(|raw| memory_limiter(problems, warnings, &section.key, raw)),
             other => {
-                unsupported(problems, &section.key, "processor", other, SUPPORTED_PROCESSORS, None);
+                unsupported(
+                    problems,
+                    &section.key,
+                    "processor",
+                    other,
+                    SUPPORTED_PROCESSORS,
+                    None,
+                );
                 None
             }
         };
@@ -156,7 +177,14 @@ pub(crate) fn validate(
                 None
             }
             other => {
-                unsupported(problems, &section.key, "exporter", other, SUPPORTED_EXPORTERS, None);
+                unsupported(
+                    problems,
+                    &section.key,
+                    "exporter",
+                    other,
+                    SUPPORTED_EXPORTERS,
+                    None,
+                );
                 None
             }
         };
@@ -184,7 +212,13 @@ pub(crate) fn validate(
     }
 
     let telemetry = telemetry(problems, &raw);
-    check_distinct_listeners(problems, &receivers, &extension_configs, &enabled_extensions, &telemetry);
+    check_distinct_listeners(
+        problems,
+        &receivers,
+        &extension_configs,
+        &enabled_extensions,
+        &telemetry,
+    );
 
     let extensions = enabled_extensions
         .into_iter()
@@ -248,7 +282,10 @@ fn service_extensions(
             }
         };
         if !defined.extensions.contains(&id) {
-            problems.invalid(&key, format!("extension \"{id}\" is not defined in extensions"));
+            problems.invalid(
+                &key,
+                format!("extension \"{id}\" is not defined in extensions"),
+            );
             continue;
         }
         if enabled.contains(&id) {
@@ -276,7 +313,11 @@ fn listen_endpoint(problems: &mut Problems<'_>, key: &str, text: &str) -> Option
         let ip = match host {
             "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            other => other.trim_start_matches('[').trim_end_matches(']').parse().ok()?,
+            other => other
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .ok()?,
         };
         Some(SocketAddr::new(ip, port))
     });
@@ -408,7 +449,11 @@ fn memory_limiter(
     key: &str,
     raw: RawMemoryLimiter,
 ) -> ProcessorConfig {
-    let check_interval = positive_duration(problems, &format!("{key}.check_interval"), raw.check_interval);
+    let check_interval = positive_duration(
+        problems,
+        &format!("{key}.check_interval"),
+        raw.check_interval,
+    );
     if raw.ballast_size_mib.is_some() {
         warnings.push(format!(
             "{key}.ballast_size_mib is ignored (a Go memory ballast; spoor-collector has none)"
@@ -506,7 +551,11 @@ fn headers(map: BTreeMap<String, String>) -> Vec<(String, String)> {
 
 fn retry(problems: &mut Problems<'_>, key: &str, raw: RawRetry) -> RetryConfig {
     if raw.enabled {
-        positive_duration(problems, &format!("{key}.initial_interval"), raw.initial_interval);
+        positive_duration(
+            problems,
+            &format!("{key}.initial_interval"),
+            raw.initial_interval,
+        );
         positive_duration(problems, &format!("{key}.max_interval"), raw.max_interval);
         if raw.multiplier < 1.0 || !raw.multiplier.is_finite() {
             problems.invalid(&format!("{key}.multiplier"), "must be at least 1");
@@ -561,15 +610,22 @@ fn queue(
             );
             None
         }
-        (Some(storage_id), None) => {
-            file_storage_queue(problems, &format!("{key}.storage"), exporter, &storage_id, storage)
-        }
+        (Some(storage_id), None) => file_storage_queue(
+            problems,
+            &format!("{key}.storage"),
+            exporter,
+            &storage_id,
+            storage,
+        ),
         (None, Some(persistent)) => {
             if persistent.directory.as_os_str().is_empty() {
                 problems.invalid(&format!("{key}.persistent.directory"), "must not be empty");
             }
             if persistent.max_size.bytes() == 0 {
-                problems.invalid(&format!("{key}.persistent.max_size"), "must be greater than 0");
+                problems.invalid(
+                    &format!("{key}.persistent.max_size"),
+                    "must be greater than 0",
+                );
             }
             Some(PersistentQueueConfig {
                 directory: persistent.directory.join(exporter.file_name()),
@@ -611,7 +667,10 @@ fn file_storage_queue(
         }
     };
     if !storage.defined.contains(&id) {
-        problems.invalid(key, format!("extension \"{id}\" is not defined in extensions"));
+        problems.invalid(
+            key,
+            format!("extension \"{id}\" is not defined in extensions"),
+        );
         return None;
     }
     if !storage.enabled.contains(&id) {
@@ -628,7 +687,10 @@ fn file_storage_queue(
             fsync: file_storage.fsync,
         }),
         Some(_) => {
-            problems.invalid(key, format!("extension \"{id}\" is not a file_storage extension"));
+            problems.invalid(
+                key,
+                format!("extension \"{id}\" is not a file_storage extension"),
+            );
             None
         }
         // Its own section was invalid and has been reported.
@@ -671,7 +733,10 @@ fn otlp_exporter(
     // As in the OpenTelemetry Collector: an explicit http:// means plaintext, https://
     // means TLS, and a bare host:port follows tls.insecure.
     let (endpoint, plaintext) = if endpoint_text.is_empty() {
-        problems.invalid(&endpoint_key, "is required (host:port of the OTLP/gRPC server)");
+        problems.invalid(
+            &endpoint_key,
+            "is required (host:port of the OTLP/gRPC server)",
+        );
         (String::new(), true)
     } else if endpoint_text.starts_with("http://") {
         (endpoint_text.to_owned(), true)
@@ -683,14 +748,16 @@ fn otlp_exporter(
         (format!("https://{endpoint_text}"), false)
     };
     if !endpoint.is_empty() {
-        let valid = endpoint
-            .parse::<http::Uri>()
-            .ok()
-            .is_some_and(|uri| uri.host().is_some_and(|host| !host.is_empty()) && uri.port().is_some());
+        let valid = endpoint.parse::<http::Uri>().ok().is_some_and(|uri| {
+            uri.host().is_some_and(|host| !host.is_empty()) && uri.port().is_some()
+        });
         if !valid {
             problems.invalid(
                 &endpoint_key,
-                format!("expected host:port like backend.example.com:4317, got {:?}", raw.endpoint),
+                format!(
+                    "expected host:port like backend.example.com:4317, got {:?}",
+                    raw.endpoint
+                ),
             );
         }
     }
@@ -700,8 +767,18 @@ fn otlp_exporter(
         compression: compression(problems, &format!("{key}.compression"), &raw.compression),
         headers: headers(raw.headers),
         timeout: positive_duration(problems, &format!("{key}.timeout"), raw.timeout),
-        retry: retry(problems, &format!("{key}.retry_on_failure"), raw.retry_on_failure),
-        queue: queue(problems, &format!("{key}.sending_queue"), id, raw.sending_queue, storage),
+        retry: retry(
+            problems,
+            &format!("{key}.retry_on_failure"),
+            raw.retry_on_failure,
+        ),
+        queue: queue(
+            problems,
+            &format!("{key}.sending_queue"),
+            id,
+            raw.sending_queue,
+            storage,
+        ),
     })
 }
 
@@ -714,7 +791,11 @@ fn otlp_http_exporter(
 ) -> ExporterConfig {
     let tls = client_tls(problems, &format!("{key}.tls"), raw.tls);
     let traces_url = if !raw.traces_endpoint.trim().is_empty() {
-        check_url(problems, &format!("{key}.traces_endpoint"), raw.traces_endpoint.trim());
+        check_url(
+            problems,
+            &format!("{key}.traces_endpoint"),
+            raw.traces_endpoint.trim(),
+        );
         raw.traces_endpoint.trim().to_owned()
     } else if raw.endpoint.trim().is_empty() {
         problems.invalid(
@@ -738,8 +819,18 @@ fn otlp_http_exporter(
         compression: compression(problems, &format!("{key}.compression"), &raw.compression),
         headers: headers(raw.headers),
         timeout: positive_duration(problems, &format!("{key}.timeout"), raw.timeout),
-        retry: retry(problems, &format!("{key}.retry_on_failure"), raw.retry_on_failure),
-        queue: queue(problems, &format!("{key}.sending_queue"), id, raw.sending_queue, storage),
+        retry: retry(
+            problems,
+            &format!("{key}.retry_on_failure"),
+            raw.retry_on_failure,
+        ),
+        queue: queue(
+            problems,
+            &format!("{key}.sending_queue"),
+            id,
+            raw.sending_queue,
+            storage,
+        ),
     })
 }
 
@@ -819,7 +910,11 @@ fn file_storage(
 
 // ------------------------------------------------------------------ service
 
-fn pipelines(problems: &mut Problems<'_>, raw: &RawCollector, defined: &Defined) -> Vec<PipelineConfig> {
+fn pipelines(
+    problems: &mut Problems<'_>,
+    raw: &RawCollector,
+    defined: &Defined,
+) -> Vec<PipelineConfig> {
     let mut pipelines = Vec::new();
     for section in &raw.pipelines {
         let Some(id) = parse_id(problems, section) else {
@@ -845,17 +940,45 @@ fn pipelines(problems: &mut Problems<'_>, raw: &RawCollector, defined: &Defined)
                 continue;
             }
         }
-        let Some(pipeline) = read_section::<RawPipeline>(section, &raw.env_strings, problems) else {
+        let Some(pipeline) = read_section::<RawPipeline>(section, &raw.env_strings, problems)
+        else {
             continue;
         };
-        let receivers = references(problems, &section.key, "receivers", "receiver", &pipeline.receivers, &defined.receivers);
-        let processors = references(problems, &section.key, "processors", "processor", &pipeline.processors, &defined.processors);
-        let exporters = references(problems, &section.key, "exporters", "exporter", &pipeline.exporters, &defined.exporters);
+        let receivers = references(
+            problems,
+            &section.key,
+            "receivers",
+            "receiver",
+            &pipeline.receivers,
+            &defined.receivers,
+        );
+        let processors = references(
+            problems,
+            &section.key,
+            "processors",
+            "processor",
+            &pipeline.processors,
+            &defined.processors,
+        );
+        let exporters = references(
+            problems,
+            &section.key,
+            "exporters",
+            "exporter",
+            &pipeline.exporters,
+            &defined.exporters,
+        );
         if pipeline.receivers.is_empty() {
-            problems.invalid(&format!("{}.receivers", section.key), "must list at least one receiver");
+            problems.invalid(
+                &format!("{}.receivers", section.key),
+                "must list at least one receiver",
+            );
         }
         if pipeline.exporters.is_empty() {
-            problems.invalid(&format!("{}.exporters", section.key), "must list at least one exporter");
+            problems.invalid(
+                &format!("{}.exporters", section.key),
+                "must list at least one exporter",
+            );
         }
         pipelines.push(PipelineConfig {
             id,
@@ -917,7 +1040,10 @@ fn telemetry(problems: &mut Problems<'_>, raw: &RawCollector) -> TelemetryConfig
         other => {
             problems.invalid(
                 metrics_level_key,
-                crate::config::values::expected_one_of(&["none", "basic", "normal", "detailed"], other),
+                crate::config::values::expected_one_of(
+                    &["none", "basic", "normal", "detailed"],
+                    other,
+                ),
             );
             true
         }
@@ -993,7 +1119,10 @@ fn log_config(problems: &mut Problems<'_>, raw: &RawTelemetryLogs) -> LogConfig 
         (other, _) => {
             problems.invalid(
                 "service.telemetry.logs.format",
-                crate::config::values::expected_one_of(&["auto", "text", "json", "journald"], other),
+                crate::config::values::expected_one_of(
+                    &["auto", "text", "json", "journald"],
+                    other,
+                ),
             );
             LogFormat::Auto
         }
@@ -1014,10 +1143,16 @@ fn check_distinct_listeners(
     for (id, receiver) in receivers {
         let ReceiverConfig::Otlp(otlp) = receiver;
         if let Some(grpc) = &otlp.grpc {
-            listeners.push((format!("receivers.{id}.protocols.grpc.endpoint"), grpc.endpoint));
+            listeners.push((
+                format!("receivers.{id}.protocols.grpc.endpoint"),
+                grpc.endpoint,
+            ));
         }
         if let Some(http) = &otlp.http {
-            listeners.push((format!("receivers.{id}.protocols.http.endpoint"), http.endpoint));
+            listeners.push((
+                format!("receivers.{id}.protocols.http.endpoint"),
+                http.endpoint,
+            ));
         }
     }
     for id in enabled_extensions {
