@@ -16,7 +16,13 @@ use super::delivery::Delivery;
 use super::metrics::CollectorMetrics;
 use super::pipeline::PipelineHead;
 use crate::otlp::count_spans;
+use crate::otlp::OtlpResourceSpans;
 use crate::receiver::{Accepted, ConsumeError, TraceBatch, TraceConsumer};
+
+/// Requests with more spans than this are copied on the blocking pool when a receiver
+/// feeds several pipelines (a copy of a large request takes well over the ~500 µs an
+/// async worker may be blocked).
+const INLINE_COPY_MAX_SPANS: usize = 1024;
 
 #[derive(Debug)]
 pub(crate) struct ReceiverConsumer {
@@ -75,15 +81,11 @@ impl TraceConsumer for ReceiverConsumer {
             .map(|reservation| (reservation.slot, reservation.bytes))
             .unzip();
         let (delivery, ack) = Delivery::new(permits);
-        let mut resource_spans = Some(batch.resource_spans);
-        let num_slots = slots.len();
-        for (index, slot) in slots.into_iter().enumerate() {
-            // The last pipeline takes the request's spans; the others get copies.
-            let spans = if index + 1 == num_slots {
-                resource_spans.take().unwrap_or_default()
-            } else {
-                resource_spans.clone().unwrap_or_default()
-            };
+        let Some(copies) = copies_for(batch.resource_spans, slots.len(), num_spans).await else {
+            return Err(self.refused(num_spans, ConsumeError::Closed));
+        };
+        debug_assert_eq!(copies.len(), slots.len());
+        for (slot, spans) in slots.into_iter().zip(copies) {
             slot.send(SpanBatch {
                 tenant: batch.tenant.clone(),
                 resource_spans: spans,
@@ -101,4 +103,25 @@ impl TraceConsumer for ReceiverConsumer {
             Err(error) => Err(self.refused(num_spans, error)),
         }
     }
+}
+
+/// `count` copies of the request's spans (the original is the last one); `None` only
+/// when the blocking pool is shutting down.
+async fn copies_for(
+    resource_spans: Vec<OtlpResourceSpans>,
+    count: usize,
+    num_spans: usize,
+) -> Option<Vec<Vec<OtlpResourceSpans>>> {
+    let make = move || {
+        let mut copies = Vec::with_capacity(count);
+        for _ in 1..count {
+            copies.push(resource_spans.clone());
+        }
+        copies.push(resource_spans);
+        copies
+    };
+    if count <= 1 || num_spans <= INLINE_COPY_MAX_SPANS {
+        return Some(make());
+    }
+    tokio::task::spawn_blocking(make).await.ok()
 }

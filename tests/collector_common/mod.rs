@@ -168,6 +168,25 @@ impl RunningBackend {
 
 /// Serves `backend` on `address` (port 0 for any).
 pub async fn start_backend(backend: Arc<FakeBackend>, address: &str) -> RunningBackend {
+    start_backend_with(backend, address, None).await
+}
+
+/// Serves `backend` over TLS with the given PEM certificate chain and key.
+pub async fn start_tls_backend(
+    backend: Arc<FakeBackend>,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+) -> RunningBackend {
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+    start_backend_with(backend, "127.0.0.1:0", Some(tls)).await
+}
+
+async fn start_backend_with(
+    backend: Arc<FakeBackend>,
+    address: &str,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> RunningBackend {
     let listener = tokio::net::TcpListener::bind(address).await.unwrap();
     let address = listener.local_addr().unwrap();
     let cancel = CancellationToken::new();
@@ -176,8 +195,12 @@ pub async fn start_backend(backend: Arc<FakeBackend>, address: &str) -> RunningB
         .accept_compressed(CompressionEncoding::Zstd)
         .max_decoding_message_size(64 << 20);
     let shutdown = cancel.clone();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).unwrap();
+    }
     let task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        builder
             .add_service(service)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener),

@@ -635,6 +635,12 @@ fn queue(
         }
         (None, None) => None,
     };
+    if persistent.is_some() && raw.wait_for_result {
+        problems.invalid(
+            &format!("{key}.wait_for_result"),
+            "is not available with a persistent queue (which acknowledges once on disk)",
+        );
+    }
     if persistent.is_some() && !raw.enabled {
         problems.invalid(
             &format!("{key}.enabled"),
