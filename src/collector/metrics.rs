@@ -37,6 +37,34 @@ struct QueueLabels {
     data_type: String,
 }
 
+/// Lets a warning through at most once per interval: a full queue refuses every request
+/// until it drains, and one line per refusal would flood the journal (the counters keep
+/// the exact numbers).
+#[derive(Debug)]
+pub(crate) struct WarnEvery {
+    interval: std::time::Duration,
+    last: parking_lot::Mutex<Option<Instant>>,
+}
+
+impl WarnEvery {
+    pub(crate) fn new(interval: std::time::Duration) -> WarnEvery {
+        WarnEvery {
+            interval,
+            last: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Whether to log now (and start a new interval).
+    pub(crate) fn ready(&self) -> bool {
+        let mut last = self.last.lock();
+        let due = last.is_none_or(|at| at.elapsed() >= self.interval);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
+}
+
 /// The OpenTelemetry Collector's bucket boundaries for `batch_send_size`.
 const BATCH_SIZE_BUCKETS: [f64; 22] = [
     10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0,

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::delivery::{commit_all, fail_all, AckRef};
-use super::metrics::CollectorMetrics;
+use super::metrics::{CollectorMetrics, WarnEvery};
 use super::queue::{Dispatched, QueueError, SendingQueue};
 use crate::config::collector::{ExporterConfig, QueueConfig, RetryConfig};
 use crate::otlp::{OtlpExportRequest, OtlpResourceSpans};
@@ -35,6 +35,9 @@ use retry::Outcome;
 /// Batches whose encoding is estimated above this go to the blocking pool; below it the
 /// hop costs more than the work (well under the ~500 µs budget of an async worker).
 const INLINE_ENCODE_MAX_SPANS: usize = 256;
+
+/// At most one warning per interval about a full queue.
+pub(crate) const REFUSAL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ExporterError {
@@ -210,6 +213,7 @@ pub(crate) struct ExporterRuntime {
     /// Cancelled at the shutdown deadline: in-flight sends and backoff waits stop.
     cancel: CancellationToken,
     consumers: Mutex<Vec<JoinHandle<()>>>,
+    refusal_warning: WarnEvery,
 }
 
 impl ExporterRuntime {
@@ -255,6 +259,7 @@ impl ExporterRuntime {
             metrics,
             cancel: CancellationToken::new(),
             consumers: Mutex::new(Vec::new()),
+            refusal_warning: WarnEvery::new(REFUSAL_WARNING_INTERVAL),
         });
         let consumers = (0..queue_config.num_consumers)
             .map(|_| {
@@ -278,13 +283,15 @@ impl ExporterRuntime {
         let tenant = item.tenant.clone();
         if let Err((refusal, acks)) = self.queue.push(item).await {
             self.metrics.exporter_enqueue_failed(&self.id, num_spans);
-            warn!(
-                exporter = %self.id,
-                tenant = %tenant,
-                num_spans,
-                error = %refusal,
-                "sending queue refused data; the receiver tells the client to retry"
-            );
+            if self.refusal_warning.ready() {
+                warn!(
+                    exporter = %self.id,
+                    tenant = %tenant,
+                    num_spans,
+                    error = %refusal,
+                    "sending queue refused data; clients are told to retry (logged once per 10s)"
+                );
+            }
             fail_all(acks, &refusal);
         }
     }

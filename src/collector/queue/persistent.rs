@@ -37,7 +37,7 @@ use tracing::{error, info, warn};
 use super::{Dispatched, QueueError};
 use crate::collector::delivery::{commit_all, fail_all, AckRef};
 use crate::collector::exporters::{encode_request_into, encoded_request_len, Payload, QueueItem};
-use crate::collector::metrics::CollectorMetrics;
+use crate::collector::metrics::{CollectorMetrics, WarnEvery};
 use crate::config::collector::{PersistentQueueConfig, QueueSizer};
 use crate::receiver::ConsumeError;
 use crate::tenant::TenantId;
@@ -242,6 +242,7 @@ impl PersistentQueue {
             live_spans: 0,
             dispatch: Arc::clone(&dispatch),
             metrics: Arc::clone(&metrics),
+            refusal_warning: WarnEvery::new(crate::collector::exporters::REFUSAL_WARNING_INTERVAL),
         };
         for entry in replayed.pending {
             writer
@@ -540,6 +541,7 @@ struct Writer {
     live_spans: u64,
     dispatch: Arc<Dispatch>,
     metrics: Arc<CollectorMetrics>,
+    refusal_warning: WarnEvery,
 }
 
 /// One append that made it to disk, to be committed after the group's fsync.
@@ -588,12 +590,14 @@ impl Writer {
                         Err((refusal, num_spans, acks)) => {
                             self.metrics
                                 .exporter_enqueue_failed(&self.exporter, num_spans);
-                            warn!(
-                                exporter = %self.exporter,
-                                num_spans,
-                                error = %refusal,
-                                "persistent queue refused a batch"
-                            );
+                            if self.refusal_warning.ready() {
+                                warn!(
+                                    exporter = %self.exporter,
+                                    num_spans,
+                                    error = %refusal,
+                                    "persistent queue refused data; clients are told to retry (logged once per 10s)"
+                                );
+                            }
                             fail_all(acks, &refusal);
                         }
                     },
