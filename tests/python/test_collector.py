@@ -73,7 +73,7 @@ def test_tenant_travels_through_the_collector(stack):
     assert requests.get(f"{server.api}/api/traces/{hex_id}").status_code == 404
 
 
-def test_health_check_is_503_while_stopping(stack):
+def test_health_check_and_metrics_endpoints(stack):
     _, collector = stack
     assert requests.get(f"http://127.0.0.1:{collector.health_port}/").json()["status"] == "Server available"
     assert "otelcol_exporter_queue_capacity" in collector.metrics()

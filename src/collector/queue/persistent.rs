@@ -60,6 +60,9 @@ const MAX_GROUP_COMMANDS: usize = 128;
 const CACHE_MAX_BYTES: usize = 32 << 20;
 /// A fully sent current segment is rotated away (and deleted) once it is this large.
 const ROTATE_EMPTY_MIN_BYTES: u64 = 64 << 10;
+/// The size of a framed "sent" record, reserved on disk for every pending batch so that
+/// recording removals never takes the queue over its bound.
+const SENT_RECORD_LEN: u64 = (RECORD_HEADER_LEN + 9) as u64;
 /// The delay suggested to clients refused because the queue is full.
 const FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -507,6 +510,10 @@ fn replay(dir: &Path) -> Result<Replayed, QueueError> {
                     ),
                 }
             } else if let Some(id) = parse_sent(body) {
+                // Defensive: segments are deleted oldest first, so a surviving removal
+                // refers to an ID below the surviving batches'; never reusing it keeps
+                // that true whatever the deletion order.
+                replayed.next_id = replayed.next_id.max(id + 1);
                 sent.insert(id);
             }
             offset += RECORD_HEADER_LEN + body.len();
@@ -565,6 +572,15 @@ impl Writer {
             Some((QueueSizer::Items, _)) => self.live_spans,
             _ => self.disk_bytes,
         }
+    }
+
+    /// Bytes on disk plus what is promised: a "sent" record for every pending batch and
+    /// the header of every segment the queue may still open, so neither can take the
+    /// directory over `max_bytes`.
+    fn committed_bytes(&self) -> u64 {
+        let segment_headers =
+            HEADER_LEN as u64 * (self.limits.max_bytes / self.segment_max_bytes + 2);
+        self.disk_bytes + (self.entries.len() as u64 + 1) * SENT_RECORD_LEN + segment_headers
     }
 
     fn publish_size(&self) {
@@ -705,9 +721,9 @@ impl Writer {
                 return Err(refuse(full, &mut item));
             }
         }
-        if self.disk_bytes + record_len > self.limits.max_bytes {
-            self.reclaim_when_empty();
-            if self.disk_bytes + record_len > self.limits.max_bytes {
+        if self.committed_bytes() + record_len > self.limits.max_bytes {
+            self.reclaim_when_empty(true);
+            if self.committed_bytes() + record_len > self.limits.max_bytes {
                 return Err(refuse(full, &mut item));
             }
         }
@@ -791,17 +807,17 @@ impl Writer {
         }
         self.delete_sent_segments();
         if self.entries.is_empty() {
-            self.reclaim_when_empty();
+            self.reclaim_when_empty(false);
         }
     }
 
     /// When nothing is pending, the current segment holds only sent batches: start a new
-    /// one and delete it.
-    fn reclaim_when_empty(&mut self) {
+    /// one and delete it (when the space is `needed`, or once it is worth a new file).
+    fn reclaim_when_empty(&mut self, needed: bool) {
         let current_bytes = self.segments.get(&self.current_seq).map_or(0, |s| s.bytes);
-        if self.entries.is_empty()
-            && current_bytes >= ROTATE_EMPTY_MIN_BYTES.min(self.segment_max_bytes)
-        {
+        let worth_it = current_bytes >= ROTATE_EMPTY_MIN_BYTES.min(self.segment_max_bytes)
+            || (needed && current_bytes > HEADER_LEN as u64);
+        if self.entries.is_empty() && worth_it {
             if let Err(error) = self.rotate() {
                 warn!(exporter = %self.exporter, %error, "persistent queue segment rotation failed");
             }
@@ -1031,6 +1047,43 @@ mod tests {
         queue.push(item).await.expect("sent to writer");
         assert!(delivery.wait().await.is_ok());
         assert!(dir_bytes(dir.path()) <= max_bytes);
+        queue.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_drained_queue_restarts_clean_and_keeps_new_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (queue, _) = open(dir.path(), 1 << 20);
+        for tag in 0..5u8 {
+            let (delivery, item) = item(2, tag, "single-tenant");
+            queue.push(item).await.expect("pushed");
+            assert!(delivery.wait().await.is_ok());
+        }
+        queue.shutdown().await;
+        // After a restart the removals go to a new segment; the old one, fully sent, is
+        // deleted: what is left on disk records removals of batches no longer there.
+        let (queue, recovered) = open(dir.path(), 1 << 20);
+        assert_eq!(recovered.pending_batches, 5);
+        for _ in 0..5 {
+            let dispatched = queue.next().await.expect("pending");
+            queue
+                .sent(dispatched.persistent.as_ref().expect("entry"))
+                .await;
+        }
+        queue.shutdown().await;
+
+        let (queue, recovered) = open(dir.path(), 1 << 20);
+        assert_eq!(recovered.pending_batches, 0);
+        let (delivery, item) = item(3, 99, "single-tenant");
+        queue.push(item).await.expect("pushed");
+        assert!(delivery.wait().await.is_ok());
+        drop(queue);
+
+        let (queue, recovered) = open(dir.path(), 1 << 20);
+        assert_eq!(
+            recovered.pending_batches, 1,
+            "the new batch must not look sent"
+        );
         queue.shutdown().await;
     }
 
