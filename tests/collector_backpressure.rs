@@ -228,3 +228,74 @@ service:
     collector.stop().await;
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limiter_refuses_while_over_its_soft_limit() {
+    // A limit far below what any process uses: every request is refused, and told when
+    // to come back.
+    let backend = FakeBackend::new(Vec::new());
+    let running = start_backend(Arc::clone(&backend), "127.0.0.1:0").await;
+    let collector = RunningCollector::start(&format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:${{env:GRPC_PORT}}
+      http:
+        endpoint: 127.0.0.1:${{env:HTTP_PORT}}
+processors:
+  memory_limiter:
+    check_interval: 100ms
+    limit_mib: 2
+    spike_limit_mib: 1
+exporters:
+  otlp:
+    endpoint: http://127.0.0.1:{}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [memory_limiter]
+      exporters: [otlp]
+  telemetry:
+    metrics:
+      address: 127.0.0.1:${{env:METRICS_PORT}}
+"#,
+        running.address.port()
+    ))
+    .await;
+    let status = collector
+        .client()
+        .await
+        .export(trace_request(1, 4))
+        .await
+        .expect_err("refused above the soft limit");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(
+        status
+            .get_details_retry_info()
+            .and_then(|info| info.retry_delay),
+        Some(Duration::from_secs(1))
+    );
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/v1/traces",
+            collector.http_port
+        ))
+        .header("content-type", "application/x-protobuf")
+        .body(trace_request(2, 4).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(
+        collector
+            .metric("otelcol_receiver_refused_spans_total{receiver=\"otlp\",transport=\"grpc\"}")
+            .await,
+        4.0
+    );
+    assert!(backend.received().is_empty());
+    collector.stop().await;
+    running.stop().await;
+}
