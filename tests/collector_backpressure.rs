@@ -199,13 +199,23 @@ service:
     .await;
     let mut client = collector.client().await;
     let mut acknowledged = Vec::new();
-    for trace_number in 1..=20u64 {
+    let first = trace_request(1, 3);
+    client.export(first.clone()).await.unwrap();
+    acknowledged.extend(span_keys(&first));
+    // The consumer takes the first batch out of the queue and keeps retrying it.
+    let queue_size = "otelcol_exporter_queue_size{exporter=\"otlp\",data_type=\"traces\"}";
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            collector.metric(queue_size).await == 0.0
+        })
+        .await
+    );
+    for trace_number in 2..=20u64 {
         let request = trace_request(trace_number, 3);
-        if client.export(request.clone()).await.is_ok() {
-            acknowledged.extend(span_keys(&request));
+        match client.export(request.clone()).await {
+            Ok(_) => acknowledged.extend(span_keys(&request)),
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted),
         }
-        // Lets the consumer pick up the first batch before the next arrives.
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // What the queue holds plus what each consumer is busy retrying; nothing more.
     assert_eq!(acknowledged.len(), (QUEUE_SIZE + NUM_CONSUMERS) * 3);
