@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+pub mod collector;
 mod error;
 mod load;
 mod raw;

@@ -1,0 +1,430 @@
+//! Exporters: each has a sending queue (memory or persistent) drained by `num_consumers`
+//! tasks that send with retries.
+//!
+//! Flow: pipeline → [`ExporterRuntime::enqueue`] → queue (the receiver's request is
+//! acknowledged here: in memory, or written and fsynced for a persistent queue) →
+//! consumer → [`Exporter::export`] with [`retry::send_with_retry`] → removed from the
+//! queue once the backend acknowledged it or refused it permanently. New exporter types
+//! are new variants of [`Exporter`].
+
+pub(crate) mod debug;
+pub(crate) mod otlp_grpc;
+pub(crate) mod otlp_http;
+pub(crate) mod retry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use prost::Message as _;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::delivery::{commit_all, fail_all, AckRef};
+use super::metrics::{CollectorMetrics, WarnEvery};
+use super::queue::{Dispatched, QueueError, SendingQueue};
+use crate::config::collector::{ExporterConfig, QueueConfig, RetryConfig};
+use crate::otlp::{OtlpExportRequest, OtlpResourceSpans};
+use crate::receiver::ConsumeError;
+use crate::tenant::TenantId;
+use retry::Outcome;
+
+/// Batches whose encoding is estimated above this go to the blocking pool; below it the
+/// hop costs more than the work (well under the ~500 µs budget of an async worker).
+const INLINE_ENCODE_MAX_SPANS: usize = 256;
+
+/// At most one warning per interval about a full queue.
+pub(crate) const REFUSAL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExporterError {
+    #[error("exporter {exporter}: {message}")]
+    Setup { exporter: String, message: String },
+    #[error("exporter {exporter}: {source}")]
+    Queue {
+        exporter: String,
+        #[source]
+        source: QueueError,
+    },
+}
+
+/// What a queue holds for one batch.
+#[derive(Debug)]
+pub(crate) struct QueueItem {
+    pub(crate) tenant: TenantId,
+    pub(crate) spans: Arc<Vec<OtlpResourceSpans>>,
+    pub(crate) num_spans: usize,
+    pub(crate) acks: Vec<AckRef>,
+}
+
+/// The data of one export: decoded spans (from a memory queue) or an encoded
+/// `ExportTraceServiceRequest` (from a persistent queue).
+#[derive(Debug, Clone)]
+pub(crate) enum Payload {
+    Spans(Arc<Vec<OtlpResourceSpans>>),
+    Encoded(Bytes),
+}
+
+impl Payload {
+    /// The encoded request; large batches are encoded on the blocking pool.
+    pub(crate) async fn encoded(&self, num_spans: usize) -> Result<Bytes, ExportError> {
+        match self {
+            Payload::Encoded(bytes) => Ok(bytes.clone()),
+            Payload::Spans(spans) if num_spans <= INLINE_ENCODE_MAX_SPANS => {
+                Ok(Bytes::from(encode_request(spans)))
+            }
+            Payload::Spans(spans) => {
+                let spans = Arc::clone(spans);
+                tokio::task::spawn_blocking(move || Bytes::from(encode_request(&spans)))
+                    .await
+                    .map_err(|error| {
+                        ExportError::permanent(format!("encoding task failed: {error}"))
+                    })
+            }
+        }
+    }
+
+    /// The decoded spans (the debug exporter needs them).
+    pub(crate) fn decoded(&self) -> Result<Arc<Vec<OtlpResourceSpans>>, ExportError> {
+        match self {
+            Payload::Spans(spans) => Ok(Arc::clone(spans)),
+            Payload::Encoded(bytes) => OtlpExportRequest::decode(bytes.as_ref())
+                .map(|request| Arc::new(request.resource_spans))
+                .map_err(|error| {
+                    ExportError::permanent(format!("stored batch does not decode: {error}"))
+                }),
+        }
+    }
+}
+
+/// Encodes an `ExportTraceServiceRequest` (field 1, repeated `ResourceSpans`) straight
+/// from a slice, without building the request.
+pub(crate) fn encode_request(resource_spans: &[OtlpResourceSpans]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(encoded_request_len(resource_spans));
+    encode_request_into(resource_spans, &mut buf);
+    buf
+}
+
+pub(crate) fn encode_request_into(resource_spans: &[OtlpResourceSpans], buf: &mut Vec<u8>) {
+    for rs in resource_spans {
+        prost::encoding::message::encode(1, rs, buf);
+    }
+}
+
+pub(crate) fn encoded_request_len(resource_spans: &[OtlpResourceSpans]) -> usize {
+    resource_spans
+        .iter()
+        .map(|rs| prost::encoding::message::encoded_len(1, rs))
+        .sum()
+}
+
+/// Why an export attempt failed.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ExportError {
+    pub(crate) retryable: bool,
+    /// The delay the backend asked for (gRPC RetryInfo, HTTP Retry-After).
+    pub(crate) throttle: Option<Duration>,
+    pub(crate) message: String,
+}
+
+impl ExportError {
+    pub(crate) fn retryable(message: impl Into<String>, throttle: Option<Duration>) -> ExportError {
+        ExportError {
+            retryable: true,
+            throttle,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn permanent(message: impl Into<String>) -> ExportError {
+        ExportError {
+            retryable: false,
+            throttle: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// A successful export; the backend may still have rejected some spans.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Exported {
+    pub(crate) rejected_spans: u64,
+    pub(crate) message: String,
+}
+
+/// The exporter types.
+#[derive(Debug)]
+pub(crate) enum Exporter {
+    Otlp(otlp_grpc::OtlpGrpcExporter),
+    OtlpHttp(otlp_http::OtlpHttpExporter),
+    Debug(debug::DebugExporter),
+}
+
+impl Exporter {
+    pub(crate) async fn export(
+        &self,
+        tenant: &TenantId,
+        payload: &Payload,
+        num_spans: usize,
+    ) -> Result<Exported, ExportError> {
+        match self {
+            Exporter::Otlp(exporter) => exporter.export(tenant, payload, num_spans).await,
+            Exporter::OtlpHttp(exporter) => exporter.export(tenant, payload, num_spans).await,
+            Exporter::Debug(exporter) => exporter.export(tenant, payload, num_spans),
+        }
+    }
+}
+
+/// The debug exporter has no queue settings; it logs from a small in-memory queue.
+fn debug_queue_config() -> QueueConfig {
+    QueueConfig {
+        enabled: true,
+        num_consumers: 1,
+        queue_size: 1000,
+        sizer: crate::config::collector::QueueSizer::Requests,
+        block_on_overflow: true,
+        wait_for_result: false,
+        persistent: None,
+    }
+}
+
+fn no_retry() -> RetryConfig {
+    RetryConfig {
+        enabled: false,
+        initial_interval: Duration::from_secs(1),
+        randomization_factor: 0.0,
+        multiplier: 1.0,
+        max_interval: Duration::from_secs(1),
+        max_elapsed_time: None,
+    }
+}
+
+/// One running exporter: its queue and the consumers draining it.
+#[derive(Debug)]
+pub(crate) struct ExporterRuntime {
+    id: String,
+    exporter: Exporter,
+    queue: SendingQueue,
+    retry: RetryConfig,
+    metrics: Arc<CollectorMetrics>,
+    /// Cancelled at the shutdown deadline: in-flight sends and backoff waits stop.
+    cancel: CancellationToken,
+    consumers: Mutex<Vec<JoinHandle<()>>>,
+    refusal_warning: WarnEvery,
+}
+
+impl ExporterRuntime {
+    /// Builds the exporter, opens its queue (replaying a persistent one) and starts the
+    /// consumers.
+    pub(crate) async fn start(
+        id: String,
+        config: &ExporterConfig,
+        metrics: Arc<CollectorMetrics>,
+    ) -> Result<Arc<ExporterRuntime>, ExporterError> {
+        let setup_error = |message: String| ExporterError::Setup {
+            exporter: id.clone(),
+            message,
+        };
+        let (exporter, queue_config, retry) = match config {
+            ExporterConfig::Otlp(config) => (
+                Exporter::Otlp(otlp_grpc::OtlpGrpcExporter::new(config).map_err(setup_error)?),
+                config.queue.clone(),
+                config.retry.clone(),
+            ),
+            ExporterConfig::OtlpHttp(config) => (
+                Exporter::OtlpHttp(otlp_http::OtlpHttpExporter::new(config).map_err(setup_error)?),
+                config.queue.clone(),
+                config.retry.clone(),
+            ),
+            ExporterConfig::Debug(config) => (
+                Exporter::Debug(debug::DebugExporter::new(id.clone(), config)),
+                debug_queue_config(),
+                no_retry(),
+            ),
+        };
+        let queue = SendingQueue::open(&id, &queue_config, Arc::clone(&metrics))
+            .await
+            .map_err(|source| ExporterError::Queue {
+                exporter: id.clone(),
+                source,
+            })?;
+        let runtime = Arc::new(ExporterRuntime {
+            id,
+            exporter,
+            queue,
+            retry,
+            metrics,
+            cancel: CancellationToken::new(),
+            consumers: Mutex::new(Vec::new()),
+            refusal_warning: WarnEvery::new(REFUSAL_WARNING_INTERVAL),
+        });
+        let consumers = (0..queue_config.num_consumers)
+            .map(|_| {
+                let runtime = Arc::clone(&runtime);
+                tokio::spawn(async move { runtime.run_consumer().await })
+            })
+            .collect();
+        *runtime.consumers.lock() = consumers;
+        Ok(runtime)
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Queues a batch (its spans possibly shared with other exporters); its acks are
+    /// committed once it is safe in the queue (or, with `wait_for_result`, once
+    /// exported), or failed when the queue refuses it.
+    pub(crate) async fn enqueue_item(&self, item: QueueItem) {
+        let num_spans = item.num_spans;
+        let tenant = item.tenant.clone();
+        if let Err((refusal, acks)) = self.queue.push(item).await {
+            self.metrics.exporter_enqueue_failed(&self.id, num_spans);
+            if self.refusal_warning.ready() {
+                warn!(
+                    exporter = %self.id,
+                    tenant = %tenant,
+                    num_spans,
+                    error = %refusal,
+                    "sending queue refused data; clients are told to retry (logged once per 10s)"
+                );
+            }
+            fail_all(acks, &refusal);
+        }
+    }
+
+    /// Whether the queue's machinery answers (watchdog).
+    pub(crate) async fn probe(&self) -> bool {
+        self.queue.probe().await
+    }
+
+    async fn run_consumer(self: Arc<Self>) {
+        while let Some(item) = self.queue.next().await {
+            self.send(item).await;
+        }
+    }
+
+    async fn send(&self, item: Dispatched) {
+        let outcome = retry::send_with_retry(
+            &self.exporter,
+            &item.tenant,
+            &item.payload,
+            item.num_spans,
+            &self.retry,
+            &self.cancel,
+            &self.id,
+        )
+        .await;
+        let num_spans = item.num_spans;
+        match outcome {
+            Outcome::Sent(exported) => {
+                let rejected = usize::try_from(exported.rejected_spans)
+                    .unwrap_or(usize::MAX)
+                    .min(num_spans);
+                self.metrics.exporter_sent(&self.id, num_spans - rejected);
+                if rejected > 0 {
+                    self.metrics.exporter_send_failed(&self.id, rejected);
+                    warn!(
+                        exporter = %self.id,
+                        tenant = %item.tenant,
+                        rejected_spans = rejected,
+                        error = %exported.message,
+                        "backend rejected some spans"
+                    );
+                }
+                commit_all(self.queue.done(item).await);
+            }
+            Outcome::Permanent(export_error) => {
+                self.metrics.exporter_send_failed(&self.id, num_spans);
+                error!(
+                    exporter = %self.id,
+                    tenant = %item.tenant,
+                    num_spans,
+                    error = %export_error.message,
+                    "export failed permanently; dropping data"
+                );
+                let acks = self.queue.done(item).await;
+                fail_all(acks, &ConsumeError::Invalid(export_error.message));
+            }
+            Outcome::Exhausted(export_error) if self.queue.is_persistent() => {
+                warn!(
+                    exporter = %self.id,
+                    tenant = %item.tenant,
+                    num_spans,
+                    error = %export_error.message,
+                    "retries exhausted; the batch stays in the persistent queue and is retried later"
+                );
+                self.queue.requeue(item);
+            }
+            Outcome::Exhausted(export_error) => {
+                self.metrics.exporter_send_failed(&self.id, num_spans);
+                error!(
+                    exporter = %self.id,
+                    tenant = %item.tenant,
+                    num_spans,
+                    error = %export_error.message,
+                    "retries exhausted; dropping data"
+                );
+                let acks = self.queue.done(item).await;
+                fail_all(
+                    acks,
+                    &ConsumeError::Full {
+                        what: "export destination",
+                        retry_after: Duration::from_secs(5),
+                    },
+                );
+            }
+            Outcome::Cancelled => {
+                if self.queue.is_persistent() {
+                    // Still on disk: sent after the next start.
+                    self.queue.release(item);
+                } else {
+                    self.metrics.exporter_send_failed(&self.id, num_spans);
+                    error!(
+                        exporter = %self.id,
+                        tenant = %item.tenant,
+                        num_spans,
+                        "shutdown deadline reached before the batch was sent; dropping data"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Stops taking new data, lets the consumers drain (a memory queue is sent out; a
+    /// persistent queue keeps what is left on disk) until `deadline`, then cancels what
+    /// is still in flight and closes the queue.
+    pub(crate) async fn shutdown(&self, deadline: Instant) {
+        self.queue.close();
+        let consumers: Vec<JoinHandle<()>> = std::mem::take(&mut *self.consumers.lock());
+        let mut unfinished = Vec::new();
+        for consumer in consumers {
+            let mut consumer = consumer;
+            tokio::select! {
+                _ = &mut consumer => {}
+                _ = tokio::time::sleep_until(deadline) => unfinished.push(consumer),
+            }
+        }
+        if !unfinished.is_empty() {
+            self.cancel.cancel();
+            for consumer in unfinished {
+                let _ = tokio::time::timeout(Duration::from_secs(1), consumer).await;
+            }
+        }
+        let dropped = self.queue.shutdown().await;
+        if dropped.num_spans > 0 {
+            self.metrics
+                .exporter_send_failed(&self.id, dropped.num_spans);
+            error!(
+                exporter = %self.id,
+                num_batches = dropped.num_batches,
+                num_spans = dropped.num_spans,
+                "shutdown deadline reached with data still in the memory queue; dropping it"
+            );
+        }
+        info!(exporter = %self.id, "exporter stopped");
+    }
+}

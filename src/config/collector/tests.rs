@@ -1,0 +1,530 @@
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::time::Duration;
+
+use super::*;
+use crate::config::{ConfigError, ConfigErrors, LogFormat};
+
+fn load_yaml(yaml: &str, env: &[(&str, &str)]) -> Result<CollectorConfig, ConfigErrors> {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(yaml.as_bytes()).expect("write");
+    let env: BTreeMap<String, String> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    load_collector_config_with_env(Some(file.path()), &env)
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    match load_yaml(yaml, &[]) {
+        Ok(config) => panic!("expected errors, got {config:#?}"),
+        Err(errors) => errors
+            .iter()
+            .map(|error| strip_origin(&error.to_string()))
+            .collect(),
+    }
+}
+
+/// Drops the ` [file /tmp/…]` suffix, which differs per run.
+fn strip_origin(message: &str) -> String {
+    match message.rfind(" [") {
+        Some(index) if message.ends_with(']') => message[..index].to_owned(),
+        _ => message.to_owned(),
+    }
+}
+
+fn id(text: &str) -> ComponentId {
+    ComponentId::parse(text).expect("valid id")
+}
+
+const MINIMAL: &str = "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+exporters:
+  debug:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [debug]
+";
+
+#[test]
+fn built_in_default_is_the_documented_appliance() {
+    let config = load_collector_config_with_env(None, &BTreeMap::new()).expect("default loads");
+    let ReceiverConfig::Otlp(otlp) = &config.receivers[&id("otlp")];
+    assert_eq!(
+        otlp.grpc.as_ref().map(|grpc| grpc.endpoint.to_string()),
+        Some("127.0.0.1:4317".to_owned())
+    );
+    assert_eq!(
+        otlp.http.as_ref().map(|http| http.endpoint.to_string()),
+        Some("127.0.0.1:4318".to_owned())
+    );
+    let ExporterConfig::Otlp(exporter) = &config.exporters[&id("otlp")] else {
+        panic!("otlp exporter expected");
+    };
+    assert_eq!(exporter.endpoint, "http://127.0.0.1:4319");
+    assert_eq!(exporter.tls, None);
+    assert_eq!(exporter.compression, Compression::Gzip);
+    let persistent = exporter
+        .queue
+        .persistent
+        .as_ref()
+        .expect("persistent queue");
+    assert_eq!(
+        persistent.directory,
+        std::path::Path::new("./data/queue/otlp")
+    );
+    assert!(persistent.fsync);
+    assert_eq!(config.pipelines.len(), 1);
+    assert_eq!(config.pipelines[0].processors, vec![id("batch")]);
+    assert_eq!(
+        config.telemetry.metrics_address.map(|a| a.to_string()),
+        Some("127.0.0.1:8888".to_owned())
+    );
+    assert!(matches!(
+        config.extensions.as_slice(),
+        [(_, ExtensionConfig::HealthCheck(_))]
+    ));
+}
+
+#[test]
+fn otel_defaults_fill_empty_sections() {
+    let config = load_yaml(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+      http:
+processors:
+  batch:
+  memory_limiter:
+    check_interval: 1s
+    limit_mib: 500
+exporters:
+  otlp:
+    endpoint: collector.example.com:4317
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [memory_limiter, batch]
+      exporters: [otlp]
+",
+        &[],
+    )
+    .expect("loads");
+    assert_eq!(
+        config.processors[&id("batch")],
+        ProcessorConfig::Batch(BatchConfig {
+            send_batch_size: Some(8192),
+            send_batch_max_size: None,
+            timeout: Duration::from_millis(200),
+            max_tenants: 1000,
+        })
+    );
+    assert_eq!(
+        config.processors[&id("memory_limiter")],
+        ProcessorConfig::MemoryLimiter(MemoryLimiterConfig {
+            check_interval: Duration::from_secs(1),
+            limit: MemoryLimit::Absolute {
+                limit_bytes: 500 << 20,
+                spike_bytes: 100 << 20,
+            },
+        })
+    );
+    let ExporterConfig::Otlp(exporter) = &config.exporters[&id("otlp")] else {
+        panic!("otlp exporter expected");
+    };
+    // No tls.insecure: TLS, as in the OpenTelemetry Collector.
+    assert_eq!(exporter.endpoint, "https://collector.example.com:4317");
+    assert!(exporter.tls.is_some());
+    assert_eq!(
+        exporter.retry,
+        RetryConfig {
+            enabled: true,
+            initial_interval: Duration::from_secs(5),
+            randomization_factor: 0.5,
+            multiplier: 1.5,
+            max_interval: Duration::from_secs(30),
+            max_elapsed_time: Some(Duration::from_secs(300)),
+        }
+    );
+    assert_eq!(exporter.queue.num_consumers, 10);
+    assert_eq!(exporter.queue.queue_size, 1000);
+    assert_eq!(exporter.queue.sizer, QueueSizer::Requests);
+    assert_eq!(exporter.queue.persistent, None);
+    assert_eq!(exporter.timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn named_instances_fan_out_and_shared_receivers() {
+    let config = load_yaml(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+  otlp/2:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:0
+processors:
+  batch:
+  batch/fast:
+    timeout: 10ms
+exporters:
+  otlp:
+    endpoint: primary:4317
+    tls:
+      insecure: true
+  otlp/backup:
+    endpoint: http://backup:4317
+  otlphttp:
+    endpoint: https://backend.example.com:4318/
+  debug:
+    verbosity: detailed
+service:
+  pipelines:
+    traces:
+      receivers: [otlp, otlp/2]
+      processors: [batch]
+      exporters: [otlp, otlp/backup, debug]
+    traces/2:
+      receivers: [otlp]
+      processors: [batch/fast]
+      exporters: [otlphttp]
+",
+        &[],
+    )
+    .expect("loads");
+    assert_eq!(config.pipelines.len(), 2);
+    assert_eq!(config.pipelines[1].id, id("traces/2"));
+    assert_eq!(
+        config.pipelines[0].exporters,
+        vec![id("otlp"), id("otlp/backup"), id("debug")]
+    );
+    let ExporterConfig::Otlp(backup) = &config.exporters[&id("otlp/backup")] else {
+        panic!("otlp");
+    };
+    assert_eq!(backup.endpoint, "http://backup:4317");
+    assert!(backup.tls.is_none());
+    let ExporterConfig::OtlpHttp(http) = &config.exporters[&id("otlphttp")] else {
+        panic!("otlphttp");
+    };
+    assert_eq!(
+        http.traces_url,
+        "https://backend.example.com:4318/v1/traces"
+    );
+    assert_eq!(id("otlp/backup").file_name(), "otlp_backup");
+}
+
+#[test]
+fn unsupported_components_are_named_with_the_supported_list() {
+    let messages = errors(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+  jaeger:
+    protocols:
+      grpc:
+processors:
+  k8sattributes:
+  batch:
+exporters:
+  logging:
+  debug:
+extensions:
+  pprof:
+service:
+  extensions: [pprof]
+  pipelines:
+    traces:
+      receivers: [otlp, jaeger]
+      processors: [k8sattributes, batch]
+      exporters: [debug, logging]
+    metrics:
+      receivers: [otlp]
+      exporters: [debug]
+",
+    );
+    let expected = [
+        "extensions.pprof: unsupported extension type \"pprof\" (supported: file_storage, health_check)",
+        "receivers.jaeger: unsupported receiver type \"jaeger\" (supported: otlp)",
+        "processors.k8sattributes: unsupported processor type \"k8sattributes\" (supported: batch, memory_limiter)",
+        "exporters.logging: unsupported exporter type \"logging\" (supported: debug, otlp, otlphttp); the OpenTelemetry Collector replaced it by debug",
+        "service.pipelines.metrics: only traces pipelines are supported (found a metrics pipeline); remove it or move its data elsewhere",
+    ];
+    for message in expected {
+        assert!(
+            messages.contains(&message.to_owned()),
+            "missing {message:?} in {messages:#?}"
+        );
+    }
+    // Unsupported components are reported once, not again by each pipeline using them.
+    assert_eq!(messages.len(), expected.len(), "{messages:#?}");
+}
+
+#[test]
+fn all_errors_at_once_with_key_paths_and_suggestions() {
+    let messages = errors(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpiont: 0.0.0.0:4317
+        max_recv_msg_size_mib: lots
+processors:
+  batch:
+    send_batch_size: 100
+    send_batch_max_size: 10
+exporters:
+  otlp:
+    insecure: true
+    compression: snappy
+    retry_on_failure:
+      multiplier: 0.5
+    sending_queue:
+      storage: file_storage/missing
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch, batch/2]
+      exporters: [otlp]
+",
+    );
+    let expected = [
+        "receivers.otlp.protocols.grpc.endpiont: unknown key (did you mean protocols.grpc.endpoint?)",
+        "receivers.otlp.protocols.grpc.max_recv_msg_size_mib: expected a whole number, got \"lots\"",
+        "processors.batch.send_batch_max_size: must be 0 or at least send_batch_size (100)",
+        "exporters.otlp.insecure: unknown key (did you mean tls.insecure?)",
+        "exporters.otlp.endpoint: is required (host:port of the OTLP/gRPC server)",
+        "exporters.otlp.compression: expected \"gzip\", \"zstd\" or \"none\", got \"snappy\"",
+        "exporters.otlp.retry_on_failure.multiplier: must be at least 1",
+        "exporters.otlp.sending_queue.storage: extension \"file_storage/missing\" is not defined in extensions",
+        "service.pipelines.traces.processors[1]: processor \"batch/2\" is not defined in processors",
+    ];
+    for message in expected {
+        assert!(
+            messages.contains(&message.to_owned()),
+            "missing {message:?} in {messages:#?}"
+        );
+    }
+    assert_eq!(messages.len(), expected.len(), "{messages:#?}");
+}
+
+#[test]
+fn env_substitution_types_and_defaults() {
+    let config = load_yaml(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: ${env:GRPC_ENDPOINT}
+processors:
+  batch:
+    send_batch_size: ${env:BATCH_SIZE}
+    timeout: ${env:BATCH_TIMEOUT:-1s}
+exporters:
+  otlp:
+    endpoint: ${BACKEND}:4317
+    tls:
+      insecure: ${env:INSECURE}
+    headers:
+      authorization: Bearer ${env:TOKEN}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [otlp]
+",
+        &[
+            ("GRPC_ENDPOINT", "127.0.0.1:0"),
+            ("BATCH_SIZE", "512"),
+            ("BACKEND", "tempo"),
+            ("INSECURE", "true"),
+        ],
+    )
+    .expect("loads");
+    let ProcessorConfig::Batch(batch) = &config.processors[&id("batch")] else {
+        panic!("batch");
+    };
+    assert_eq!(batch.send_batch_size, Some(512));
+    assert_eq!(batch.timeout, Duration::from_secs(1));
+    let ExporterConfig::Otlp(exporter) = &config.exporters[&id("otlp")] else {
+        panic!("otlp");
+    };
+    assert_eq!(exporter.endpoint, "http://tempo:4317");
+    assert_eq!(
+        exporter.headers,
+        vec![("authorization".to_owned(), "Bearer ".to_owned())]
+    );
+    assert_eq!(
+        config.warnings,
+        vec!["exporters.otlp.headers.authorization: environment variable TOKEN is not set; it was replaced by an empty string".to_owned()]
+    );
+}
+
+#[test]
+fn spoor_env_overrides_keys_and_keeps_string_text() {
+    let config = load_yaml(
+        MINIMAL,
+        &[
+            (
+                "SPOOR_RECEIVERS__OTLP__PROTOCOLS__GRPC__ENDPOINT",
+                "127.0.0.1:0",
+            ),
+            ("SPOOR_SERVICE__TELEMETRY__LOGS__LEVEL", "DEBUG"),
+            ("SPOOR_SERVICE__TELEMETRY__METRICS__LEVEL", "none"),
+            ("SPOOR_EXPORTERS__DEBUG__VERBOSITY", "normal"),
+            ("SPOOR_CONFIG", "/ignored.yaml"),
+        ],
+    )
+    .expect("loads");
+    assert_eq!(config.telemetry.logs.level, "debug");
+    assert_eq!(config.telemetry.logs.format, LogFormat::Auto);
+    assert_eq!(config.telemetry.metrics_address, None);
+    let ExporterConfig::Debug(debug) = &config.exporters[&id("debug")] else {
+        panic!("debug");
+    };
+    assert_eq!(debug.verbosity, Verbosity::Normal);
+
+    let error = load_yaml(MINIMAL, &[("SPOOR_EXPORTERS__DEBUG__VERBOSITYY", "normal")])
+        .expect_err("unknown key");
+    assert_eq!(
+        error.errors()[0],
+        ConfigError::UnknownKey {
+            key: "exporters.debug.verbosityy".to_owned(),
+            suggestion: Some("verbosity".to_owned()),
+            origin: Some(crate::config::ValueOrigin::EnvVar(
+                "SPOOR_EXPORTERS__DEBUG__VERBOSITYY".to_owned()
+            )),
+        }
+    );
+}
+
+#[test]
+fn file_storage_extension_and_spoor_persistent_key() {
+    let config = load_yaml(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+exporters:
+  otlp:
+    endpoint: backend:4317
+    tls:
+      insecure: true
+    sending_queue:
+      storage: file_storage/otc
+  otlp/2:
+    endpoint: backend2:4317
+    tls:
+      insecure: true
+    sending_queue:
+      persistent:
+        directory: /var/lib/spoor-collector/queue
+        max_size: 64MiB
+extensions:
+  file_storage/otc:
+    directory: /var/lib/storage/otc
+    timeout: 10s
+service:
+  extensions: [file_storage/otc]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp, otlp/2]
+",
+        &[],
+    )
+    .expect("loads");
+    let queue = |name: &str| match &config.exporters[&id(name)] {
+        ExporterConfig::Otlp(otlp) => otlp.queue.persistent.clone().expect("persistent"),
+        _ => panic!("otlp"),
+    };
+    assert_eq!(
+        queue("otlp"),
+        PersistentQueueConfig {
+            directory: "/var/lib/storage/otc/otlp".into(),
+            max_bytes: 1 << 30,
+            fsync: true,
+        }
+    );
+    assert_eq!(
+        queue("otlp/2"),
+        PersistentQueueConfig {
+            directory: "/var/lib/spoor-collector/queue/otlp_2".into(),
+            max_bytes: 64 << 20,
+            fsync: true,
+        }
+    );
+
+    let messages = errors(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+exporters:
+  otlp:
+    endpoint: backend:4317
+    sending_queue:
+      storage: file_storage
+extensions:
+  file_storage:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp]
+",
+    );
+    assert_eq!(
+        messages,
+        vec!["exporters.otlp.sending_queue.storage: extension \"file_storage\" must also be listed in service.extensions"]
+    );
+}
+
+#[test]
+fn listener_clashes_and_missing_pipelines() {
+    let messages = errors(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 0.0.0.0:4317
+      http:
+        endpoint: 127.0.0.1:4317
+",
+    );
+    assert!(messages.contains(
+        &"receivers.otlp.protocols.http.endpoint: 127.0.0.1:4317 conflicts with receivers.otlp.protocols.grpc.endpoint (0.0.0.0:4317): two listeners cannot share a port".to_owned()
+    ), "{messages:#?}");
+    assert!(messages
+        .contains(&"service.pipelines: at least one traces pipeline is required".to_owned()));
+}
+
+#[test]
+fn component_ids() {
+    assert_eq!(id("otlp/backup").kind(), "otlp");
+    assert_eq!(id("otlp/backup").name(), Some("backup"));
+    assert_eq!(id("otlp/a/b").name(), Some("a/b"));
+    assert_eq!(id("otlp").to_string(), "otlp");
+    assert!(ComponentId::parse("otlp/").is_err());
+    assert!(ComponentId::parse("/x").is_err());
+    assert!(ComponentId::parse("").is_err());
+}
