@@ -407,8 +407,9 @@ fn find_key_named(dict: &Dict, parent: &str, name: &str) -> Option<String> {
     })
 }
 
-/// Levenshtein distance; keys are short, so the quadratic table is fine.
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance; keys are short, so the quadratic table is fine. Shared with the
+/// collector's loader for "did you mean" suggestions.
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut previous: Vec<usize> = (0..=b.len()).collect();
     for (i, a_char) in a.chars().enumerate() {

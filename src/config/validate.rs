@@ -221,7 +221,9 @@ fn check_distinct_listeners(problems: &mut Problems<'_>, listeners: &[(&str, Opt
     }
 }
 
-fn addresses_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+/// Whether two listen addresses would clash (same port, and one covers the other).
+/// Port 0 never clashes: tests bind every listener to an ephemeral port.
+pub(crate) fn addresses_overlap(a: SocketAddr, b: SocketAddr) -> bool {
     if a.port() != b.port() || a.port() == 0 {
         return false;
     }

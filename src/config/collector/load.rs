@@ -13,6 +13,7 @@ use super::raw::{describe_yaml, RawComponent};
 use super::validate::{validate, RawCollector, RawSection};
 use super::CollectorConfig;
 use crate::config::error::{ConfigError, ConfigErrors, ValueOrigin};
+use crate::config::load::edit_distance;
 use crate::config::validate::Problems;
 use crate::config::{ENV_PREFIX, ENV_SEPARATOR};
 
@@ -518,21 +519,6 @@ fn find_key_named(schema: &Value, parent: &str, name: &str) -> Option<String> {
         }
         find_key_named(value, &full, name)
     })
-}
-
-/// Levenshtein distance; keys are short.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, a_char) in a.chars().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, b_char) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(a_char != *b_char);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 /// Deserializes `value`, reporting every type error: serde stops at the first, so each

@@ -10,7 +10,7 @@ use serde_yaml::Value;
 use super::load::read_section;
 use super::raw::*;
 use super::*;
-use crate::config::validate::Problems;
+use crate::config::validate::{addresses_overlap, Problems};
 use crate::config::{LogConfig, LogFormat};
 
 const SUPPORTED_RECEIVERS: &[&str] = &["otlp"];
@@ -1180,14 +1180,4 @@ fn check_distinct_listeners(
             );
         }
     }
-}
-
-fn addresses_overlap(a: SocketAddr, b: SocketAddr) -> bool {
-    if a.port() != b.port() || a.port() == 0 {
-        return false;
-    }
-    let covers = |wildcard: SocketAddr, other: SocketAddr| {
-        wildcard.ip().is_unspecified() && (wildcard.is_ipv6() || other.is_ipv4())
-    };
-    a.ip() == b.ip() || covers(a, b) || covers(b, a)
 }
