@@ -5,7 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use spoor::config::collector::load_collector_config;
-use tokio_util::sync::CancellationToken;
+
+// Same allocator as the server: protobuf decoding allocates many small objects across
+// threads, where glibc malloc spends a third of the CPU.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// OpenTelemetry-Collector-compatible traces pipeline: OTLP in, batching and memory
 /// limits, OTLP out with retries and a persistent queue.
@@ -39,33 +43,8 @@ fn main() -> ExitCode {
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    if let Err(error) = spoor::runtime::logging::init(&config.telemetry.logs) {
-        eprintln!("spoor-collector: {error}");
-        return ExitCode::FAILURE;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("spoor-collector: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        spoor::runtime::signals::spawn_shutdown_listener(shutdown.clone())
-            .map_err(|e| anyhow::anyhow!("installing signal handlers: {e}"))?;
-        spoor::collector::run(config, shutdown).await?;
-        anyhow::Ok(())
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "spoor-collector failed");
-            eprintln!("spoor-collector: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let log = config.telemetry.logs.clone();
+    spoor::runtime::run_service("spoor-collector", &log, move |shutdown| {
+        spoor::collector::run(config, shutdown)
+    })
 }

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use spoor::config::{load_server_config, ServerCliOverrides};
-use tokio_util::sync::CancellationToken;
 
 // glibc malloc spent over a third of ingest CPU in allocation and consolidation under
 // the many small, cross-thread allocations of protobuf decoding; mimalloc does not.
@@ -63,33 +62,8 @@ fn main() -> ExitCode {
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    if let Err(error) = spoor::runtime::logging::init(&config.log) {
-        eprintln!("spoor-server: {error}");
-        return ExitCode::FAILURE;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("spoor-server: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        spoor::runtime::signals::spawn_shutdown_listener(shutdown.clone())
-            .map_err(|e| anyhow::anyhow!("installing signal handlers: {e}"))?;
-        spoor::server::run(config, shutdown).await?;
-        anyhow::Ok(())
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "spoor-server failed");
-            eprintln!("spoor-server: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let log = config.log.clone();
+    spoor::runtime::run_service("spoor-server", &log, move |shutdown| {
+        spoor::server::run(config, shutdown)
+    })
 }
