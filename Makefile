@@ -9,7 +9,7 @@ PYTHON := $(VENV)/bin/python
 PY_REQUIREMENTS := tests/python/requirements.txt
 PY_STAMP := $(VENV)/.installed-$(shell sha1sum $(PY_REQUIREMENTS) 2>/dev/null | cut -c1-12)
 
-.PHONY: build release run test test-rust test-python lint fmt bench clean-data
+.PHONY: build release run run-collector test test-rust test-python lint fmt bench clean-data
 
 build:
 	$(CARGO) build --bins
@@ -20,6 +20,10 @@ release:
 ## The server on the embedded defaults: data under ./data, loopback ports.
 run:
 	$(CARGO) run --release --bin spoor-server
+
+## The collector on its built-in default, forwarding to `make run`'s server.
+run-collector:
+	$(CARGO) run --release --bin spoor-collector
 
 test: test-rust test-python
 
