@@ -9,6 +9,7 @@
 pub mod collector;
 pub mod config;
 pub mod error;
+mod framing;
 pub mod otlp;
 pub mod receiver;
 pub mod runtime;

@@ -39,17 +39,17 @@ use crate::collector::delivery::{commit_all, fail_all, AckRef};
 use crate::collector::exporters::{encode_request_into, encoded_request_len, Payload, QueueItem};
 use crate::collector::metrics::{CollectorMetrics, WarnEvery};
 use crate::config::collector::{PersistentQueueConfig, QueueSizer};
+use crate::framing::{
+    frame_record, record_at, MAX_RECORD_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+};
 use crate::receiver::ConsumeError;
 use crate::tenant::TenantId;
 
 const MAGIC: &[u8; 8] = b"SPOORQUE";
 const FORMAT_VERSION: u32 = 1;
-const HEADER_LEN: usize = 12;
-const RECORD_HEADER_LEN: usize = 12;
+const HEADER_LEN: usize = SEGMENT_HEADER_LEN;
 const KIND_BATCH: u8 = 1;
 const KIND_SENT: u8 = 2;
-/// No legitimate record is larger; a length beyond this is damage, not data.
-const MAX_RECORD_LEN: usize = 1 << 30;
 /// Commands waiting for the writer thread (appends hold batches already counted in the
 /// pipeline's in-flight bytes, so this bounds their number, not memory).
 const COMMAND_QUEUE_CAPACITY: usize = 256;
@@ -71,36 +71,7 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
 }
 
 fn segment_header() -> [u8; HEADER_LEN] {
-    let mut header = [0u8; HEADER_LEN];
-    header[..8].copy_from_slice(MAGIC);
-    header[8..].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header
-}
-
-fn frame_record(body: &[u8], out: &mut Vec<u8>) {
-    let len = u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes();
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&crc32fast::hash(&len).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
-    out.extend_from_slice(body);
-}
-
-/// The body of an intact record at `offset`.
-fn record_at(data: &[u8], offset: usize) -> Option<&[u8]> {
-    let header = data.get(offset..offset.checked_add(RECORD_HEADER_LEN)?)?;
-    let len_bytes: [u8; 4] = header[0..4].try_into().ok()?;
-    let len_crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
-    if crc32fast::hash(&len_bytes) != len_crc {
-        return None;
-    }
-    let len = u32::from_le_bytes(len_bytes) as usize;
-    if len > MAX_RECORD_LEN {
-        return None;
-    }
-    let body_crc = u32::from_le_bytes(header[8..12].try_into().ok()?);
-    let start = offset + RECORD_HEADER_LEN;
-    let body = data.get(start..start.checked_add(len)?)?;
-    (crc32fast::hash(body) == body_crc).then_some(body)
+    crate::framing::segment_header(MAGIC, FORMAT_VERSION)
 }
 
 /// A batch record's fields.

@@ -13,40 +13,17 @@
 
 use std::io;
 
+pub(crate) use crate::framing::{
+    fill_frame_header, frame_record, RECORD_HEADER_LEN as FRAME_HEADER_LEN,
+};
+use crate::framing::{record_at, MAX_RECORD_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+
 pub(crate) const MAGIC: &[u8; 8] = b"SPOORWAL";
 pub(crate) const FORMAT_VERSION: u32 = 1;
-pub(crate) const HEADER_LEN: usize = 12;
-const RECORD_HEADER_LEN: usize = 12;
-/// No legitimate record is larger; a length beyond this is damage, not data.
-pub(crate) const MAX_RECORD_LEN: usize = 1 << 30;
+pub(crate) const HEADER_LEN: usize = SEGMENT_HEADER_LEN;
 
 pub(crate) fn segment_header() -> [u8; HEADER_LEN] {
-    let mut header = [0u8; HEADER_LEN];
-    header[..8].copy_from_slice(MAGIC);
-    header[8..].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header
-}
-
-/// Appends one framed record to `out`.
-pub(crate) fn frame_record(body: &[u8], out: &mut Vec<u8>) {
-    let len = (body.len() as u32).to_le_bytes();
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&crc32fast::hash(&len).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
-    out.extend_from_slice(body);
-}
-
-/// Space to reserve at the start of a buffer whose record body is built in place.
-pub(crate) const FRAME_HEADER_LEN: usize = RECORD_HEADER_LEN;
-
-/// Fills the frame header of `framed`, whose body starts after [`FRAME_HEADER_LEN`]
-/// reserved bytes: the same bytes [`frame_record`] produces, without copying the body.
-pub(crate) fn fill_frame_header(framed: &mut [u8]) {
-    let (header, body) = framed.split_at_mut(RECORD_HEADER_LEN);
-    let len = (body.len() as u32).to_le_bytes();
-    header[0..4].copy_from_slice(&len);
-    header[4..8].copy_from_slice(&crc32fast::hash(&len).to_le_bytes());
-    header[8..12].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
+    crate::framing::segment_header(MAGIC, FORMAT_VERSION)
 }
 
 /// Damage found while reading a segment.
@@ -77,24 +54,6 @@ pub(crate) struct SegmentContents<'a> {
     pub damage: Vec<Damage>,
     /// Offset just past the last good record: where a torn tail starts.
     pub good_len: usize,
-}
-
-/// A record whose two checksums hold at `offset`, returning its body.
-fn record_at(data: &[u8], offset: usize) -> Option<&[u8]> {
-    let header = data.get(offset..offset + RECORD_HEADER_LEN)?;
-    let len_bytes: [u8; 4] = header[0..4].try_into().ok()?;
-    let len_crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
-    if crc32fast::hash(&len_bytes) != len_crc {
-        return None;
-    }
-    let len = u32::from_le_bytes(len_bytes) as usize;
-    if len > MAX_RECORD_LEN {
-        return None;
-    }
-    let body_crc = u32::from_le_bytes(header[8..12].try_into().ok()?);
-    let start = offset + RECORD_HEADER_LEN;
-    let body = data.get(start..start + len)?;
-    (crc32fast::hash(body) == body_crc).then_some(body)
 }
 
 /// Whether the length header at `offset` is intact and its body lies inside `data`.
@@ -174,17 +133,6 @@ mod tests {
             frame_record(body, &mut data);
         }
         data
-    }
-
-    #[test]
-    fn in_place_framing_matches_frame_record() {
-        let body = b"some record body";
-        let mut expected = Vec::new();
-        frame_record(body, &mut expected);
-        let mut framed = vec![0u8; FRAME_HEADER_LEN];
-        framed.extend_from_slice(body);
-        fill_frame_header(&mut framed);
-        assert_eq!(framed, expected);
     }
 
     #[test]
