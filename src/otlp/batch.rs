@@ -1,82 +1,17 @@
-//! Splitting an export request into per-trace pieces. Each piece keeps the resource
-//! and scope (and their schema URLs) of the spans it carries, and the order in which
-//! they arrived, so a trace read back has exactly the grouping that was sent.
+//! Encoding an export request as per-trace pieces. Each piece keeps the resource and
+//! scope (and their schema URLs) of the spans it carries, and the order in which they
+//! arrived, so a trace read back has exactly the grouping that was sent.
 
 use std::collections::HashMap;
 
 use prost::Message;
 
-use super::{OtlpResourceSpans, OtlpScopeSpans, TraceId};
-
-/// Splits resource spans by trace ID. Traces come out in order of first appearance;
-/// within a trace, resources, scopes and spans keep their original order. Spans whose
-/// trace ID is not 16 bytes are skipped (callers validate first).
-pub fn split_by_trace(
-    resource_spans: Vec<OtlpResourceSpans>,
-) -> Vec<(TraceId, Vec<OtlpResourceSpans>)> {
-    let mut order: Vec<(TraceId, Vec<OtlpResourceSpans>)> = Vec::new();
-    let mut index: HashMap<TraceId, usize> = HashMap::new();
-    for rs in resource_spans {
-        // Per trace: the ResourceSpans being built for this `rs`, and its current scope.
-        let mut per_trace: HashMap<TraceId, OtlpResourceSpans> = HashMap::new();
-        let mut trace_order: Vec<TraceId> = Vec::new();
-        for ss in rs.scope_spans {
-            let mut scope_pieces: HashMap<TraceId, OtlpScopeSpans> = HashMap::new();
-            let mut scope_order: Vec<TraceId> = Vec::new();
-            for span in ss.spans {
-                let Some(trace_id) = TraceId::from_slice(&span.trace_id) else {
-                    continue;
-                };
-                scope_pieces
-                    .entry(trace_id)
-                    .or_insert_with(|| {
-                        scope_order.push(trace_id);
-                        OtlpScopeSpans {
-                            scope: ss.scope.clone(),
-                            spans: Vec::new(),
-                            schema_url: ss.schema_url.clone(),
-                        }
-                    })
-                    .spans
-                    .push(span);
-            }
-            for trace_id in scope_order {
-                let Some(piece) = scope_pieces.remove(&trace_id) else {
-                    continue;
-                };
-                per_trace
-                    .entry(trace_id)
-                    .or_insert_with(|| {
-                        trace_order.push(trace_id);
-                        OtlpResourceSpans {
-                            resource: rs.resource.clone(),
-                            scope_spans: Vec::new(),
-                            schema_url: rs.schema_url.clone(),
-                        }
-                    })
-                    .scope_spans
-                    .push(piece);
-            }
-        }
-        for trace_id in trace_order {
-            let Some(piece) = per_trace.remove(&trace_id) else {
-                continue;
-            };
-            match index.get(&trace_id) {
-                Some(&i) => order[i].1.push(piece),
-                None => {
-                    index.insert(trace_id, order.len());
-                    order.push((trace_id, vec![piece]));
-                }
-            }
-        }
-    }
-    order
-}
+use super::{OtlpResourceSpans, TraceId};
 
 /// Encodes each trace of a request as its own protobuf `TracesData`, straight from the
-/// decoded request: the same bytes as `split_by_trace` followed by encoding each
-/// piece, without cloning resources, scopes or spans.
+/// decoded request, without cloning resources, scopes or spans: the same bytes as
+/// splitting the request into per-trace `ResourceSpans` (keeping each span's resource
+/// and scope, in request order) and encoding each (the tests hold that reference).
 ///
 /// Pieces are appended to `buf` one after another. Before each piece, `before_piece` is
 /// called with the trace ID and the piece's length so the caller can frame it, writing
@@ -252,6 +187,74 @@ fn write_resource_group(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::otlp::OtlpScopeSpans;
+
+    /// The straightforward reference for [`encode_by_trace`]: split by trace ID, cloning
+    /// resource and scope into each piece. Traces come out in order of first appearance;
+    /// within a trace, resources, scopes and spans keep their original order; spans whose
+    /// trace ID is not 16 bytes are skipped.
+    fn split_by_trace(
+        resource_spans: Vec<OtlpResourceSpans>,
+    ) -> Vec<(TraceId, Vec<OtlpResourceSpans>)> {
+        let mut order: Vec<(TraceId, Vec<OtlpResourceSpans>)> = Vec::new();
+        let mut index: HashMap<TraceId, usize> = HashMap::new();
+        for rs in resource_spans {
+            // Per trace: the ResourceSpans being built for this `rs`, and its current scope.
+            let mut per_trace: HashMap<TraceId, OtlpResourceSpans> = HashMap::new();
+            let mut trace_order: Vec<TraceId> = Vec::new();
+            for ss in rs.scope_spans {
+                let mut scope_pieces: HashMap<TraceId, OtlpScopeSpans> = HashMap::new();
+                let mut scope_order: Vec<TraceId> = Vec::new();
+                for span in ss.spans {
+                    let Some(trace_id) = TraceId::from_slice(&span.trace_id) else {
+                        continue;
+                    };
+                    scope_pieces
+                        .entry(trace_id)
+                        .or_insert_with(|| {
+                            scope_order.push(trace_id);
+                            OtlpScopeSpans {
+                                scope: ss.scope.clone(),
+                                spans: Vec::new(),
+                                schema_url: ss.schema_url.clone(),
+                            }
+                        })
+                        .spans
+                        .push(span);
+                }
+                for trace_id in scope_order {
+                    let Some(piece) = scope_pieces.remove(&trace_id) else {
+                        continue;
+                    };
+                    per_trace
+                        .entry(trace_id)
+                        .or_insert_with(|| {
+                            trace_order.push(trace_id);
+                            OtlpResourceSpans {
+                                resource: rs.resource.clone(),
+                                scope_spans: Vec::new(),
+                                schema_url: rs.schema_url.clone(),
+                            }
+                        })
+                        .scope_spans
+                        .push(piece);
+                }
+            }
+            for trace_id in trace_order {
+                let Some(piece) = per_trace.remove(&trace_id) else {
+                    continue;
+                };
+                match index.get(&trace_id) {
+                    Some(&i) => order[i].1.push(piece),
+                    None => {
+                        index.insert(trace_id, order.len());
+                        order.push((trace_id, vec![piece]));
+                    }
+                }
+            }
+        }
+        order
+    }
     use crate::otlp::{OtlpKeyValue, OtlpResource, OtlpScope, OtlpSpan};
     use proptest::prelude::*;
 
