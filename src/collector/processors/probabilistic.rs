@@ -122,6 +122,16 @@ mod tests {
         })
     }
 
+    /// Sampled out is processed: the request's ack resolves as success, not failure.
+    #[tokio::test]
+    async fn fully_sampled_out_batch_acknowledges_success() {
+        let (delivery, ack) = crate::collector::delivery::Delivery::new(Vec::new());
+        let pieces = crate::testing::make_trace_for_test(3, 4);
+        let batch = SpanBatch::new(crate::tenant::TenantId::single(), pieces.batches, vec![ack]);
+        assert!(sampler(0.0, 0).process(batch).is_none());
+        assert!(delivery.wait().await.is_ok());
+    }
+
     #[test]
     fn rate_is_close_to_percentage_and_bounds_are_exact() {
         let trace_ids: Vec<[u8; 16]> = (0..20_000u64)
