@@ -200,7 +200,7 @@ fn tail_sampling_demo_names_everything_not_supported_yet() {
             LOGGING,
             "exporters.zipkin: unsupported exporter type \"zipkin\" (supported: debug, otlp, otlphttp)",
             "exporters.jaeger_grpc: unsupported exporter type \"jaeger_grpc\" (supported: debug, otlp, otlphttp)",
-            "processors.tail_sampling: unsupported processor type \"tail_sampling\" (supported: batch, memory_limiter)",
+            "processors.tail_sampling: unsupported processor type \"tail_sampling\" (supported: attributes, batch, memory_limiter, probabilistic_sampler, redaction, resource)",
             PPROF,
             ZPAGES,
             &only_traces("metrics"),

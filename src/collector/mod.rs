@@ -421,6 +421,7 @@ async fn start_pipelines(
                         });
                     }
                 }
+                Some(other) => stages.extend(Stage::stateless(&id.to_string(), other, metrics)),
                 None => {}
             }
         }

@@ -2,8 +2,12 @@
 //! batch and returns the batches to pass on (none, the same, or several), and may hold
 //! data until a deadline. New processor types are new variants here.
 
+pub(crate) mod attraction;
+pub(crate) mod attributes;
 pub(crate) mod batch;
 pub(crate) mod memory_limiter;
+pub(crate) mod probabilistic;
+pub(crate) mod redaction;
 
 use std::sync::Arc;
 
@@ -12,8 +16,12 @@ use tokio::time::Instant;
 use super::batch::SpanBatch;
 use super::delivery::fail_all;
 use super::metrics::CollectorMetrics;
+use crate::config::collector::ProcessorConfig;
+use attributes::{AttributesProcessor, ResourceProcessor};
 use batch::Batcher;
 use memory_limiter::MemoryLimiter;
+use probabilistic::ProbabilisticSampler;
+use redaction::Redaction;
 
 /// One processor instance in one pipeline.
 #[derive(Debug)]
@@ -23,9 +31,37 @@ pub(crate) enum Stage {
         limiter: Arc<MemoryLimiter>,
         metrics: Arc<CollectorMetrics>,
     },
+    Attributes(AttributesProcessor),
+    Resource(ResourceProcessor),
+    Redaction(Redaction),
+    ProbabilisticSampler(ProbabilisticSampler),
 }
 
 impl Stage {
+    /// The stage for a processor that keeps no state shared between pipelines; `None`
+    /// for `batch` and `memory_limiter`, which the pipeline builder creates itself.
+    pub(crate) fn stateless(
+        _id: &str,
+        config: &ProcessorConfig,
+        _metrics: &Arc<CollectorMetrics>,
+    ) -> Option<Stage> {
+        match config {
+            ProcessorConfig::Batch(_) | ProcessorConfig::MemoryLimiter(_) => None,
+            ProcessorConfig::Attributes(config) => {
+                Some(Stage::Attributes(AttributesProcessor::new(config.clone())))
+            }
+            ProcessorConfig::Resource(config) => {
+                Some(Stage::Resource(ResourceProcessor::new(config.clone())))
+            }
+            ProcessorConfig::Redaction(config) => {
+                Some(Stage::Redaction(Redaction::new(config.clone())))
+            }
+            ProcessorConfig::ProbabilisticSampler(config) => Some(Stage::ProbabilisticSampler(
+                ProbabilisticSampler::new(config),
+            )),
+        }
+    }
+
     pub(crate) fn push(&mut self, batch: SpanBatch, now: Instant) -> Vec<SpanBatch> {
         match self {
             Stage::Batch(batcher) => batcher.push(batch, now),
@@ -37,27 +73,43 @@ impl Stage {
                     Vec::new()
                 }
             },
+            Stage::Attributes(processor) => {
+                let mut batch = batch;
+                processor.process(&mut batch);
+                vec![batch]
+            }
+            Stage::Resource(processor) => {
+                let mut batch = batch;
+                processor.process(&mut batch);
+                vec![batch]
+            }
+            Stage::Redaction(processor) => {
+                let mut batch = batch;
+                processor.process(&mut batch);
+                vec![batch]
+            }
+            Stage::ProbabilisticSampler(sampler) => sampler.process(batch).into_iter().collect(),
         }
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         match self {
             Stage::Batch(batcher) => batcher.next_deadline(),
-            Stage::MemoryLimiter { .. } => None,
+            _ => None,
         }
     }
 
     pub(crate) fn flush_due(&mut self, now: Instant) -> Vec<SpanBatch> {
         match self {
             Stage::Batch(batcher) => batcher.flush_due(now),
-            Stage::MemoryLimiter { .. } => Vec::new(),
+            _ => Vec::new(),
         }
     }
 
     pub(crate) fn flush_all(&mut self) -> Vec<SpanBatch> {
         match self {
             Stage::Batch(batcher) => batcher.flush_all(),
-            Stage::MemoryLimiter { .. } => Vec::new(),
+            _ => Vec::new(),
         }
     }
 }

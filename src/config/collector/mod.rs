@@ -19,6 +19,7 @@
 
 mod expand;
 mod load;
+mod processors;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use load::{load_collector_config, load_collector_config_with_env, DEFAULT_CONFIG_YAML};
+pub use processors::{
+    ActionTarget, AttributeAction, AttributeValue, AttributesConfig, ConfigRegex, ConvertedType,
+    MatchAttribute, MatchProperties, MatchString, ProbabilisticSamplerConfig, RedactionConfig,
+    RedactionSummary, ResourceConfig,
+};
 
 use crate::config::LogConfig;
 
@@ -172,6 +178,14 @@ pub enum ProcessorConfig {
     Batch(BatchConfig),
     /// `memory_limiter`.
     MemoryLimiter(MemoryLimiterConfig),
+    /// `attributes`.
+    Attributes(AttributesConfig),
+    /// `resource`.
+    Resource(ResourceConfig),
+    /// `redaction`.
+    Redaction(RedactionConfig),
+    /// `probabilistic_sampler`.
+    ProbabilisticSampler(ProbabilisticSamplerConfig),
 }
 
 /// `processors.batch`.

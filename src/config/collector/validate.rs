@@ -8,13 +8,21 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 use super::load::read_section;
+use super::processors;
 use super::raw::*;
 use super::*;
 use crate::config::validate::{addresses_overlap, Problems};
 use crate::config::{LogConfig, LogFormat};
 
 const SUPPORTED_RECEIVERS: &[&str] = &["otlp"];
-const SUPPORTED_PROCESSORS: &[&str] = &["batch", "memory_limiter"];
+const SUPPORTED_PROCESSORS: &[&str] = &[
+    "attributes",
+    "batch",
+    "memory_limiter",
+    "probabilistic_sampler",
+    "redaction",
+    "resource",
+];
 const SUPPORTED_EXPORTERS: &[&str] = &["debug", "otlp", "otlphttp"];
 const SUPPORTED_EXTENSIONS: &[&str] = &["file_storage", "health_check"];
 
@@ -130,6 +138,31 @@ pub(crate) fn validate(
                 .map(|raw| batch(problems, &section.key, raw)),
             "memory_limiter" => read_section::<RawMemoryLimiter>(section, env, problems)
                 .map(|raw| memory_limiter(problems, warnings, &section.key, raw)),
+            "attributes" => {
+                read_section::<processors::RawAttributes>(section, env, problems).map(|raw| {
+                    ProcessorConfig::Attributes(processors::attributes(problems, &section.key, raw))
+                })
+            }
+            "resource" => {
+                read_section::<processors::RawResource>(section, env, problems).map(|raw| {
+                    ProcessorConfig::Resource(processors::resource(problems, &section.key, raw))
+                })
+            }
+            "redaction" => {
+                read_section::<processors::RawRedaction>(section, env, problems).map(|raw| {
+                    ProcessorConfig::Redaction(processors::redaction(problems, &section.key, raw))
+                })
+            }
+            "probabilistic_sampler" => read_section::<processors::RawProbabilisticSampler>(
+                section, env, problems,
+            )
+            .map(|raw| {
+                ProcessorConfig::ProbabilisticSampler(processors::probabilistic_sampler(
+                    problems,
+                    &section.key,
+                    raw,
+                ))
+            }),
             other => {
                 unsupported(
                     problems,
