@@ -371,7 +371,9 @@ fn validate_query(raw: &RawQuery, problems: &mut Problems<'_>) -> QueryConfig {
     if default_result_limit > max_result_limit && max_result_limit > 0 {
         problems.invalid(
             "query.default_result_limit",
-            format!("{default_result_limit} is larger than query.max_result_limit ({max_result_limit})"),
+            format!(
+                "{default_result_limit} is larger than query.max_result_limit ({max_result_limit})"
+            ),
         );
     }
     let max_spss = positive(
@@ -416,11 +418,7 @@ fn validate_query(raw: &RawQuery, problems: &mut Problems<'_>) -> QueryConfig {
             "query.max_metrics_duration",
             raw.max_metrics_duration,
         ),
-        max_metrics_series: positive(
-            problems,
-            "query.max_metrics_series",
-            raw.max_metrics_series,
-        ),
+        max_metrics_series: positive(problems, "query.max_metrics_series", raw.max_metrics_series),
         max_exemplars: raw.max_exemplars,
         metrics_default_step,
         recent_window: positive_duration(problems, "query.recent_window", raw.recent_window),

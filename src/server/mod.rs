@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod query;
 pub mod replay;
+pub mod search;
 pub mod storage;
 pub mod wal;
 

@@ -28,8 +28,8 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
     ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
-use parquet::arrow::ProjectionMask;
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::ProjectionMask;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
@@ -195,8 +195,9 @@ impl BlockReader {
             metadata.metadata().file_metadata().schema_descr(),
             columns.iter().copied(),
         );
+        let call_bytes = Arc::new(AtomicU64::new(0));
         let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-            self.object_reader(),
+            self.object_reader_counting(Arc::clone(&call_bytes)),
             metadata.clone(),
         )
         .with_row_groups(vec![index])
@@ -207,7 +208,10 @@ impl BlockReader {
         while let Some(reader) = stream.next_row_group().await? {
             readers.push(reader);
         }
-        Ok(BlockRows { readers })
+        Ok(BlockRows {
+            readers,
+            fetched_bytes: call_bytes.load(Ordering::Relaxed),
+        })
     }
 
     /// The rows of the given traces (and of neighbours sharing their pages; callers
@@ -232,16 +236,16 @@ impl BlockReader {
             return Ok(BlockRows::default());
         }
         let metadata = self.parquet_metadata().await?;
-        let Some((row_groups, selection)) = plan_traces_lookup(metadata.metadata(), &wanted)
-        else {
+        let Some((row_groups, selection)) = plan_traces_lookup(metadata.metadata(), &wanted) else {
             return Ok(BlockRows::default());
         };
         let mask = ProjectionMask::columns(
             metadata.metadata().file_metadata().schema_descr(),
             columns.iter().copied(),
         );
+        let call_bytes = Arc::new(AtomicU64::new(0));
         let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-            self.object_reader(),
+            self.object_reader_counting(Arc::clone(&call_bytes)),
             metadata.clone(),
         )
         .with_row_groups(row_groups)
@@ -253,7 +257,10 @@ impl BlockReader {
         while let Some(reader) = stream.next_row_group().await? {
             readers.push(reader);
         }
-        Ok(BlockRows { readers })
+        Ok(BlockRows {
+            readers,
+            fetched_bytes: call_bytes.load(Ordering::Relaxed),
+        })
     }
 
     /// Loads the block's trace-ID bloom filter (one small read, cached) so that
@@ -306,6 +313,16 @@ impl BlockReader {
             path: self.inner.data_path.as_path().clone(),
             file_size: self.meta().data_size_bytes,
             bytes_read: Arc::clone(&self.inner.bytes_read),
+            call_bytes: None,
+        }
+    }
+
+    /// An object reader that also counts into `call_bytes`, so one request knows what it
+    /// fetched even while other requests read the same block.
+    fn object_reader_counting(&self, call_bytes: Arc<AtomicU64>) -> DataFileReader {
+        DataFileReader {
+            call_bytes: Some(call_bytes),
+            ..self.object_reader()
         }
     }
 
@@ -321,12 +338,21 @@ impl BlockReader {
 #[derive(Default)]
 pub struct BlockRows {
     readers: Vec<ParquetRecordBatchReader>,
+    fetched_bytes: u64,
+}
+
+impl BlockRows {
+    /// Bytes fetched from the store to produce these rows.
+    pub fn fetched_bytes(&self) -> u64 {
+        self.fetched_bytes
+    }
 }
 
 impl std::fmt::Debug for BlockRows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlockRows")
             .field("row_groups", &self.readers.len())
+            .field("fetched_bytes", &self.fetched_bytes)
             .finish()
     }
 }
@@ -372,7 +398,7 @@ pub struct RowGroupSummary {
     /// Null rows are spans without a status (unset).
     pub status_code: Option<ColumnBounds<i32>>,
     /// Compressed size per column, to account for what a projected read fetches.
-    column_bytes: Vec<(String, u64)>,
+    pub column_bytes: Vec<(String, u64)>,
 }
 
 impl RowGroupSummary {
@@ -502,6 +528,16 @@ struct DataFileReader {
     path: Path,
     file_size: u64,
     bytes_read: Arc<AtomicU64>,
+    call_bytes: Option<Arc<AtomicU64>>,
+}
+
+impl DataFileReader {
+    fn count(&self, num_bytes: u64) {
+        self.bytes_read.fetch_add(num_bytes, Ordering::Relaxed);
+        if let Some(call) = &self.call_bytes {
+            call.fetch_add(num_bytes, Ordering::Relaxed);
+        }
+    }
 }
 
 fn parquet_store_error(error: object_store::Error) -> ParquetError {
@@ -516,8 +552,7 @@ impl AsyncFileReader for DataFileReader {
                 .get_range(&self.path, range)
                 .await
                 .map_err(parquet_store_error)?;
-            self.bytes_read
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            self.count(bytes.len() as u64);
             Ok(bytes)
         }
         .boxed()
@@ -534,7 +569,7 @@ impl AsyncFileReader for DataFileReader {
                 .await
                 .map_err(parquet_store_error)?;
             let total: usize = parts.iter().map(Bytes::len).sum();
-            self.bytes_read.fetch_add(total as u64, Ordering::Relaxed);
+            self.count(total as u64);
             Ok(parts)
         }
         .boxed()
