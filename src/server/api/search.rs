@@ -349,14 +349,22 @@ fn attribute_ref(prefix: &str, key: &str) -> String {
 
 /// Legacy tag search as TraceQL: every tag must match somewhere in the trace (a case-
 /// insensitive substring of a span or resource attribute, or of the span name, root
-/// name, root service), and the trace duration must lie within the bounds.
+/// name, root service), and the trace duration must lie within the bounds. The duration
+/// bounds go into every filter so that spansets list only the spans the tags matched.
 fn tags_to_traceql(
     tags: &[(String, String)],
     min_duration: Option<Duration>,
     max_duration: Option<Duration>,
 ) -> String {
     let contains = |v: &str| traceql_string(&format!("(?i).*{}.*", regex::escape(v)));
-    let mut filters: Vec<String> = tags
+    let mut bounds = Vec::new();
+    if let Some(min) = min_duration.filter(|d| !d.is_zero()) {
+        bounds.push(format!("traceDuration >= {}", nanos_literal(min)));
+    }
+    if let Some(max) = max_duration.filter(|d| !d.is_zero()) {
+        bounds.push(format!("traceDuration <= {}", nanos_literal(max)));
+    }
+    let conditions: Vec<String> = tags
         .iter()
         .map(|(key, value)| {
             let status = match (key.as_str(), value.to_ascii_lowercase().as_str()) {
@@ -367,7 +375,7 @@ fn tags_to_traceql(
                 _ => None,
             };
             if let Some(status) = status {
-                return format!("{{ status = {status} }}");
+                return format!("status = {status}");
             }
             let field = match key.as_str() {
                 "root.service.name" => "rootServiceName".to_string(),
@@ -376,20 +384,24 @@ fn tags_to_traceql(
                 "service.name" => "resource.service.name".to_string(),
                 other => attribute_ref(".", other),
             };
-            format!("{{ {field} =~ {} }}", contains(value))
+            format!("{field} =~ {}", contains(value))
         })
         .collect();
-    if let Some(min) = min_duration.filter(|d| !d.is_zero()) {
-        filters.push(format!("{{ traceDuration >= {} }}", nanos_literal(min)));
+    let filter = |mut parts: Vec<String>| {
+        parts.extend(bounds.iter().cloned());
+        format!("{{ {} }}", parts.join(" && "))
+    };
+    if conditions.is_empty() {
+        if bounds.is_empty() {
+            return "{ }".to_string();
+        }
+        return filter(Vec::new());
     }
-    if let Some(max) = max_duration.filter(|d| !d.is_zero()) {
-        filters.push(format!("{{ traceDuration <= {} }}", nanos_literal(max)));
-    }
-    if filters.is_empty() {
-        "{ }".to_string()
-    } else {
-        filters.join(" && ")
-    }
+    conditions
+        .into_iter()
+        .map(|condition| filter(vec![condition]))
+        .collect::<Vec<_>>()
+        .join(" && ")
 }
 
 /// A validated `/api/search` request.
@@ -1111,8 +1123,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             parsed.query,
-            "{ resource.service.name =~ \"(?i).*cart.*\" } && { .http.url =~ \"(?i).*/a b.*\" } \
-             && { status = error } && { traceDuration >= 100000000ns }"
+            "{ resource.service.name =~ \"(?i).*cart.*\" && traceDuration >= 100000000ns } \
+             && { .http.url =~ \"(?i).*/a b.*\" && traceDuration >= 100000000ns } \
+             && { status = error && traceDuration >= 100000000ns }"
         );
         compile(&parsed.query).unwrap();
         // Legacy form: every other parameter is a tag.
@@ -1123,6 +1136,10 @@ mod tests {
         );
         compile(&parsed.query).unwrap();
         assert_eq!(search("").unwrap().query, "{ }");
+        assert_eq!(
+            search("minDuration=1s&maxDuration=2s").unwrap().query,
+            "{ traceDuration >= 1000000000ns && traceDuration <= 2000000000ns }"
+        );
     }
 
     #[test]
