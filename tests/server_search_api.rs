@@ -263,7 +263,11 @@ fn without_metrics(mut body: serde_json::Value) -> serde_json::Value {
     body
 }
 
-async fn ingest(server: &TestServer, tenant: &str, batches: Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>) {
+async fn ingest(
+    server: &TestServer,
+    tenant: &str,
+    batches: Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>,
+) {
     let mut client = server.grpc_client().await;
     let mut grpc_request = tonic::Request::new(request(batches));
     grpc_request
@@ -311,7 +315,10 @@ async fn responses_match_snapshots_from_the_head_and_from_blocks() {
         );
         if path.starts_with("/api/search?q=") {
             let metrics = &body["metrics"];
-            assert!(metrics["totalBlocks"].as_u64().unwrap_or(0) >= 1, "{name}: {body}");
+            assert!(
+                metrics["totalBlocks"].as_u64().unwrap_or(0) >= 1,
+                "{name}: {body}"
+            );
             assert!(metrics["inspectedBytes"].is_string(), "{name}: {body}");
         }
     }
@@ -335,7 +342,8 @@ fn client_decoders_reject_type_and_field_mismatches() {
     let _: strict::SearchResponse = serde_json::from_value(good.clone()).unwrap();
 
     let mut number_start = good.clone();
-    number_start["traces"][0]["startTimeUnixNano"] = serde_json::json!(1_700_000_000_000_000_000u64);
+    number_start["traces"][0]["startTimeUnixNano"] =
+        serde_json::json!(1_700_000_000_000_000_000u64);
     assert!(serde_json::from_value::<grafana::SearchResponse>(number_start).is_err());
 
     let mut string_duration = good.clone();

@@ -97,7 +97,11 @@ pub fn shop_trace(n: u64) -> Vec<ResourceSpans> {
         ],
         status: Some(Status {
             code: if failed { 2 } else { 1 },
-            message: if failed { "upstream failed".into() } else { String::new() },
+            message: if failed {
+                "upstream failed".into()
+            } else {
+                String::new()
+            },
         }),
         ..Default::default()
     };
@@ -211,7 +215,9 @@ pub async fn wait_flushed(server: &TestServer) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         let head = metric(server, "spoor_head_bytes").await;
-        let flushed = metric(server, "spoor_flushed_spans_total").await.unwrap_or(0.0);
+        let flushed = metric(server, "spoor_flushed_spans_total")
+            .await
+            .unwrap_or(0.0);
         if head == Some(0.0) && flushed > 0.0 {
             return;
         }
