@@ -348,7 +348,7 @@ async fn metrics_sum_equals_search_matched_across_head_and_blocks() {
                 let mut batches = shop_trace(n);
                 let mut batch = batches.swap_remove(index);
                 for span in &mut batch.scope_spans[0].spans {
-                    if n % 2 == 0 || index == 2 {
+                    if n.is_multiple_of(2) || index == 2 {
                         span.attributes.push(kv("vulture.key", s("v-42")));
                     }
                 }

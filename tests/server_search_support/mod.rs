@@ -71,8 +71,12 @@ fn scope() -> Option<InstrumentationScope> {
 pub fn shop_trace(n: u64) -> Vec<ResourceSpans> {
     let id = trace_id(n).to_vec();
     let start = BASE + n * 10_000_000_000;
-    let failed = n % 3 == 0;
-    let route = if n % 2 == 0 { "/cart" } else { "/checkout" };
+    let failed = n.is_multiple_of(3);
+    let route = if n.is_multiple_of(2) {
+        "/cart"
+    } else {
+        "/checkout"
+    };
     let root = Span {
         trace_id: id.clone(),
         span_id: span_id(n, 0),
