@@ -315,6 +315,11 @@ pub(crate) struct RawQuery {
     /// traces plus blocks written within this long.
     #[serde(with = "duration")]
     pub(crate) recent_window: Duration,
+    /// Parts of one trace stored in different blocks (or in a block and the live
+    /// traces) are merged before a query evaluates the trace. A block is consulted for
+    /// a trace's other parts when its spans lie within this long of the part found.
+    #[serde(with = "duration")]
+    pub(crate) trace_merge_window: Duration,
 }
 
 impl Default for RawQuery {
@@ -330,6 +335,7 @@ impl Default for RawQuery {
             max_exemplars: 100,
             metrics_default_step: RawStep::Auto,
             recent_window: Duration::from_secs(3600),
+            trace_merge_window: Duration::from_secs(3600),
         }
     }
 }

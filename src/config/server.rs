@@ -193,6 +193,9 @@ pub struct QueryConfig {
     pub metrics_default_step: MetricsStep,
     /// How far back "recent" data (no `start`/`end`) reaches into blocks, by write time.
     pub recent_window: Duration,
+    /// How far apart in time the blocks holding parts of one trace may be and still be
+    /// merged before evaluation.
+    pub trace_merge_window: Duration,
 }
 
 /// `query.metrics_default_step`.

@@ -149,6 +149,7 @@ fn default_config() -> ServerConfig {
             max_exemplars: 100,
             metrics_default_step: MetricsStep::Auto,
             recent_window: Duration::from_secs(3600),
+            trace_merge_window: Duration::from_secs(3600),
         },
         shutdown: ShutdownConfig {
             timeout: Duration::from_secs(30),
@@ -263,6 +264,7 @@ query:
   max_exemplars: 0
   metrics_default_step: 30s
   recent_window: 15m
+  trace_merge_window: 3h
 shutdown:
   timeout: 2m
 log:
@@ -324,6 +326,7 @@ log:
                 max_exemplars: 0,
                 metrics_default_step: MetricsStep::Fixed(Duration::from_secs(30)),
                 recent_window: Duration::from_secs(900),
+                trace_merge_window: Duration::from_secs(3 * 3600),
             },
             shutdown: ShutdownConfig {
                 timeout: Duration::from_secs(120),

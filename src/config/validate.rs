@@ -422,6 +422,7 @@ fn validate_query(raw: &RawQuery, problems: &mut Problems<'_>) -> QueryConfig {
         max_exemplars: raw.max_exemplars,
         metrics_default_step,
         recent_window: positive_duration(problems, "query.recent_window", raw.recent_window),
+        trace_merge_window: raw.trace_merge_window,
     }
 }
 

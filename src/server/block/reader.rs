@@ -217,7 +217,9 @@ impl BlockReader {
     /// The rows of the given traces (and of neighbours sharing their pages; callers
     /// filter by trace ID), for the named columns. `trace_ids` must be sorted. Like
     /// [`BlockReader::find_trace`] it consults the meta range, the bloom filter and the
-    /// page index first, so IDs the block does not hold cost no data reads.
+    /// page index first; then it reads only the `trace_id` pages to learn which IDs are
+    /// really here, so bloom false positives cost one small column read, not a page of
+    /// every column.
     ///
     /// # Errors
     /// Storage failures and corrupt bloom or data files.
@@ -239,11 +241,47 @@ impl BlockReader {
         let Some((row_groups, selection)) = plan_traces_lookup(metadata.metadata(), &wanted) else {
             return Ok(BlockRows::default());
         };
-        let mask = ProjectionMask::columns(
-            metadata.metadata().file_metadata().schema_descr(),
-            columns.iter().copied(),
-        );
         let call_bytes = Arc::new(AtomicU64::new(0));
+        let schema = metadata.metadata().file_metadata().schema_descr();
+        let mut ids_stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            self.object_reader_counting(Arc::clone(&call_bytes)),
+            metadata.clone(),
+        )
+        .with_row_groups(row_groups)
+        .with_row_selection(selection)
+        .with_projection(ProjectionMask::columns(schema, [COL_TRACE_ID]))
+        .with_batch_size(ROWS_PER_PAGE)
+        .build()?;
+        let mut id_readers = Vec::new();
+        while let Some(reader) = ids_stream.next_row_group().await? {
+            id_readers.push(reader);
+        }
+        let present = tokio::task::spawn_blocking(move || -> Result<Vec<TraceId>, BlockError> {
+            let mut present = Vec::new();
+            for reader in id_readers {
+                for batch in reader {
+                    let batch = batch?;
+                    let ids = column::<FixedSizeBinaryArray>(&batch, COL_TRACE_ID)?;
+                    for row in 0..batch.num_rows() {
+                        let id =
+                            TraceId::from_slice(ids.value(row)).ok_or(BlockError::BadTraceId)?;
+                        if wanted.binary_search(&id).is_ok() && present.last() != Some(&id) {
+                            present.push(id);
+                        }
+                    }
+                }
+            }
+            Ok(present)
+        })
+        .await??;
+        let Some((row_groups, selection)) = plan_traces_lookup(metadata.metadata(), &present)
+        else {
+            return Ok(BlockRows {
+                readers: Vec::new(),
+                fetched_bytes: call_bytes.load(Ordering::Relaxed),
+            });
+        };
+        let mask = ProjectionMask::columns(schema, columns.iter().copied());
         let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
             self.object_reader_counting(Arc::clone(&call_bytes)),
             metadata.clone(),

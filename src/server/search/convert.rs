@@ -10,7 +10,6 @@
 //! Attribute values TraceQL cannot compare (bytes, key-value lists) are left out, as the
 //! engine's model allows.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -261,28 +260,28 @@ fn decode<M: Message + Default>(column: &'static str, bytes: &[u8]) -> Result<M,
 }
 
 /// Typed views of the columns of one record batch.
-struct RowColumns<'a> {
-    trace_id: &'a FixedSizeBinaryArray,
+pub(crate) struct RowColumns<'a> {
+    pub(crate) trace_id: &'a FixedSizeBinaryArray,
     batch_seq: &'a UInt32Array,
     scope_seq: &'a UInt32Array,
-    service_name: &'a StringArray,
+    pub(crate) service_name: &'a StringArray,
     span_id: &'a BinaryArray,
     parent_span_id: &'a BinaryArray,
-    name: &'a StringArray,
-    kind: &'a Int32Array,
-    start_time: &'a UInt64Array,
-    duration: &'a Int64Array,
-    status_code: &'a Int32Array,
-    status_message: &'a StringArray,
-    resource: Option<&'a BinaryArray>,
-    scope: Option<&'a BinaryArray>,
-    attributes: Option<&'a BinaryArray>,
-    events: Option<&'a BinaryArray>,
-    links: Option<&'a BinaryArray>,
+    pub(crate) name: &'a StringArray,
+    pub(crate) kind: &'a Int32Array,
+    pub(crate) start_time: &'a UInt64Array,
+    pub(crate) duration: &'a Int64Array,
+    pub(crate) status_code: &'a Int32Array,
+    pub(crate) status_message: &'a StringArray,
+    pub(crate) resource: Option<&'a BinaryArray>,
+    pub(crate) scope: Option<&'a BinaryArray>,
+    pub(crate) attributes: Option<&'a BinaryArray>,
+    pub(crate) events: Option<&'a BinaryArray>,
+    pub(crate) links: Option<&'a BinaryArray>,
 }
 
 impl<'a> RowColumns<'a> {
-    fn new(batch: &'a RecordBatch) -> Result<RowColumns<'a>, ConvertError> {
+    pub(crate) fn new(batch: &'a RecordBatch) -> Result<RowColumns<'a>, ConvertError> {
         Ok(RowColumns {
             trace_id: column(batch, COL_TRACE_ID)?,
             batch_seq: column(batch, COL_BATCH_SEQ)?,
@@ -302,6 +301,10 @@ impl<'a> RowColumns<'a> {
             events: optional_column(batch, COL_EVENTS)?,
             links: optional_column(batch, COL_LINKS)?,
         })
+    }
+
+    pub(crate) fn trace_id_at(&self, row: usize) -> Result<TraceId, ConvertError> {
+        TraceId::from_slice(self.trace_id.value(row)).ok_or(ConvertError::BadTraceId)
     }
 
     fn resource(&self, row: usize) -> Result<Resource, ConvertError> {
@@ -405,30 +408,31 @@ struct OpenPiece {
 
 impl PieceBuilder {
     /// Adds the rows of `batch`; with `only`, rows of other traces are skipped.
+    #[cfg(test)]
     pub(crate) fn push_batch(
         &mut self,
         batch: &RecordBatch,
-        only: Option<&HashSet<TraceId>>,
+        only: Option<&std::collections::HashSet<TraceId>>,
     ) -> Result<(), ConvertError> {
         let columns = RowColumns::new(batch)?;
         for row in 0..batch.num_rows() {
-            let trace_id =
-                TraceId::from_slice(columns.trace_id.value(row)).ok_or(ConvertError::BadTraceId)?;
+            let trace_id = columns.trace_id_at(row)?;
             if only.is_some_and(|only| !only.contains(&trace_id)) {
                 continue;
             }
-            self.num_rows += 1;
             self.push_row(&columns, row, trace_id)?;
         }
         Ok(())
     }
 
-    fn push_row(
+    /// Adds one row; rows of a trace must come in file order.
+    pub(crate) fn push_row(
         &mut self,
         columns: &RowColumns<'_>,
         row: usize,
         trace_id: TraceId,
     ) -> Result<(), ConvertError> {
+        self.num_rows += 1;
         let batch_seq = columns.batch_seq.value(row);
         let scope_seq = columns.scope_seq.value(row);
         match &mut self.current {

@@ -116,18 +116,12 @@ impl SpansetFetcher for StoreFetcher {
             Assembly::Pieces
         };
         let selection = self.service.block_selection(self.range);
-        let parallelism = self.service.parallelism();
+        let settings = self.service.scan_settings();
         let request = request.clone();
         let columns = projection(&request);
         let task = tokio::spawn(async move {
             scan(
-                sources,
-                &request,
-                selection,
-                assembly,
-                columns,
-                sink,
-                parallelism,
+                sources, &request, selection, assembly, columns, sink, settings,
             )
             .await
         });

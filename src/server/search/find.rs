@@ -125,7 +125,7 @@ impl SearchService {
             assembly,
             projection(&fetch),
             Arc::clone(&sink) as Arc<dyn TraceSink>,
-            self.parallelism(),
+            self.scan_settings(),
         )
         .await?;
         let traces = std::mem::take(&mut *sink.found.lock());

@@ -46,6 +46,7 @@ mod convert;
 mod fetcher;
 mod find;
 mod plan;
+mod prefilter;
 mod scan;
 mod tags;
 
@@ -74,7 +75,7 @@ pub use tags::{
     TagValues, TagValuesRequest,
 };
 
-use scan::{BlockSelection, Sources};
+use scan::{BlockSelection, ScanSettings, Sources};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -220,8 +221,12 @@ impl SearchService {
         }
     }
 
-    fn parallelism(&self) -> usize {
-        self.inner.parallelism
+    fn scan_settings(&self) -> ScanSettings {
+        ScanSettings {
+            parallelism: self.inner.parallelism,
+            merge_window_nanos: u64::try_from(self.inner.config.trace_merge_window.as_nanos())
+                .unwrap_or(u64::MAX),
+        }
     }
 }
 

@@ -109,7 +109,9 @@ pub(crate) fn piece_request(request: &FetchRequest) -> FetchRequest {
     piece
 }
 
-/// The blob columns the request's fields live in.
+/// The blob columns the request's fields live in. The resource's `service.name` has its
+/// own column, so reading it alone needs no resource blob (a `service.name` that is not
+/// a string is then invisible, like in the column).
 pub(crate) fn projection(request: &FetchRequest) -> Projection {
     if request.all_fields {
         return Projection::ALL;
@@ -127,10 +129,10 @@ pub(crate) fn field_projection(field: &FieldRef) -> Projection {
     match field {
         FieldRef::Attribute(attr) => match attr.scope {
             AttributeScope::Span => p.attributes = true,
-            AttributeScope::Resource => p.resource = true,
+            AttributeScope::Resource => p.resource = attr.name != "service.name",
             AttributeScope::Unscoped => {
                 p.attributes = true;
-                p.resource = true;
+                p.resource = attr.name != "service.name";
             }
             AttributeScope::Event => p.events = true,
             AttributeScope::Link => p.links = true,
@@ -379,6 +381,12 @@ mod tests {
         assert_eq!(p("{ }"), Projection::default());
         let unscoped = p("{ .a = 1 }");
         assert!(unscoped.attributes && unscoped.resource && !unscoped.events);
+        // The service name has a column of its own.
+        assert_eq!(
+            p("{ resource.service.name = \"a\" }"),
+            Projection::default()
+        );
+        assert!(!p("{ .service.name = \"a\" }").resource);
         assert!(p("{ event:name = \"x\" }").events);
         assert!(p("{ instrumentation.x = 1 }").scope);
         assert_eq!(p("{ } | compare({ status = error })"), Projection::ALL);

@@ -37,8 +37,9 @@ use crate::server::block::{BlockReader, RowGroupSummary};
 use crate::traceql::eval::{eval_trace, CSpanset, TraceView};
 use crate::traceql::{CandidateFilter, FetchRequest, Trace};
 
-use super::convert::{append_otlp, PieceBuilder, Projection};
+use super::convert::{append_otlp, Projection};
 use super::plan::{piece_request, RowGroupFilter};
+use super::prefilter::{build_pieces, RowFilter};
 use super::SearchError;
 
 /// Head traces decoded per blocking task.
@@ -94,6 +95,16 @@ pub(crate) enum Assembly {
     Whole,
 }
 
+/// How a scan runs, from the server's configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScanSettings {
+    /// Jobs at once (CPU count).
+    pub(crate) parallelism: usize,
+    /// Blocks within this of a piece's time span are probed for the trace's other
+    /// pieces (`query.trace_merge_window`).
+    pub(crate) merge_window_nanos: u64,
+}
+
 /// Receives candidate traces. Called on blocking threads, possibly concurrently.
 pub(crate) trait TraceSink: Send + Sync {
     /// Takes a batch; `false` asks the scan to stop (the sink has what it needs).
@@ -138,10 +149,9 @@ enum Source {
     Head,
     Block {
         index: usize,
-        /// The first (last) trace of the row group may continue in the previous (next)
-        /// row group of the block.
-        first_may_continue: bool,
-        last_may_continue: bool,
+        /// Traces at the row group's edges that may continue in the neighbouring row
+        /// groups of the same block.
+        continuing: [Option<TraceId>; 2],
     },
 }
 
@@ -150,9 +160,12 @@ struct ScanContext {
     sink: Arc<dyn TraceSink>,
     assembly: Assembly,
     piece_filter: CandidateFilter,
+    row_filter: RowFilter,
     row_group_filter: RowGroupFilter,
     columns: Arc<[&'static str]>,
-    deferred: Mutex<HashSet<TraceId>>,
+    /// Traces to read whole, with the time span of what was seen of them so far.
+    deferred: Mutex<HashMap<TraceId, (u64, u64)>>,
+    merge_window_nanos: u64,
     counters: Counters,
     stopped: AtomicBool,
 }
@@ -168,47 +181,67 @@ impl ScanContext {
         }
     }
 
+    /// The sink's cutoff where it applies: to whole traces (a piece starting before it
+    /// belongs to a trace starting before it).
+    fn cutoff(&self) -> u64 {
+        match self.assembly {
+            Assembly::Pieces => 0,
+            Assembly::MatchedWhole(_) | Assembly::Whole => self.sink.cutoff(),
+        }
+    }
+
     /// Filters pieces, delivers what can be delivered and defers the rest. CPU-bound.
     fn handle_pieces(&self, pieces: Vec<Trace>, source: Source) {
-        let last = pieces.len().saturating_sub(1);
+        let cutoff = self.cutoff();
         let mut out = Vec::new();
-        for (position, piece) in pieces.into_iter().enumerate() {
-            self.counters
-                .inspected_traces
-                .fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .inspected_spans
-                .fetch_add(piece.spans.len() as u64, Ordering::Relaxed);
-            if !self.piece_filter.matches(&piece) {
+        for piece in pieces {
+            if cutoff > 0
+                && piece
+                    .spans
+                    .iter()
+                    .map(|s| s.start_unix_nanos)
+                    .min()
+                    .unwrap_or(0)
+                    < cutoff
+            {
                 continue;
             }
             match &self.assembly {
                 Assembly::Pieces => {
-                    out.push(piece);
+                    if self.piece_filter.matches(&piece) {
+                        out.push(piece);
+                    }
                     continue;
                 }
-                Assembly::MatchedWhole(expr)
-                    if eval_trace(expr, &TraceView::new(&piece)).is_empty() =>
-                {
-                    continue;
+                // The engine's own verdict on the piece; the piece request is implied.
+                Assembly::MatchedWhole(expr) => {
+                    if eval_trace(expr, &TraceView::new(&piece)).is_empty() {
+                        continue;
+                    }
                 }
-                Assembly::MatchedWhole(_) | Assembly::Whole => {}
+                Assembly::Whole => {
+                    if !self.piece_filter.matches(&piece) {
+                        continue;
+                    }
+                }
             }
             let Some(trace_id) = TraceId::from_slice(&piece.trace_id) else {
                 continue;
             };
             let continues_in_block = match source {
                 Source::Head => false,
-                Source::Block {
-                    first_may_continue,
-                    last_may_continue,
-                    ..
-                } => {
-                    (position == 0 && first_may_continue) || (position == last && last_may_continue)
-                }
+                Source::Block { continuing, .. } => continuing.contains(&Some(trace_id)),
             };
-            if continues_in_block || self.held_elsewhere(&trace_id, source) {
-                self.deferred.lock().insert(trace_id);
+            if continues_in_block || self.held_elsewhere(&trace_id, &piece, source) {
+                let (start, end) = extent(&piece);
+                self.deferred
+                    .lock()
+                    .entry(trace_id)
+                    .and_modify(|(s, e)| {
+                        *s = (*s).min(start);
+                        *e = (*e).max(end);
+                    })
+                    .or_insert((start, end));
             } else {
                 out.push(piece);
             }
@@ -216,8 +249,14 @@ impl ScanContext {
         self.deliver(out);
     }
 
-    /// Whether a source other than `source` may hold spans of the trace.
-    fn held_elsewhere(&self, trace_id: &TraceId, source: Source) -> bool {
+    /// Whether a source other than `source` may hold spans of the trace: the head, or a
+    /// block within the merge window of the piece's time span.
+    fn held_elsewhere(&self, trace_id: &TraceId, piece: &Trace, source: Source) -> bool {
+        let (start, end) = extent(piece);
+        let (start, end) = (
+            start.saturating_sub(self.merge_window_nanos),
+            end.saturating_add(self.merge_window_nanos),
+        );
         let this_block = match source {
             Source::Head => None,
             Source::Block { index, .. } => {
@@ -228,8 +267,11 @@ impl ScanContext {
             }
         };
         self.sources.blocks.iter().enumerate().any(|(i, block)| {
+            let meta = block.meta();
             Some(i) != this_block
-                && block.meta().may_contain_trace_id(trace_id)
+                && meta.min_start_time_unix_nano <= end
+                && meta.max_end_time_unix_nano >= start
+                && meta.may_contain_trace_id(trace_id)
                 // A filter that could not be loaded proves nothing.
                 && block
                     .loaded_bloom()
@@ -249,8 +291,9 @@ pub(crate) async fn scan(
     assembly: Assembly,
     columns: Projection,
     sink: Arc<dyn TraceSink>,
-    parallelism: usize,
+    settings: ScanSettings,
 ) -> Result<ScanStats, SearchError> {
+    let parallelism = settings.parallelism;
     let piece = piece_request(request);
     let piece_filter = CandidateFilter::new(&piece).map_err(SearchError::InvalidRequest)?;
     let mut selected: Vec<usize> = (0..sources.blocks.len())
@@ -270,7 +313,24 @@ pub(crate) async fn scan(
     selected.sort_by_key(|&i| std::cmp::Reverse(sources.blocks[i].meta().max_start_time_unix_nano));
 
     if !matches!(assembly, Assembly::Pieces) {
-        stream::iter(sources.blocks.clone())
+        // Filters of blocks that pieces in the window may be probed against; others load
+        // when a probe needs them.
+        let reach = settings.merge_window_nanos;
+        let near: Vec<BlockReader> = sources
+            .blocks
+            .iter()
+            .filter(|block| {
+                let meta = block.meta();
+                (request.end_unix_nanos == 0
+                    || meta.min_start_time_unix_nano
+                        <= request.end_unix_nanos.saturating_add(reach))
+                    && (request.start_unix_nanos == 0
+                        || meta.max_end_time_unix_nano.saturating_add(reach)
+                            >= request.start_unix_nanos)
+            })
+            .cloned()
+            .collect();
+        stream::iter(near)
             .map(|block| async move { block.load_bloom().await.map(|_| ()) })
             .buffer_unordered(BLOOM_LOAD_CONCURRENCY)
             .try_collect::<Vec<()>>()
@@ -295,9 +355,11 @@ pub(crate) async fn scan(
         sink,
         assembly,
         piece_filter,
+        row_filter: RowFilter::new(&piece),
         row_group_filter: RowGroupFilter::new(&piece),
         columns: columns.columns().into(),
-        deferred: Mutex::new(HashSet::new()),
+        deferred: Mutex::new(HashMap::new()),
+        merge_window_nanos: settings.merge_window_nanos,
         counters: Counters::default(),
         stopped: AtomicBool::new(false),
     });
@@ -338,7 +400,24 @@ async fn run_job(context: Arc<ScanContext>, job: Job) -> Result<(), SearchError>
             tokio::task::spawn_blocking(move || -> Result<(), SearchError> {
                 let mut pieces = Vec::with_capacity(range.len());
                 for (trace_id, data) in &context.sources.head[range] {
-                    pieces.push(decode_head_trace(&context, *trace_id, data)?);
+                    context
+                        .counters
+                        .inspected_traces
+                        .fetch_add(1, Ordering::Relaxed);
+                    if context.row_filter.head_may_match(data) {
+                        let trace = decode_head_trace(&context, *trace_id, data)?;
+                        context
+                            .counters
+                            .inspected_spans
+                            .fetch_add(trace.spans.len() as u64, Ordering::Relaxed);
+                        pieces.push(trace);
+                    } else {
+                        let bytes: usize = data.iter().map(Bytes::len).sum();
+                        context
+                            .counters
+                            .inspected_bytes
+                            .fetch_add(bytes as u64, Ordering::Relaxed);
+                    }
                 }
                 context.handle_pieces(pieces, Source::Head);
                 Ok(())
@@ -421,19 +500,28 @@ async fn scan_block(context: Arc<ScanContext>, index: usize) -> Result<(), Searc
             .counters
             .inspected_bytes
             .fetch_add(rows.fetched_bytes(), Ordering::Relaxed);
-        let source = Source::Block {
-            index,
-            first_may_continue: position > 0
-                && may_share_trace(row_groups.get(position - 1), Some(row_group)),
-            last_may_continue: may_share_trace(Some(row_group), row_groups.get(position + 1)),
-        };
+        let first_may_continue =
+            position > 0 && may_share_trace(row_groups.get(position - 1), Some(row_group));
+        let last_may_continue = may_share_trace(Some(row_group), row_groups.get(position + 1));
         let context = Arc::clone(&context);
         tokio::task::spawn_blocking(move || -> Result<(), SearchError> {
-            let mut builder = PieceBuilder::default();
-            for batch in rows {
-                builder.push_batch(&batch?, None)?;
-            }
-            context.handle_pieces(builder.finish(), source);
+            let batches = rows.collect::<Result<Vec<_>, _>>()?;
+            let pieces = build_pieces(&batches, Some(&context.row_filter), context.cutoff(), None)?;
+            let counters = &context.counters;
+            counters
+                .inspected_spans
+                .fetch_add(pieces.rows, Ordering::Relaxed);
+            counters
+                .inspected_traces
+                .fetch_add(pieces.runs, Ordering::Relaxed);
+            let source = Source::Block {
+                index,
+                continuing: [
+                    pieces.first.filter(|_| first_may_continue),
+                    pieces.last.filter(|_| last_may_continue),
+                ],
+            };
+            context.handle_pieces(pieces.traces, source);
             Ok(())
         })
         .await??;
@@ -446,16 +534,35 @@ async fn scan_block(context: Arc<ScanContext>, index: usize) -> Result<(), Searc
     Ok(())
 }
 
+/// First span start and last span end of a piece.
+fn extent(piece: &Trace) -> (u64, u64) {
+    let start = piece
+        .spans
+        .iter()
+        .map(|s| s.start_unix_nanos)
+        .min()
+        .unwrap_or(0);
+    let end = piece
+        .spans
+        .iter()
+        .map(|s| s.end_unix_nanos.max(s.start_unix_nanos))
+        .max()
+        .unwrap_or(0);
+    (start, end)
+}
+
 /// Reads deferred traces whole from every source that may hold them and delivers them.
 async fn assemble_deferred(
     context: &Arc<ScanContext>,
     parallelism: usize,
 ) -> Result<(), SearchError> {
-    let mut ids: Vec<TraceId> = context.deferred.lock().drain().collect();
-    if ids.is_empty() {
+    let deferred: HashMap<TraceId, (u64, u64)> = context.deferred.lock().drain().collect();
+    if deferred.is_empty() {
         return Ok(());
     }
+    let mut ids: Vec<TraceId> = deferred.keys().copied().collect();
     ids.sort_unstable();
+    let reach = context.merge_window_nanos;
     tracing::debug!(
         traces = ids.len(),
         "assembling traces held by several sources"
@@ -464,10 +571,28 @@ async fn assemble_deferred(
         if context.stopped() {
             break;
         }
-        let ids: Arc<[TraceId]> = chunk.into();
-        let rows: Vec<_> = stream::iter(context.sources.blocks.clone())
-            .map(|block| {
-                let ids = Arc::clone(&ids);
+        // Per block, the traces whose seen span lies within the merge window of it.
+        let reads: Vec<(BlockReader, Vec<TraceId>)> = context
+            .sources
+            .blocks
+            .iter()
+            .filter_map(|block| {
+                let meta = block.meta();
+                let near: Vec<TraceId> = chunk
+                    .iter()
+                    .filter(|id| {
+                        deferred.get(id).is_some_and(|(start, end)| {
+                            meta.min_start_time_unix_nano <= end.saturating_add(reach)
+                                && meta.max_end_time_unix_nano.saturating_add(reach) >= *start
+                        })
+                    })
+                    .copied()
+                    .collect();
+                (!near.is_empty()).then(|| (block.clone(), near))
+            })
+            .collect();
+        let rows: Vec<_> = stream::iter(reads)
+            .map(|(block, ids)| {
                 let columns = Arc::clone(&context.columns);
                 async move { block.read_trace_rows(&ids, &columns).await }
             })
@@ -483,11 +608,8 @@ async fn assemble_deferred(
                     .counters
                     .inspected_bytes
                     .fetch_add(block_rows.fetched_bytes(), Ordering::Relaxed);
-                let mut builder = PieceBuilder::default();
-                for batch in block_rows {
-                    builder.push_batch(&batch?, Some(&wanted))?;
-                }
-                for piece in builder.finish() {
+                let batches = block_rows.collect::<Result<Vec<_>, _>>()?;
+                for piece in build_pieces(&batches, None, 0, Some(&wanted))?.traces {
                     merge_piece(&mut whole, piece);
                 }
             }

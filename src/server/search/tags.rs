@@ -380,7 +380,7 @@ impl SearchService {
             assembly,
             columns,
             Arc::clone(&sink) as Arc<dyn TraceSink>,
-            self.parallelism(),
+            self.scan_settings(),
         )
         .await?;
         let found = std::mem::take(&mut *sink.found.lock());
@@ -433,7 +433,7 @@ impl SearchService {
             assembly,
             columns,
             Arc::clone(&sink) as Arc<dyn TraceSink>,
-            self.parallelism(),
+            self.scan_settings(),
         )
         .await?;
         let values = std::mem::take(&mut sink.found.lock().items);

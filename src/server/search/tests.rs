@@ -97,12 +97,16 @@ fn query_config() -> crate::config::QueryConfig {
 
 impl Store {
     fn new() -> Store {
+        Store::with_config(query_config())
+    }
+
+    fn with_config(config: crate::config::QueryConfig) -> Store {
         let head = Arc::new(Mutex::new(Head::default()));
         let blocklist = Arc::new(BlockList::new(
             BlockStore::in_memory(),
             Arc::new(ServerMetrics::new()),
         ));
-        let service = SearchService::new(Arc::clone(&head), Arc::clone(&blocklist), query_config());
+        let service = SearchService::new(Arc::clone(&head), Arc::clone(&blocklist), config);
         Store {
             head,
             blocklist,
@@ -274,6 +278,47 @@ async fn traces_split_across_sources_are_evaluated_whole() {
             .await,
         8.0
     );
+}
+
+/// Parts of a trace further apart than `query.trace_merge_window` are evaluated apart.
+#[tokio::test]
+async fn the_merge_window_bounds_where_other_parts_are_looked_for() {
+    for (window_hours, expected) in [(1, vec![]), (4, vec![9])] {
+        let mut config = query_config();
+        config.trace_merge_window = Duration::from_secs(window_hours * 3600);
+        let store = Store::with_config(config);
+        store
+            .to_block(Uuid::new_v4(), vec![(9, spans(9, 0, 2, BASE, "api"))])
+            .await;
+        store
+            .to_block(
+                Uuid::new_v4(),
+                vec![(9, spans(9, 2, 2, BASE + 3 * 3600 * SECOND, "api"))],
+            )
+            .await;
+        let outcome = store
+            .service
+            .search(
+                &tenant(),
+                Arc::new(compile("{ } | count() > 3").unwrap()),
+                SearchRequest {
+                    limit: 20,
+                    spans_per_spanset: 3,
+                    range: TimeRange::Window {
+                        start_unix_nanos: BASE,
+                        end_unix_nanos: BASE + 4 * 3600 * SECOND,
+                    },
+                },
+            )
+            .await
+            .unwrap();
+        let ids: Vec<u64> = outcome
+            .traces
+            .iter()
+            .map(|t| u64::from_be_bytes(t.trace_id[8..].try_into().unwrap()))
+            .collect();
+        assert_eq!(ids, expected, "window {window_hours}h");
+    }
 }
 
 /// Early stopping gives exactly what a full scan gives.
