@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{duration, expected_one_of, ByteSize, RawFsync};
+use super::values::{duration, expected_one_of, ByteSize, RawFsync, RawStep};
 
 /// Top level of `server.yaml`.
 #[derive(Serialize, Deserialize, Default)]
@@ -31,6 +31,8 @@ pub(crate) struct RawServerConfig {
     pub(crate) head: RawHead,
     /// Where blocks are stored.
     pub(crate) storage: RawStorage,
+    /// Limits and defaults of search, tag and TraceQL metrics queries.
+    pub(crate) query: RawQuery,
     /// The ordered drain after SIGTERM.
     pub(crate) shutdown: RawShutdown,
     /// The server's own logs.
@@ -280,6 +282,60 @@ impl Default for RawS3Storage {
             allow_http: false,
             access_key_id: String::new(),
             secret_access_key: String::new(),
+        }
+    }
+}
+
+/// `query:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawQuery {
+    /// Traces returned by a search that sends no `limit`.
+    pub(crate) default_result_limit: u32,
+    /// Largest `limit` a search may ask for; larger values are refused with 400.
+    pub(crate) max_result_limit: u32,
+    /// Spans listed per spanset when a search sends no `spss` (or `spss=0`).
+    pub(crate) default_spans_per_span_set: u32,
+    /// Largest `spss` a search may ask for; larger values are refused with 400.
+    pub(crate) max_spans_per_span_set: u32,
+    /// Longest `start`..`end` range of a search or tag query.
+    #[serde(with = "duration")]
+    pub(crate) max_search_duration: Duration,
+    /// Longest `start`..`end` range of a TraceQL metrics query.
+    #[serde(with = "duration")]
+    pub(crate) max_metrics_duration: Duration,
+    /// Series a metrics query may produce; beyond this the response is marked partial.
+    pub(crate) max_metrics_series: u32,
+    /// Exemplars a metrics query returns at most (and by default).
+    pub(crate) max_exemplars: u32,
+    /// Step of a metrics range query that sends none: `auto` (the range divided into
+    /// about 240 intervals, rounded to a whole step as Tempo does) or a duration.
+    pub(crate) metrics_default_step: RawStep,
+    /// Searches and tag queries without `start`/`end` look at "recent" data: the live
+    /// traces plus blocks written within this long.
+    #[serde(with = "duration")]
+    pub(crate) recent_window: Duration,
+    /// Parts of one trace stored in different blocks (or in a block and the live
+    /// traces) are merged before a query evaluates the trace. A block is consulted for
+    /// a trace's other parts when its spans lie within this long of the part found.
+    #[serde(with = "duration")]
+    pub(crate) trace_merge_window: Duration,
+}
+
+impl Default for RawQuery {
+    fn default() -> Self {
+        RawQuery {
+            default_result_limit: 20,
+            max_result_limit: 262_144,
+            default_spans_per_span_set: 3,
+            max_spans_per_span_set: 100,
+            max_search_duration: Duration::from_secs(168 * 3600),
+            max_metrics_duration: Duration::from_secs(24 * 3600),
+            max_metrics_series: 1000,
+            max_exemplars: 100,
+            metrics_default_step: RawStep::Auto,
+            recent_window: Duration::from_secs(3600),
+            trace_merge_window: Duration::from_secs(3600),
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct ServerConfig {
     pub head: HeadConfig,
     /// `storage`: where blocks are stored.
     pub storage: StorageConfig,
+    /// `query`: limits and defaults of search and metrics queries.
+    pub query: QueryConfig,
     /// `shutdown`: the drain after SIGTERM.
     pub shutdown: ShutdownConfig,
     /// `log`: the server's own logs.
@@ -166,6 +168,44 @@ impl std::fmt::Debug for S3Config {
             )
             .finish()
     }
+}
+
+/// Limits and defaults of search, tag and TraceQL metrics queries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryConfig {
+    /// Traces returned when a search sends no `limit`; at most `max_result_limit`.
+    pub default_result_limit: u32,
+    /// Largest accepted search `limit`.
+    pub max_result_limit: u32,
+    /// Spans per spanset when a search sends no `spss`; at most `max_spans_per_span_set`.
+    pub default_spans_per_span_set: u32,
+    /// Largest accepted `spss`.
+    pub max_spans_per_span_set: u32,
+    /// Longest accepted search or tag query range.
+    pub max_search_duration: Duration,
+    /// Longest accepted metrics query range.
+    pub max_metrics_duration: Duration,
+    /// Series per metrics query before the response is marked partial.
+    pub max_metrics_series: u32,
+    /// Exemplars per metrics query at most.
+    pub max_exemplars: u32,
+    /// Step of a range query that sends none.
+    pub metrics_default_step: MetricsStep,
+    /// How far back "recent" data (no `start`/`end`) reaches into blocks, by write time.
+    pub recent_window: Duration,
+    /// How far apart in time the blocks holding parts of one trace may be and still be
+    /// merged before evaluation.
+    pub trace_merge_window: Duration,
+}
+
+/// `query.metrics_default_step`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsStep {
+    /// Tempo's rule: the range divided into about 240 intervals, rounded down to a
+    /// round step.
+    Auto,
+    /// This step, whatever the range.
+    Fixed(Duration),
 }
 
 /// The ordered drain after SIGTERM.

@@ -138,6 +138,19 @@ fn default_config() -> ServerConfig {
             },
             blocklist_poll: Duration::from_secs(30),
         },
+        query: QueryConfig {
+            default_result_limit: 20,
+            max_result_limit: 262_144,
+            default_spans_per_span_set: 3,
+            max_spans_per_span_set: 100,
+            max_search_duration: Duration::from_secs(168 * 3600),
+            max_metrics_duration: Duration::from_secs(24 * 3600),
+            max_metrics_series: 1000,
+            max_exemplars: 100,
+            metrics_default_step: MetricsStep::Auto,
+            recent_window: Duration::from_secs(3600),
+            trace_merge_window: Duration::from_secs(3600),
+        },
         shutdown: ShutdownConfig {
             timeout: Duration::from_secs(30),
         },
@@ -240,6 +253,18 @@ storage:
     access_key_id: AKIA
     secret_access_key: secret
   blocklist_poll: 1m
+query:
+  default_result_limit: 50
+  max_result_limit: 5000
+  default_spans_per_span_set: 5
+  max_spans_per_span_set: 50
+  max_search_duration: 24h
+  max_metrics_duration: 2h
+  max_metrics_series: 200
+  max_exemplars: 0
+  metrics_default_step: 30s
+  recent_window: 15m
+  trace_merge_window: 3h
 shutdown:
   timeout: 2m
 log:
@@ -289,6 +314,19 @@ log:
                     secret_access_key: Some("secret".to_owned()),
                 }),
                 blocklist_poll: Duration::from_secs(60),
+            },
+            query: QueryConfig {
+                default_result_limit: 50,
+                max_result_limit: 5000,
+                default_spans_per_span_set: 5,
+                max_spans_per_span_set: 50,
+                max_search_duration: Duration::from_secs(24 * 3600),
+                max_metrics_duration: Duration::from_secs(2 * 3600),
+                max_metrics_series: 200,
+                max_exemplars: 0,
+                metrics_default_step: MetricsStep::Fixed(Duration::from_secs(30)),
+                recent_window: Duration::from_secs(900),
+                trace_merge_window: Duration::from_secs(3 * 3600),
             },
             shutdown: ShutdownConfig {
                 timeout: Duration::from_secs(120),
@@ -530,6 +568,35 @@ shutdown: { timeout: 0s }
             "head.max_block_duration: must be greater than 0",
             "storage.blocklist_poll: must be greater than 0",
             "shutdown.timeout: must be greater than 0",
+        ],
+    );
+}
+
+#[test]
+fn query_limits_must_be_positive_and_defaults_within_maxima() {
+    assert_errors(
+        "query: { max_result_limit: 0, max_spans_per_span_set: 0, max_search_duration: 0s, \
+         max_metrics_series: 0, metrics_default_step: 0s, recent_window: 0s }",
+        &[
+            "query.max_result_limit: must be greater than 0",
+            "query.max_spans_per_span_set: must be greater than 0",
+            "query.metrics_default_step: must be greater than 0 (use \"auto\" to derive it \
+             from the range)",
+            "query.max_search_duration: must be greater than 0",
+            "query.max_metrics_series: must be greater than 0",
+            "query.recent_window: must be greater than 0",
+        ],
+    );
+    assert_errors(
+        "query: { metrics_default_step: sometimes }",
+        &["query.metrics_default_step: expected \"auto\" or a duration, got \"sometimes\""],
+    );
+    assert_errors(
+        "query: { default_result_limit: 30, max_result_limit: 10, \
+         default_spans_per_span_set: 7, max_spans_per_span_set: 5 }",
+        &[
+            "query.default_result_limit: 30 is larger than query.max_result_limit (10)",
+            "query.default_spans_per_span_set: 7 is larger than query.max_spans_per_span_set (5)",
         ],
     );
 }

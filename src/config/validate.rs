@@ -9,9 +9,11 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
 use super::error::{ConfigError, ConfigErrors, ValueOrigin};
-use super::raw::{RawBackendKind, RawLog, RawLogFormat, RawS3Storage, RawServerConfig, RawStorage};
+use super::raw::{
+    RawBackendKind, RawLog, RawLogFormat, RawQuery, RawS3Storage, RawServerConfig, RawStorage,
+};
 use super::server::*;
-use super::values::{ByteSize, RawFsync};
+use super::values::{ByteSize, RawFsync, RawStep};
 
 /// A single request is buffered whole in memory, so larger limits are almost certainly a
 /// typo and would let a few clients exhaust the host.
@@ -174,6 +176,7 @@ pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> Ser
             ),
         },
         storage: validate_storage(&raw.storage, problems),
+        query: validate_query(&raw.query, problems),
         shutdown: ShutdownConfig {
             timeout: positive_duration(problems, "shutdown.timeout", raw.shutdown.timeout),
         },
@@ -351,6 +354,77 @@ fn validate_endpoint(problems: &mut Problems<'_>, endpoint: &str, allow_http: bo
             KEY,
             "a plain http:// endpoint needs storage.s3.allow_http: true",
         );
+    }
+}
+
+fn validate_query(raw: &RawQuery, problems: &mut Problems<'_>) -> QueryConfig {
+    let positive = |problems: &mut Problems<'_>, key: &str, value: u32| {
+        if value == 0 {
+            problems.invalid(key, "must be greater than 0");
+        }
+        value
+    };
+    let max_result_limit = positive(problems, "query.max_result_limit", raw.max_result_limit);
+    let default_result_limit = positive(
+        problems,
+        "query.default_result_limit",
+        raw.default_result_limit,
+    );
+    if default_result_limit > max_result_limit && max_result_limit > 0 {
+        problems.invalid(
+            "query.default_result_limit",
+            format!(
+                "{default_result_limit} is larger than query.max_result_limit ({max_result_limit})"
+            ),
+        );
+    }
+    let max_spss = positive(
+        problems,
+        "query.max_spans_per_span_set",
+        raw.max_spans_per_span_set,
+    );
+    let default_spss = positive(
+        problems,
+        "query.default_spans_per_span_set",
+        raw.default_spans_per_span_set,
+    );
+    if default_spss > max_spss && max_spss > 0 {
+        problems.invalid(
+            "query.default_spans_per_span_set",
+            format!("{default_spss} is larger than query.max_spans_per_span_set ({max_spss})"),
+        );
+    }
+    let metrics_default_step = match raw.metrics_default_step {
+        RawStep::Auto => MetricsStep::Auto,
+        RawStep::Fixed(step) if step.is_zero() => {
+            problems.invalid(
+                "query.metrics_default_step",
+                "must be greater than 0 (use \"auto\" to derive it from the range)",
+            );
+            MetricsStep::Auto
+        }
+        RawStep::Fixed(step) => MetricsStep::Fixed(step),
+    };
+    QueryConfig {
+        default_result_limit,
+        max_result_limit,
+        default_spans_per_span_set: default_spss,
+        max_spans_per_span_set: max_spss,
+        max_search_duration: positive_duration(
+            problems,
+            "query.max_search_duration",
+            raw.max_search_duration,
+        ),
+        max_metrics_duration: positive_duration(
+            problems,
+            "query.max_metrics_duration",
+            raw.max_metrics_duration,
+        ),
+        max_metrics_series: positive(problems, "query.max_metrics_series", raw.max_metrics_series),
+        max_exemplars: raw.max_exemplars,
+        metrics_default_step,
+        recent_window: positive_duration(problems, "query.recent_window", raw.recent_window),
+        trace_merge_window: raw.trace_merge_window,
     }
 }
 

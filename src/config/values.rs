@@ -269,6 +269,51 @@ impl<'de> Deserialize<'de> for RawFsync {
     }
 }
 
+/// `query.metrics_default_step` as written: `auto` (Tempo's rule, from the range) or a
+/// fixed duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RawStep {
+    Auto,
+    Fixed(Duration),
+}
+
+const STEP_EXPECTED: &str = "\"auto\" or a duration";
+
+impl Serialize for RawStep {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RawStep::Auto => serializer.serialize_str("auto"),
+            RawStep::Fixed(step) => serializer.collect_str(&humantime::format_duration(*step)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawStep {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StepVisitor;
+
+        impl Visitor<'_> for StepVisitor {
+            type Value = RawStep;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(STEP_EXPECTED)
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<RawStep, E> {
+                let value = value.trim();
+                if value.eq_ignore_ascii_case("auto") {
+                    return Ok(RawStep::Auto);
+                }
+                humantime::parse_duration(value)
+                    .map(RawStep::Fixed)
+                    .map_err(|_| E::custom(format!("expected {STEP_EXPECTED}, got {value:?}")))
+            }
+        }
+
+        deserializer.deserialize_any(StepVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

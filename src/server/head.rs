@@ -44,6 +44,15 @@ pub struct CutPartition {
     pub carried: Vec<(TenantId, Vec<TracePiece>)>,
 }
 
+/// A consistent copy of one tenant's part of the head (see [`Head::tenant_snapshot`]).
+#[derive(Debug, Default)]
+pub struct HeadSnapshot {
+    pub traces: HashMap<TraceId, Vec<Bytes>>,
+    /// `through_segment` of every cut whose blocks may already be registered while its
+    /// traces are still here: queries must not read both.
+    pub flushing_segments: Vec<u64>,
+}
+
 #[derive(Debug, Default)]
 pub struct Head {
     tenants: HashMap<TenantId, HashMap<TraceId, LiveTrace>>,
@@ -128,6 +137,37 @@ impl Head {
             pieces.extend(live.pieces.iter().cloned());
         }
         pieces
+    }
+
+    /// Every trace of one tenant with its pieces, oldest first per trace (pieces being
+    /// flushed, then live ones), and the cuts still being flushed. Search reads this
+    /// under the lock and decodes outside it; only reference-counted bytes are cloned.
+    pub fn tenant_snapshot(&self, tenant: &TenantId) -> HeadSnapshot {
+        let mut traces: HashMap<TraceId, Vec<Bytes>> = HashMap::new();
+        let mut flushing_segments = Vec::new();
+        for set in &self.flushing {
+            flushing_segments.push(set.through_segment);
+            if let Some(found) = set.tenants.get(tenant) {
+                for (trace_id, pieces) in found {
+                    traces
+                        .entry(*trace_id)
+                        .or_default()
+                        .extend(pieces.iter().cloned());
+                }
+            }
+        }
+        if let Some(live) = self.tenants.get(tenant) {
+            for (trace_id, trace) in live {
+                traces
+                    .entry(*trace_id)
+                    .or_default()
+                    .extend(trace.pieces.iter().cloned());
+            }
+        }
+        HeadSnapshot {
+            traces,
+            flushing_segments,
+        }
     }
 
     /// Splits the head for a cut through `through_segment`. A trace goes into the block

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod query;
 pub mod replay;
+pub mod search;
 pub mod storage;
 pub mod wal;
 
@@ -42,6 +43,7 @@ use head::{CutReason, Head};
 use ingest::Ingest;
 use metrics::ServerMetrics;
 use query::Querier;
+use search::SearchService;
 use storage::BlockStore;
 use wal::WalDir;
 
@@ -97,11 +99,17 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     let store = BlockStore::from_config(&config.storage)?;
     let blocklist = Arc::new(BlockList::new(store, Arc::clone(&metrics)));
     let querier = Querier::new(Arc::clone(&head), Arc::clone(&blocklist));
+    let search = SearchService::new(
+        Arc::clone(&head),
+        Arc::clone(&blocklist),
+        config.query.clone(),
+    );
 
     let api_cancel = CancellationToken::new();
     let api_task = {
         let state = ApiState {
             querier,
+            search: search.clone(),
             metrics: Arc::clone(&metrics),
             readiness: Arc::clone(&readiness),
         };
@@ -130,6 +138,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         flusher,
         instance_id,
     } = open_ingest(&config, &head, &blocklist, &metrics).await?;
+    search.set_instance_id(instance_id);
 
     let receivers_cancel = CancellationToken::new();
     let consumer: Arc<dyn TraceConsumer> = Arc::new(ingest.clone());

@@ -2,8 +2,11 @@
 //! operational endpoints `/ready`, `/metrics`, `/api/echo` and `/api/status/buildinfo`.
 //!
 //! Errors are plain-text bodies with the status from [`crate::error::ErrorCode`], as
-//! Tempo answers them.
+//! Tempo answers them. Search, tags and TraceQL metrics live in `search.rs` (handlers and
+//! parameters) and `search_json.rs` (response shapes).
 
+mod search;
+mod search_json;
 mod tempopb;
 
 use std::collections::HashMap;
@@ -22,6 +25,7 @@ use crate::error::{ErrorCode, ServiceError};
 use crate::otlp::{proto_json, OtlpTracesData, TraceId};
 use crate::server::metrics::ServerMetrics;
 use crate::server::query::{FoundTrace, Querier, TimeWindow};
+use crate::server::search::SearchService;
 use crate::tenant::{TenantId, TENANT_HEADER};
 
 pub use tempopb::{TraceByIdMetrics, TraceByIdResponse};
@@ -59,6 +63,7 @@ impl Readiness {
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub querier: Querier,
+    pub search: SearchService,
     pub metrics: Arc<ServerMetrics>,
     pub readiness: Arc<Readiness>,
 }
@@ -112,6 +117,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/status/buildinfo", get(buildinfo))
         .route("/api/traces/{trace_id}", get(trace_by_id_v1))
         .route("/api/v2/traces/{trace_id}", get(trace_by_id_v2))
+        .route("/api/search", get(search::search))
+        .route("/api/search/tags", get(search::tags_v1))
+        .route("/api/v2/search/tags", get(search::tags_v2))
+        .route("/api/search/tag/{*rest}", get(search::tag_values_v1))
+        .route("/api/v2/search/tag/{*rest}", get(search::tag_values_v2))
+        .route("/api/metrics/query_range", get(search::query_range))
+        .route("/api/metrics/query", get(search::query_instant))
         .with_state(state)
 }
 

@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 pub use bloom::{BloomError, TraceIdBloom};
 pub use meta::{block_format, BlockFormat, BlockMeta, MetaError};
-pub use reader::BlockReader;
+pub use reader::{BlockReader, BlockRows, ColumnBounds, RowGroupSummary};
 pub use writer::{encode_block, encode_block_from};
 
 use crate::error::{ErrorCode, ServiceError};

@@ -25,13 +25,15 @@ use futures::FutureExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
-    RowSelector,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::ProjectionMask;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
+use parquet::file::statistics::{Statistics, ValueStatistics};
 use prost::Message;
 use tokio::sync::OnceCell;
 
@@ -167,6 +169,152 @@ impl BlockReader {
         Ok(traces)
     }
 
+    /// What the Parquet footer's statistics say about each row group, so a scan can skip
+    /// row groups before fetching them. Reads the footer once (cached).
+    ///
+    /// # Errors
+    /// Storage failures and corrupt footers.
+    pub async fn row_groups(&self) -> Result<Vec<RowGroupSummary>, BlockError> {
+        let metadata = self.parquet_metadata().await?;
+        Ok(summarize_row_groups(metadata.metadata()))
+    }
+
+    /// Fetches the named columns of one row group and returns a synchronous reader over
+    /// its rows: the I/O happens here, decompression and decoding when the reader is
+    /// iterated (on a blocking thread, by the caller).
+    ///
+    /// # Errors
+    /// Storage failures, corrupt files, an index past the last row group.
+    pub async fn read_row_group(
+        &self,
+        index: usize,
+        columns: &[&str],
+    ) -> Result<BlockRows, BlockError> {
+        let metadata = self.parquet_metadata().await?;
+        let mask = ProjectionMask::columns(
+            metadata.metadata().file_metadata().schema_descr(),
+            columns.iter().copied(),
+        );
+        let call_bytes = Arc::new(AtomicU64::new(0));
+        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            self.object_reader_counting(Arc::clone(&call_bytes)),
+            metadata.clone(),
+        )
+        .with_row_groups(vec![index])
+        .with_projection(mask)
+        .with_batch_size(ROWS_PER_PAGE)
+        .build()?;
+        let mut readers = Vec::new();
+        while let Some(reader) = stream.next_row_group().await? {
+            readers.push(reader);
+        }
+        Ok(BlockRows {
+            readers,
+            fetched_bytes: call_bytes.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The rows of the given traces (and of neighbours sharing their pages; callers
+    /// filter by trace ID), for the named columns. `trace_ids` must be sorted. Like
+    /// [`BlockReader::find_trace`] it consults the meta range, the bloom filter and the
+    /// page index first; then it reads only the `trace_id` pages to learn which IDs are
+    /// really here, so bloom false positives cost one small column read, not a page of
+    /// every column.
+    ///
+    /// # Errors
+    /// Storage failures and corrupt bloom or data files.
+    pub async fn read_trace_rows(
+        &self,
+        trace_ids: &[TraceId],
+        columns: &[&str],
+    ) -> Result<BlockRows, BlockError> {
+        let bloom = self.bloom().await?;
+        let wanted: Vec<TraceId> = trace_ids
+            .iter()
+            .filter(|id| self.meta().may_contain_trace_id(id) && bloom.may_contain(id))
+            .copied()
+            .collect();
+        if wanted.is_empty() {
+            return Ok(BlockRows::default());
+        }
+        let metadata = self.parquet_metadata().await?;
+        let Some((row_groups, selection)) = plan_traces_lookup(metadata.metadata(), &wanted) else {
+            return Ok(BlockRows::default());
+        };
+        let call_bytes = Arc::new(AtomicU64::new(0));
+        let schema = metadata.metadata().file_metadata().schema_descr();
+        let mut ids_stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            self.object_reader_counting(Arc::clone(&call_bytes)),
+            metadata.clone(),
+        )
+        .with_row_groups(row_groups)
+        .with_row_selection(selection)
+        .with_projection(ProjectionMask::columns(schema, [COL_TRACE_ID]))
+        .with_batch_size(ROWS_PER_PAGE)
+        .build()?;
+        let mut id_readers = Vec::new();
+        while let Some(reader) = ids_stream.next_row_group().await? {
+            id_readers.push(reader);
+        }
+        let present = tokio::task::spawn_blocking(move || -> Result<Vec<TraceId>, BlockError> {
+            let mut present = Vec::new();
+            for reader in id_readers {
+                for batch in reader {
+                    let batch = batch?;
+                    let ids = column::<FixedSizeBinaryArray>(&batch, COL_TRACE_ID)?;
+                    for row in 0..batch.num_rows() {
+                        let id =
+                            TraceId::from_slice(ids.value(row)).ok_or(BlockError::BadTraceId)?;
+                        if wanted.binary_search(&id).is_ok() && present.last() != Some(&id) {
+                            present.push(id);
+                        }
+                    }
+                }
+            }
+            Ok(present)
+        })
+        .await??;
+        let Some((row_groups, selection)) = plan_traces_lookup(metadata.metadata(), &present)
+        else {
+            return Ok(BlockRows {
+                readers: Vec::new(),
+                fetched_bytes: call_bytes.load(Ordering::Relaxed),
+            });
+        };
+        let mask = ProjectionMask::columns(schema, columns.iter().copied());
+        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            self.object_reader_counting(Arc::clone(&call_bytes)),
+            metadata.clone(),
+        )
+        .with_row_groups(row_groups)
+        .with_row_selection(selection)
+        .with_projection(mask)
+        .with_batch_size(ROWS_PER_PAGE)
+        .build()?;
+        let mut readers = Vec::new();
+        while let Some(reader) = stream.next_row_group().await? {
+            readers.push(reader);
+        }
+        Ok(BlockRows {
+            readers,
+            fetched_bytes: call_bytes.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Loads the block's trace-ID bloom filter (one small read, cached) so that
+    /// [`BlockReader::loaded_bloom`] can answer without I/O.
+    ///
+    /// # Errors
+    /// Storage failures and corrupt filters.
+    pub async fn load_bloom(&self) -> Result<&TraceIdBloom, BlockError> {
+        self.bloom().await
+    }
+
+    /// The bloom filter if [`BlockReader::load_bloom`] (or a lookup) already fetched it.
+    pub fn loaded_bloom(&self) -> Option<&TraceIdBloom> {
+        self.inner.bloom.get()
+    }
+
     async fn bloom(&self) -> Result<&TraceIdBloom, BlockError> {
         self.inner
             .bloom
@@ -203,6 +351,16 @@ impl BlockReader {
             path: self.inner.data_path.as_path().clone(),
             file_size: self.meta().data_size_bytes,
             bytes_read: Arc::clone(&self.inner.bytes_read),
+            call_bytes: None,
+        }
+    }
+
+    /// An object reader that also counts into `call_bytes`, so one request knows what it
+    /// fetched even while other requests read the same block.
+    fn object_reader_counting(&self, call_bytes: Arc<AtomicU64>) -> DataFileReader {
+        DataFileReader {
+            call_bytes: Some(call_bytes),
+            ..self.object_reader()
         }
     }
 
@@ -211,6 +369,192 @@ impl BlockReader {
             .bytes_read
             .fetch_add(num_bytes as u64, Ordering::Relaxed);
     }
+}
+
+/// Rows fetched by [`BlockReader::read_row_group`] or [`BlockReader::read_trace_rows`],
+/// decoded lazily as the iterator is advanced. CPU-bound: iterate on a blocking thread.
+#[derive(Default)]
+pub struct BlockRows {
+    readers: Vec<ParquetRecordBatchReader>,
+    fetched_bytes: u64,
+}
+
+impl BlockRows {
+    /// Bytes fetched from the store to produce these rows.
+    pub fn fetched_bytes(&self) -> u64 {
+        self.fetched_bytes
+    }
+}
+
+impl std::fmt::Debug for BlockRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockRows")
+            .field("row_groups", &self.readers.len())
+            .field("fetched_bytes", &self.fetched_bytes)
+            .finish()
+    }
+}
+
+impl Iterator for BlockRows {
+    type Item = Result<RecordBatch, BlockError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let reader = self.readers.first_mut()?;
+            match reader.next() {
+                Some(batch) => return Some(batch.map_err(BlockError::from)),
+                None => {
+                    self.readers.remove(0);
+                }
+            }
+        }
+    }
+}
+
+/// Lower and upper bounds of a column within one row group, from the footer statistics.
+/// `min_max` is `None` when every value is null. Bounds may be looser than the data
+/// (Parquet truncates long strings), never tighter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnBounds<T> {
+    pub min_max: Option<(T, T)>,
+    pub has_nulls: bool,
+}
+
+/// What a row group's statistics say, for pruning scans. A `None` field means the
+/// writer recorded no statistics for that column: anything may be in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowGroupSummary {
+    pub index: usize,
+    pub num_rows: u64,
+    pub trace_id: Option<ColumnBounds<TraceId>>,
+    pub start_time_unix_nano: Option<ColumnBounds<u64>>,
+    /// Stored durations (`end - start`, negative when a client sent end < start).
+    pub duration_nano: Option<ColumnBounds<i64>>,
+    pub service_name: Option<ColumnBounds<Vec<u8>>>,
+    pub name: Option<ColumnBounds<Vec<u8>>>,
+    pub kind: Option<ColumnBounds<i32>>,
+    /// Null rows are spans without a status (unset).
+    pub status_code: Option<ColumnBounds<i32>>,
+    /// Compressed size per column, to account for what a projected read fetches.
+    pub column_bytes: Vec<(String, u64)>,
+}
+
+impl RowGroupSummary {
+    /// Compressed bytes of the named columns in this row group: what reading them costs.
+    pub fn compressed_bytes(&self, columns: &[&str]) -> u64 {
+        self.column_bytes
+            .iter()
+            .filter(|(name, _)| columns.contains(&name.as_str()))
+            .map(|(_, bytes)| *bytes)
+            .sum()
+    }
+}
+
+fn summarize_row_groups(metadata: &ParquetMetaData) -> Vec<RowGroupSummary> {
+    let schema = metadata.file_metadata().schema_descr();
+    let leaf = |name: &str| (0..schema.num_columns()).find(|&i| schema.column(i).name() == name);
+    let leaves = [
+        COL_TRACE_ID,
+        COL_START_TIME,
+        COL_DURATION,
+        COL_SERVICE_NAME,
+        COL_NAME,
+        COL_KIND,
+        COL_STATUS_CODE,
+    ]
+    .map(leaf);
+    metadata
+        .row_groups()
+        .iter()
+        .enumerate()
+        .map(|(index, row_group)| {
+            let num_rows = u64::try_from(row_group.num_rows()).unwrap_or(0);
+            let stats = |leaf: Option<usize>| {
+                leaf.filter(|&i| i < row_group.num_columns())
+                    .and_then(|i| row_group.column(i).statistics())
+            };
+            let [trace_id, start, duration, service, name, kind, status] = leaves.map(stats);
+            RowGroupSummary {
+                index,
+                num_rows,
+                trace_id: trace_id.and_then(|s| {
+                    bytes_bounds(s, num_rows).and_then(|b| {
+                        Some(ColumnBounds {
+                            min_max: match b.min_max {
+                                Some((min, max)) => {
+                                    Some((TraceId::from_slice(&min)?, TraceId::from_slice(&max)?))
+                                }
+                                None => None,
+                            },
+                            has_nulls: b.has_nulls,
+                        })
+                    })
+                }),
+                // UINT64 is stored as INT64 with unsigned ordering: reinterpret the bits.
+                start_time_unix_nano: start.and_then(|s| match s {
+                    Statistics::Int64(v) => Some(value_bounds(v, num_rows, |x| *x as u64)),
+                    _ => None,
+                }),
+                duration_nano: duration.and_then(|s| match s {
+                    Statistics::Int64(v) => Some(value_bounds(v, num_rows, |x| *x)),
+                    _ => None,
+                }),
+                service_name: service.and_then(|s| bytes_bounds(s, num_rows)),
+                name: name.and_then(|s| bytes_bounds(s, num_rows)),
+                kind: kind.and_then(|s| match s {
+                    Statistics::Int32(v) => Some(value_bounds(v, num_rows, |x| *x)),
+                    _ => None,
+                }),
+                status_code: status.and_then(|s| match s {
+                    Statistics::Int32(v) => Some(value_bounds(v, num_rows, |x| *x)),
+                    _ => None,
+                }),
+                column_bytes: row_group
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.column_path().string(),
+                            u64::try_from(c.compressed_size()).unwrap_or(0),
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn value_bounds<T, U>(
+    stats: &ValueStatistics<T>,
+    num_rows: u64,
+    convert: impl Fn(&T) -> U,
+) -> ColumnBounds<U> {
+    let nulls = stats.null_count_opt();
+    let min_max = match (stats.min_opt(), stats.max_opt()) {
+        (Some(min), Some(max)) => Some((convert(min), convert(max))),
+        _ => None,
+    };
+    ColumnBounds {
+        // Without a null count, assume nulls: only "may match" decisions depend on it.
+        has_nulls: nulls.is_none_or(|n| n > 0) || (min_max.is_none() && num_rows > 0),
+        min_max,
+    }
+}
+
+fn bytes_bounds(stats: &Statistics, num_rows: u64) -> Option<ColumnBounds<Vec<u8>>> {
+    let min_max = match (stats.min_bytes_opt(), stats.max_bytes_opt()) {
+        (Some(min), Some(max)) => Some((min.to_vec(), max.to_vec())),
+        _ => None,
+    };
+    // Statistics without bounds and without a null count say nothing at all.
+    if min_max.is_none() && stats.null_count_opt().is_none() {
+        return None;
+    }
+    Some(ColumnBounds {
+        has_nulls: stats.null_count_opt().is_none_or(|n| n > 0)
+            || (min_max.is_none() && num_rows > 0),
+        min_max,
+    })
 }
 
 /// Ranged reads of one data file for the Parquet decoder. The file size comes from the
@@ -222,6 +566,16 @@ struct DataFileReader {
     path: Path,
     file_size: u64,
     bytes_read: Arc<AtomicU64>,
+    call_bytes: Option<Arc<AtomicU64>>,
+}
+
+impl DataFileReader {
+    fn count(&self, num_bytes: u64) {
+        self.bytes_read.fetch_add(num_bytes, Ordering::Relaxed);
+        if let Some(call) = &self.call_bytes {
+            call.fetch_add(num_bytes, Ordering::Relaxed);
+        }
+    }
 }
 
 fn parquet_store_error(error: object_store::Error) -> ParquetError {
@@ -236,8 +590,7 @@ impl AsyncFileReader for DataFileReader {
                 .get_range(&self.path, range)
                 .await
                 .map_err(parquet_store_error)?;
-            self.bytes_read
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            self.count(bytes.len() as u64);
             Ok(bytes)
         }
         .boxed()
@@ -254,7 +607,7 @@ impl AsyncFileReader for DataFileReader {
                 .await
                 .map_err(parquet_store_error)?;
             let total: usize = parts.iter().map(Bytes::len).sum();
-            self.bytes_read.fetch_add(total as u64, Ordering::Relaxed);
+            self.count(total as u64);
             Ok(parts)
         }
         .boxed()
@@ -283,7 +636,22 @@ fn plan_trace_lookup(
     metadata: &ParquetMetaData,
     trace_id: &TraceId,
 ) -> Option<(Vec<usize>, RowSelection)> {
-    let target = trace_id.0.as_slice();
+    plan_traces_lookup(metadata, std::slice::from_ref(trace_id))
+}
+
+/// [`plan_trace_lookup`] for several IDs at once; `trace_ids` must be sorted.
+fn plan_traces_lookup(
+    metadata: &ParquetMetaData,
+    trace_ids: &[TraceId],
+) -> Option<(Vec<usize>, RowSelection)> {
+    debug_assert!(trace_ids.windows(2).all(|w| w[0] <= w[1]));
+    // Whether some wanted ID lies in [min, max].
+    let any_within = |min: &[u8], max: &[u8]| {
+        let first = trace_ids.partition_point(|id| id.0.as_slice() < min);
+        trace_ids
+            .get(first)
+            .is_some_and(|id| id.0.as_slice() <= max)
+    };
     let mut row_groups = Vec::new();
     let mut selectors = Vec::new();
     for (row_group_idx, row_group) in metadata.row_groups().iter().enumerate() {
@@ -295,7 +663,7 @@ fn plan_trace_lookup(
             .statistics()
             .and_then(|stats| Some((stats.min_bytes_opt()?, stats.max_bytes_opt()?)));
         if let Some((min, max)) = chunk_range {
-            if target < min || target > max {
+            if !any_within(min, max) {
                 continue;
             }
         }
@@ -313,7 +681,7 @@ fn plan_trace_lookup(
                     column_index.min_value(page),
                     column_index.max_value(page),
                 ) {
-                    (Some(min), Some(max)) => min <= target && target <= max,
+                    (Some(min), Some(max)) => any_within(min, max),
                     // All-null page: trace_id is never null, so it cannot match.
                     _ => false,
                 };

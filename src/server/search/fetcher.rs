@@ -1,0 +1,187 @@
+//! The server's [`SpansetFetcher`]: the engine's storage seam over the scan, and the
+//! TraceQL metrics entry point that drives it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::tenant::TenantId;
+use crate::traceql::ast::QueryBody;
+use crate::traceql::{
+    CompiledQuery, FetchError, FetchRequest, MetricsEvaluator, MetricsParams, MetricsResult,
+    SpansetFetcher, Trace, TraceBatches,
+};
+
+use super::plan::{is_span_local_metrics, projection};
+use super::scan::{scan, Assembly, ScanStats, TraceSink};
+use super::{SearchError, SearchService, TimeRange};
+
+/// Batches buffered between the scan and the consumer: enough to keep both busy, few
+/// enough that a slow consumer holds the scan back instead of piling traces up.
+const CHANNEL_DEPTH: usize = 4;
+
+/// Candidate traces of one tenant for the engine, streamed from a scan task through a
+/// bounded channel.
+///
+/// By the [`SpansetFetcher`] contract traces come whole. A caller that knows its query
+/// looks at single spans only may ask for pieces instead ([`StoreFetcher::pieces`]):
+/// then a trace stored in several places arrives as several partial traces, each span
+/// exactly once.
+#[derive(Debug, Clone)]
+pub struct StoreFetcher {
+    service: SearchService,
+    tenant: TenantId,
+    range: TimeRange,
+    whole_traces: bool,
+    stats: Arc<Mutex<ScanStats>>,
+}
+
+impl StoreFetcher {
+    /// Whole traces within the request's window (or recent data for `Recent`).
+    pub fn new(service: SearchService, tenant: TenantId, range: TimeRange) -> StoreFetcher {
+        StoreFetcher {
+            service,
+            tenant,
+            range,
+            whole_traces: true,
+            stats: Arc::new(Mutex::new(ScanStats::default())),
+        }
+    }
+
+    /// Pieces instead of whole traces (see the type docs).
+    pub fn pieces(mut self) -> StoreFetcher {
+        self.whole_traces = false;
+        self
+    }
+
+    /// What the last completed fetch read.
+    pub fn stats(&self) -> ScanStats {
+        *self.stats.lock()
+    }
+}
+
+struct ChannelSink {
+    tx: mpsc::Sender<Vec<Trace>>,
+}
+
+impl TraceSink for ChannelSink {
+    fn accept(&self, traces: Vec<Trace>) -> bool {
+        // Runs on a blocking thread: waiting for the consumer is the backpressure. A
+        // closed channel means the consumer is gone; stop scanning.
+        self.tx.blocking_send(traces).is_ok()
+    }
+}
+
+struct ChannelBatches {
+    rx: mpsc::Receiver<Vec<Trace>>,
+    task: Option<JoinHandle<Result<ScanStats, SearchError>>>,
+    stats: Arc<Mutex<ScanStats>>,
+}
+
+#[async_trait]
+impl TraceBatches for ChannelBatches {
+    async fn next_batch(&mut self) -> Result<Option<Vec<Trace>>, FetchError> {
+        if let Some(batch) = self.rx.recv().await {
+            return Ok(Some(batch));
+        }
+        // The scan dropped its sender: it finished, one way or another.
+        if let Some(task) = self.task.take() {
+            let stats = task.await.map_err(SearchError::from)??;
+            *self.stats.lock() = stats;
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for ChannelBatches {
+    fn drop(&mut self) {
+        // An abandoned stream stops its scan at the next batch (the send fails); the task
+        // is left to finish that on its own.
+        self.rx.close();
+    }
+}
+
+#[async_trait]
+impl SpansetFetcher for StoreFetcher {
+    async fn fetch(&self, request: &FetchRequest) -> Result<Box<dyn TraceBatches>, FetchError> {
+        let sources = self.service.sources(&self.tenant).await?;
+        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        let sink: Arc<dyn TraceSink> = Arc::new(ChannelSink { tx });
+        let assembly = if self.whole_traces {
+            Assembly::Whole
+        } else {
+            Assembly::Pieces
+        };
+        let selection = self.service.block_selection(self.range);
+        let settings = self.service.scan_settings();
+        let request = request.clone();
+        let columns = projection(&request);
+        let task = tokio::spawn(async move {
+            scan(
+                sources, &request, selection, assembly, columns, sink, settings,
+            )
+            .await
+        });
+        Ok(Box::new(ChannelBatches {
+            rx,
+            task: Some(task),
+            stats: Arc::clone(&self.stats),
+        }))
+    }
+}
+
+/// A metrics result and what computing it read.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsOutcome {
+    pub result: MetricsResult,
+    pub stats: ScanStats,
+}
+
+impl SearchService {
+    /// Evaluates a TraceQL metrics query (range or instant, as `params` say).
+    ///
+    /// # Errors
+    /// A search query or bad time parameters ([`SearchError::Engine`]), storage failures.
+    pub async fn query_range(
+        &self,
+        tenant: &TenantId,
+        query: Arc<CompiledQuery>,
+        params: MetricsParams,
+    ) -> Result<MetricsOutcome, SearchError> {
+        let mut evaluator = MetricsEvaluator::new(Arc::clone(&query), params)?;
+        let request = evaluator.fetch_request();
+        let range = TimeRange::Window {
+            start_unix_nanos: request.start_unix_nanos,
+            end_unix_nanos: request.end_unix_nanos,
+        };
+        let mut fetcher = StoreFetcher::new(self.clone(), tenant.clone(), range);
+        if matches!(&query.query().body, QueryBody::Metrics(expr) if is_span_local_metrics(expr)) {
+            fetcher = fetcher.pieces();
+        }
+        let mut batches = fetcher.fetch(&request).await.map_err(fetch_failed)?;
+        while let Some(batch) = batches.next_batch().await.map_err(fetch_failed)? {
+            evaluator = tokio::task::spawn_blocking(move || {
+                evaluator.observe(&batch);
+                evaluator
+            })
+            .await?;
+        }
+        let result = tokio::task::spawn_blocking(move || evaluator.finish()).await?;
+        let stats = fetcher.stats();
+        tracing::debug!(
+            tenant = %tenant,
+            series = result.series.len(),
+            inspected_bytes = stats.inspected_bytes,
+            total_blocks = stats.total_blocks,
+            "metrics query done"
+        );
+        Ok(MetricsOutcome { result, stats })
+    }
+}
+
+fn fetch_failed(error: FetchError) -> SearchError {
+    SearchError::Engine(error.into())
+}

@@ -1,0 +1,652 @@
+//! The scan every query runs: candidate traces from the head and the blocks, whole or
+//! piece by piece, handed to a [`TraceSink`] on blocking threads.
+//!
+//! 1. **Jobs**, newest data first: the head in chunks, then the selected blocks by
+//!    descending newest span start. At most `parallelism` jobs run at once; each does
+//!    its I/O on the async runtime and its CPU work (Parquet decoding, conversion,
+//!    filtering, the sink's evaluation) in one `spawn_blocking` call per chunk or row
+//!    group.
+//! 2. **Pruning** before any data is read: a block whose newest span starts before the
+//!    sink's cutoff is skipped; so is a row group whose statistics rule out the window,
+//!    the cutoff or the pushed-down conditions (see [`super::plan::RowGroupFilter`]).
+//! 3. **Pieces**: the spans of one trace in one source. A piece that fails the piece
+//!    request (conditions on local fields) is dropped.
+//! 4. **Assembly**: with [`Assembly::Pieces`] pieces go to the sink as they are. Otherwise
+//!    a piece is delivered alone only when no other source can hold its trace: not the
+//!    head (a hash lookup), not another block (meta trace-ID range, then the bloom filter
+//!    loaded up front for every block of the tenant), not a neighbouring row group of the
+//!    same block (row-group trace-ID bounds). Other traces are *deferred*: after the jobs,
+//!    they are read whole from every source that may hold them (batched page-index reads
+//!    per block, like trace by ID) and delivered once.
+//!
+//! Each trace reaches the sink once, whole (except in piece mode), which is what makes
+//! trace-level conditions and aggregates correct across block boundaries.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use parking_lot::Mutex;
+use prost::Message;
+
+use crate::otlp::{OtlpTracesData, TraceId};
+use crate::server::block::{BlockReader, RowGroupSummary};
+use crate::traceql::eval::{eval_trace, CSpanset, TraceView};
+use crate::traceql::{CandidateFilter, FetchRequest, Trace};
+
+use super::convert::{append_otlp, Projection};
+use super::plan::{piece_request, RowGroupFilter};
+use super::prefilter::{build_pieces, RowFilter};
+use super::SearchError;
+
+/// Head traces decoded per blocking task.
+const HEAD_CHUNK: usize = 256;
+/// Deferred traces assembled per round of block reads.
+const DEFERRED_CHUNK: usize = 512;
+/// Bloom filters fetched at once when a scan needs them.
+const BLOOM_LOAD_CONCURRENCY: usize = 16;
+
+/// Everything one tenant's query may read, taken at one instant.
+#[derive(Debug, Default)]
+pub(crate) struct Sources {
+    /// Head traces (live and being flushed), sorted by trace ID.
+    pub(crate) head: Vec<(TraceId, Vec<Bytes>)>,
+    pub(crate) head_index: HashMap<TraceId, usize>,
+    /// Every readable block of the tenant (blocks of a cut still in the head excluded).
+    pub(crate) blocks: Vec<BlockReader>,
+}
+
+impl Sources {
+    pub(crate) fn new(mut head: Vec<(TraceId, Vec<Bytes>)>, blocks: Vec<BlockReader>) -> Sources {
+        head.sort_by_key(|(id, _)| *id);
+        let head_index = head
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, i))
+            .collect();
+        Sources {
+            head,
+            head_index,
+            blocks,
+        }
+    }
+}
+
+/// Which blocks a scan reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockSelection {
+    /// Blocks whose spans overlap the request's window.
+    Window,
+    /// Blocks written at or after this unix second ("recent" data).
+    WrittenSince(u64),
+}
+
+/// How traces reach the sink (see the module docs).
+#[derive(Debug, Clone)]
+pub(crate) enum Assembly {
+    /// Pieces as they are: for span-local work where each span counts once.
+    Pieces,
+    /// Whole traces, but only those with a piece the span-local query already selects.
+    MatchedWhole(Arc<CSpanset>),
+    /// Every candidate, whole.
+    Whole,
+}
+
+/// How a scan runs, from the server's configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScanSettings {
+    /// Jobs at once (CPU count).
+    pub(crate) parallelism: usize,
+    /// Blocks within this of a piece's time span are probed for the trace's other
+    /// pieces (`query.trace_merge_window`).
+    pub(crate) merge_window_nanos: u64,
+}
+
+/// Receives candidate traces. Called on blocking threads, possibly concurrently.
+pub(crate) trait TraceSink: Send + Sync {
+    /// Takes a batch; `false` asks the scan to stop (the sink has what it needs).
+    fn accept(&self, traces: Vec<Trace>) -> bool;
+
+    /// Traces that start before this (unix nanoseconds) cannot change the result;
+    /// 0 when every trace still can.
+    fn cutoff(&self) -> u64 {
+        0
+    }
+}
+
+/// What a scan read, for the `metrics` object of responses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Bytes decoded from the head plus bytes fetched from blocks.
+    pub inspected_bytes: u64,
+    /// Pieces and assembled traces looked at.
+    pub inspected_traces: u64,
+    pub inspected_spans: u64,
+    /// Blocks selected by time range.
+    pub total_blocks: u64,
+    /// Data size of the selected blocks.
+    pub total_block_bytes: u64,
+    /// Selected blocks actually read (the rest were pruned by the cutoff).
+    pub scanned_blocks: u64,
+    /// Head chunks plus selected blocks; all complete when a scan returns.
+    pub total_jobs: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    inspected_bytes: AtomicU64,
+    inspected_traces: AtomicU64,
+    inspected_spans: AtomicU64,
+    scanned_blocks: AtomicU64,
+}
+
+/// Where a piece came from, to know which other sources to probe.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Head,
+    Block {
+        index: usize,
+        /// Traces at the row group's edges that may continue in the neighbouring row
+        /// groups of the same block.
+        continuing: [Option<TraceId>; 2],
+    },
+}
+
+struct ScanContext {
+    sources: Arc<Sources>,
+    sink: Arc<dyn TraceSink>,
+    assembly: Assembly,
+    piece_filter: CandidateFilter,
+    row_filter: RowFilter,
+    row_group_filter: RowGroupFilter,
+    columns: Arc<[&'static str]>,
+    /// Traces to read whole, with the time span of what was seen of them so far.
+    deferred: Mutex<HashMap<TraceId, (u64, u64)>>,
+    merge_window_nanos: u64,
+    counters: Counters,
+    stopped: AtomicBool,
+}
+
+impl ScanContext {
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
+    fn deliver(&self, traces: Vec<Trace>) {
+        if !traces.is_empty() && !self.sink.accept(traces) {
+            self.stopped.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The sink's cutoff where it applies: to whole traces (a piece starting before it
+    /// belongs to a trace starting before it).
+    fn cutoff(&self) -> u64 {
+        match self.assembly {
+            Assembly::Pieces => 0,
+            Assembly::MatchedWhole(_) | Assembly::Whole => self.sink.cutoff(),
+        }
+    }
+
+    /// Filters pieces, delivers what can be delivered and defers the rest. CPU-bound.
+    fn handle_pieces(&self, pieces: Vec<Trace>, source: Source) {
+        let cutoff = self.cutoff();
+        let mut out = Vec::new();
+        for piece in pieces {
+            if cutoff > 0
+                && piece
+                    .spans
+                    .iter()
+                    .map(|s| s.start_unix_nanos)
+                    .min()
+                    .unwrap_or(0)
+                    < cutoff
+            {
+                continue;
+            }
+            match &self.assembly {
+                Assembly::Pieces => {
+                    if self.piece_filter.matches(&piece) {
+                        out.push(piece);
+                    }
+                    continue;
+                }
+                // The engine's own verdict on the piece; the piece request is implied.
+                Assembly::MatchedWhole(expr) => {
+                    if eval_trace(expr, &TraceView::new(&piece)).is_empty() {
+                        continue;
+                    }
+                }
+                Assembly::Whole => {
+                    if !self.piece_filter.matches(&piece) {
+                        continue;
+                    }
+                }
+            }
+            let Some(trace_id) = TraceId::from_slice(&piece.trace_id) else {
+                continue;
+            };
+            let continues_in_block = match source {
+                Source::Head => false,
+                Source::Block { continuing, .. } => continuing.contains(&Some(trace_id)),
+            };
+            if continues_in_block || self.held_elsewhere(&trace_id, &piece, source) {
+                let (start, end) = extent(&piece);
+                self.deferred
+                    .lock()
+                    .entry(trace_id)
+                    .and_modify(|(s, e)| {
+                        *s = (*s).min(start);
+                        *e = (*e).max(end);
+                    })
+                    .or_insert((start, end));
+            } else {
+                out.push(piece);
+            }
+        }
+        self.deliver(out);
+    }
+
+    /// Whether a source other than `source` may hold spans of the trace: the head, or a
+    /// block within the merge window of the piece's time span.
+    fn held_elsewhere(&self, trace_id: &TraceId, piece: &Trace, source: Source) -> bool {
+        let (start, end) = extent(piece);
+        let (start, end) = (
+            start.saturating_sub(self.merge_window_nanos),
+            end.saturating_add(self.merge_window_nanos),
+        );
+        let this_block = match source {
+            Source::Head => None,
+            Source::Block { index, .. } => {
+                if self.sources.head_index.contains_key(trace_id) {
+                    return true;
+                }
+                Some(index)
+            }
+        };
+        self.sources.blocks.iter().enumerate().any(|(i, block)| {
+            let meta = block.meta();
+            Some(i) != this_block
+                && meta.min_start_time_unix_nano <= end
+                && meta.max_end_time_unix_nano >= start
+                && meta.may_contain_trace_id(trace_id)
+                // A filter that could not be loaded proves nothing.
+                && block
+                    .loaded_bloom()
+                    .is_none_or(|bloom| bloom.may_contain(trace_id))
+        })
+    }
+}
+
+/// Runs a scan to completion (or until the sink stops it).
+///
+/// # Errors
+/// Storage failures and undecodable stored data.
+pub(crate) async fn scan(
+    sources: Arc<Sources>,
+    request: &FetchRequest,
+    selection: BlockSelection,
+    assembly: Assembly,
+    columns: Projection,
+    sink: Arc<dyn TraceSink>,
+    settings: ScanSettings,
+) -> Result<ScanStats, SearchError> {
+    let parallelism = settings.parallelism;
+    let piece = piece_request(request);
+    let piece_filter = CandidateFilter::new(&piece).map_err(SearchError::InvalidRequest)?;
+    let mut selected: Vec<usize> = (0..sources.blocks.len())
+        .filter(|&i| {
+            let meta = sources.blocks[i].meta();
+            match selection {
+                BlockSelection::WrittenSince(since) => meta.created_at >= since,
+                BlockSelection::Window => {
+                    (request.end_unix_nanos == 0
+                        || meta.min_start_time_unix_nano <= request.end_unix_nanos)
+                        && (request.start_unix_nanos == 0
+                            || meta.max_end_time_unix_nano >= request.start_unix_nanos)
+                }
+            }
+        })
+        .collect();
+    selected.sort_by_key(|&i| std::cmp::Reverse(sources.blocks[i].meta().max_start_time_unix_nano));
+
+    if !matches!(assembly, Assembly::Pieces) {
+        // Filters of blocks that pieces in the window may be probed against; others load
+        // when a probe needs them.
+        let reach = settings.merge_window_nanos;
+        let near: Vec<BlockReader> = sources
+            .blocks
+            .iter()
+            .filter(|block| {
+                let meta = block.meta();
+                (request.end_unix_nanos == 0
+                    || meta.min_start_time_unix_nano
+                        <= request.end_unix_nanos.saturating_add(reach))
+                    && (request.start_unix_nanos == 0
+                        || meta.max_end_time_unix_nano.saturating_add(reach)
+                            >= request.start_unix_nanos)
+            })
+            .cloned()
+            .collect();
+        stream::iter(near)
+            .map(|block| async move { block.load_bloom().await.map(|_| ()) })
+            .buffer_unordered(BLOOM_LOAD_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+    }
+
+    let head_chunks: Vec<Range<usize>> = (0..sources.head.len())
+        .step_by(HEAD_CHUNK)
+        .map(|start| start..(start + HEAD_CHUNK).min(sources.head.len()))
+        .collect();
+    let stats = ScanStats {
+        total_blocks: selected.len() as u64,
+        total_block_bytes: selected
+            .iter()
+            .map(|&i| sources.blocks[i].meta().data_size_bytes)
+            .sum(),
+        total_jobs: (head_chunks.len() + selected.len()) as u64,
+        ..ScanStats::default()
+    };
+    let context = Arc::new(ScanContext {
+        sources,
+        sink,
+        assembly,
+        piece_filter,
+        row_filter: RowFilter::new(&piece),
+        row_group_filter: RowGroupFilter::new(&piece),
+        columns: columns.columns().into(),
+        deferred: Mutex::new(HashMap::new()),
+        merge_window_nanos: settings.merge_window_nanos,
+        counters: Counters::default(),
+        stopped: AtomicBool::new(false),
+    });
+
+    let jobs = head_chunks
+        .into_iter()
+        .map(Job::Head)
+        .chain(selected.into_iter().map(Job::Block));
+    stream::iter(jobs)
+        .map(|job| run_job(Arc::clone(&context), job))
+        .buffer_unordered(parallelism.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    if !context.stopped() {
+        assemble_deferred(&context, parallelism).await?;
+    }
+    let counters = &context.counters;
+    Ok(ScanStats {
+        inspected_bytes: counters.inspected_bytes.load(Ordering::Relaxed),
+        inspected_traces: counters.inspected_traces.load(Ordering::Relaxed),
+        inspected_spans: counters.inspected_spans.load(Ordering::Relaxed),
+        scanned_blocks: counters.scanned_blocks.load(Ordering::Relaxed),
+        ..stats
+    })
+}
+
+enum Job {
+    Head(Range<usize>),
+    Block(usize),
+}
+
+async fn run_job(context: Arc<ScanContext>, job: Job) -> Result<(), SearchError> {
+    if context.stopped() {
+        return Ok(());
+    }
+    match job {
+        Job::Head(range) => {
+            tokio::task::spawn_blocking(move || -> Result<(), SearchError> {
+                let mut pieces = Vec::with_capacity(range.len());
+                for (trace_id, data) in &context.sources.head[range] {
+                    context
+                        .counters
+                        .inspected_traces
+                        .fetch_add(1, Ordering::Relaxed);
+                    if context.row_filter.head_may_match(data) {
+                        let trace = decode_head_trace(&context, *trace_id, data)?;
+                        context
+                            .counters
+                            .inspected_spans
+                            .fetch_add(trace.spans.len() as u64, Ordering::Relaxed);
+                        pieces.push(trace);
+                    } else {
+                        let bytes: usize = data.iter().map(Bytes::len).sum();
+                        context
+                            .counters
+                            .inspected_bytes
+                            .fetch_add(bytes as u64, Ordering::Relaxed);
+                    }
+                }
+                context.handle_pieces(pieces, Source::Head);
+                Ok(())
+            })
+            .await?
+        }
+        Job::Block(index) => scan_block(context, index).await,
+    }
+}
+
+fn decode_head_trace(
+    context: &ScanContext,
+    trace_id: TraceId,
+    data: &[Bytes],
+) -> Result<Trace, SearchError> {
+    let mut trace = Trace {
+        trace_id: trace_id.0.to_vec(),
+        spans: Vec::new(),
+    };
+    for piece in data {
+        context
+            .counters
+            .inspected_bytes
+            .fetch_add(piece.len() as u64, Ordering::Relaxed);
+        append_otlp(
+            &mut trace,
+            &OtlpTracesData::decode(piece.as_ref())?.resource_spans,
+        );
+    }
+    Ok(trace)
+}
+
+/// Whether two neighbouring row groups may share a trace: their trace-ID bounds touch.
+fn may_share_trace(earlier: Option<&RowGroupSummary>, later: Option<&RowGroupSummary>) -> bool {
+    let (Some(earlier), Some(later)) = (earlier, later) else {
+        return false;
+    };
+    let last = earlier
+        .trace_id
+        .as_ref()
+        .and_then(|b| b.min_max.as_ref())
+        .map(|(_, max)| *max);
+    let first = later
+        .trace_id
+        .as_ref()
+        .and_then(|b| b.min_max.as_ref())
+        .map(|(min, _)| *min);
+    match (last, first) {
+        (Some(last), Some(first)) => last >= first,
+        // Unknown bounds prove nothing.
+        _ => true,
+    }
+}
+
+async fn scan_block(context: Arc<ScanContext>, index: usize) -> Result<(), SearchError> {
+    let block = context.sources.blocks[index].clone();
+    let cutoff = context.sink.cutoff();
+    if cutoff > 0 && block.meta().max_start_time_unix_nano < cutoff {
+        return Ok(());
+    }
+    context
+        .counters
+        .scanned_blocks
+        .fetch_add(1, Ordering::Relaxed);
+    let row_groups = block.row_groups().await?;
+    for (position, row_group) in row_groups.iter().enumerate() {
+        if context.stopped() {
+            break;
+        }
+        if !context
+            .row_group_filter
+            .may_match(row_group, context.sink.cutoff())
+        {
+            continue;
+        }
+        let rows = block
+            .read_row_group(row_group.index, &context.columns)
+            .await?;
+        context
+            .counters
+            .inspected_bytes
+            .fetch_add(rows.fetched_bytes(), Ordering::Relaxed);
+        let first_may_continue =
+            position > 0 && may_share_trace(row_groups.get(position - 1), Some(row_group));
+        let last_may_continue = may_share_trace(Some(row_group), row_groups.get(position + 1));
+        let context = Arc::clone(&context);
+        tokio::task::spawn_blocking(move || -> Result<(), SearchError> {
+            let batches = rows.collect::<Result<Vec<_>, _>>()?;
+            let pieces = build_pieces(&batches, Some(&context.row_filter), context.cutoff(), None)?;
+            let counters = &context.counters;
+            counters
+                .inspected_spans
+                .fetch_add(pieces.rows, Ordering::Relaxed);
+            counters
+                .inspected_traces
+                .fetch_add(pieces.runs, Ordering::Relaxed);
+            let source = Source::Block {
+                index,
+                continuing: [
+                    pieces.first.filter(|_| first_may_continue),
+                    pieces.last.filter(|_| last_may_continue),
+                ],
+            };
+            context.handle_pieces(pieces.traces, source);
+            Ok(())
+        })
+        .await??;
+    }
+    tracing::debug!(
+        block_id = %block.meta().block_id,
+        row_groups = row_groups.len(),
+        "block scanned"
+    );
+    Ok(())
+}
+
+/// First span start and last span end of a piece.
+fn extent(piece: &Trace) -> (u64, u64) {
+    let start = piece
+        .spans
+        .iter()
+        .map(|s| s.start_unix_nanos)
+        .min()
+        .unwrap_or(0);
+    let end = piece
+        .spans
+        .iter()
+        .map(|s| s.end_unix_nanos.max(s.start_unix_nanos))
+        .max()
+        .unwrap_or(0);
+    (start, end)
+}
+
+/// Reads deferred traces whole from every source that may hold them and delivers them.
+async fn assemble_deferred(
+    context: &Arc<ScanContext>,
+    parallelism: usize,
+) -> Result<(), SearchError> {
+    let deferred: HashMap<TraceId, (u64, u64)> = context.deferred.lock().drain().collect();
+    if deferred.is_empty() {
+        return Ok(());
+    }
+    let mut ids: Vec<TraceId> = deferred.keys().copied().collect();
+    ids.sort_unstable();
+    let reach = context.merge_window_nanos;
+    tracing::debug!(
+        traces = ids.len(),
+        "assembling traces held by several sources"
+    );
+    for chunk in ids.chunks(DEFERRED_CHUNK) {
+        if context.stopped() {
+            break;
+        }
+        // Per block, the traces whose seen span lies within the merge window of it.
+        let reads: Vec<(BlockReader, Vec<TraceId>)> = context
+            .sources
+            .blocks
+            .iter()
+            .filter_map(|block| {
+                let meta = block.meta();
+                let near: Vec<TraceId> = chunk
+                    .iter()
+                    .filter(|id| {
+                        deferred.get(id).is_some_and(|(start, end)| {
+                            meta.min_start_time_unix_nano <= end.saturating_add(reach)
+                                && meta.max_end_time_unix_nano.saturating_add(reach) >= *start
+                        })
+                    })
+                    .copied()
+                    .collect();
+                (!near.is_empty()).then(|| (block.clone(), near))
+            })
+            .collect();
+        let rows: Vec<_> = stream::iter(reads)
+            .map(|(block, ids)| {
+                let columns = Arc::clone(&context.columns);
+                async move { block.read_trace_rows(&ids, &columns).await }
+            })
+            .buffer_unordered(parallelism.max(1))
+            .try_collect()
+            .await?;
+        let wanted: HashSet<TraceId> = chunk.iter().copied().collect();
+        let context = Arc::clone(context);
+        tokio::task::spawn_blocking(move || -> Result<(), SearchError> {
+            let mut whole: HashMap<TraceId, Trace> = HashMap::with_capacity(wanted.len());
+            for block_rows in rows {
+                context
+                    .counters
+                    .inspected_bytes
+                    .fetch_add(block_rows.fetched_bytes(), Ordering::Relaxed);
+                let batches = block_rows.collect::<Result<Vec<_>, _>>()?;
+                for piece in build_pieces(&batches, None, 0, Some(&wanted))?.traces {
+                    merge_piece(&mut whole, piece);
+                }
+            }
+            for trace_id in &wanted {
+                if let Some(&i) = context.sources.head_index.get(trace_id) {
+                    let (_, data) = &context.sources.head[i];
+                    merge_piece(&mut whole, decode_head_trace(&context, *trace_id, data)?);
+                }
+            }
+            let mut traces: Vec<Trace> = whole.into_values().collect();
+            traces.sort_by(|a, b| a.trace_id.cmp(&b.trace_id));
+            for trace in &traces {
+                context
+                    .counters
+                    .inspected_traces
+                    .fetch_add(1, Ordering::Relaxed);
+                context
+                    .counters
+                    .inspected_spans
+                    .fetch_add(trace.spans.len() as u64, Ordering::Relaxed);
+            }
+            context.deliver(traces);
+            Ok(())
+        })
+        .await??;
+    }
+    Ok(())
+}
+
+fn merge_piece(whole: &mut HashMap<TraceId, Trace>, piece: Trace) {
+    let Some(trace_id) = TraceId::from_slice(&piece.trace_id) else {
+        return;
+    };
+    match whole.get_mut(&trace_id) {
+        Some(trace) => trace.spans.extend(piece.spans),
+        None => {
+            whole.insert(trace_id, piece);
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! The search service over a real head and real blocks in an in-memory store: where
+//! each trace lives (head, one block, several blocks, a cut being flushed) must not
+//! change any answer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use prost::Message;
+use uuid::Uuid;
+
+use super::*;
+use crate::config::{load_server_config, ServerCliOverrides};
+use crate::otlp::{
+    OtlpAnyValue, OtlpKeyValue, OtlpResource, OtlpResourceSpans, OtlpScopeSpans, OtlpSpan,
+    OtlpStatus, OtlpTracesData, OtlpValue, TraceId,
+};
+use crate::server::block::{encode_block, BlockReader, TracePieces};
+use crate::server::metrics::ServerMetrics;
+use crate::server::storage::BlockStore;
+use crate::traceql::{compile, MetricsParams};
+
+const BASE: u64 = 1_700_000_000_000_000_000;
+const SECOND: u64 = 1_000_000_000;
+
+fn tenant() -> TenantId {
+    TenantId::new("acme").unwrap()
+}
+
+fn string_kv(key: &str, value: &str) -> OtlpKeyValue {
+    OtlpKeyValue {
+        key: key.into(),
+        value: Some(OtlpAnyValue {
+            value: Some(OtlpValue::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn trace_id(n: u64) -> TraceId {
+    let mut id = [0u8; 16];
+    id[8..].copy_from_slice(&n.to_be_bytes());
+    id[0] = 0xab;
+    TraceId(id)
+}
+
+/// Spans `first..first+count` of trace `n` (span 0 is the root), starting at `start`.
+fn spans(n: u64, first: u64, count: u64, start: u64, service: &str) -> OtlpResourceSpans {
+    let id = trace_id(n);
+    let spans = (first..first + count)
+        .map(|i| OtlpSpan {
+            trace_id: id.0.to_vec(),
+            span_id: (n * 1000 + i + 1).to_be_bytes().to_vec(),
+            parent_span_id: if i == 0 {
+                vec![]
+            } else {
+                (n * 1000 + 1).to_be_bytes().to_vec()
+            },
+            name: format!("op-{i}"),
+            kind: 2,
+            start_time_unix_nano: start + i * 1_000,
+            end_time_unix_nano: start + i * 1_000 + 500_000,
+            attributes: vec![string_kv("attempt", &i.to_string())],
+            status: Some(OtlpStatus {
+                message: String::new(),
+                code: if i % 3 == 1 { 2 } else { 0 },
+            }),
+            ..Default::default()
+        })
+        .collect();
+    OtlpResourceSpans {
+        resource: Some(OtlpResource {
+            attributes: vec![string_kv("service.name", service)],
+            ..Default::default()
+        }),
+        scope_spans: vec![OtlpScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        schema_url: String::new(),
+    }
+}
+
+struct Store {
+    head: Arc<Mutex<Head>>,
+    blocklist: Arc<BlockList>,
+    service: SearchService,
+}
+
+fn query_config() -> crate::config::QueryConfig {
+    load_server_config(None, &ServerCliOverrides::default())
+        .unwrap()
+        .query
+}
+
+impl Store {
+    fn new() -> Store {
+        Store::with_config(query_config())
+    }
+
+    fn with_config(config: crate::config::QueryConfig) -> Store {
+        let head = Arc::new(Mutex::new(Head::default()));
+        let blocklist = Arc::new(BlockList::new(
+            BlockStore::in_memory(),
+            Arc::new(ServerMetrics::new()),
+        ));
+        let service = SearchService::new(Arc::clone(&head), Arc::clone(&blocklist), config);
+        Store {
+            head,
+            blocklist,
+            service,
+        }
+    }
+
+    fn to_head(&self, pieces: Vec<(u64, OtlpResourceSpans)>) {
+        let pieces = pieces
+            .into_iter()
+            .map(|(n, rs)| {
+                let data = OtlpTracesData {
+                    resource_spans: vec![rs],
+                }
+                .encode_to_vec();
+                (trace_id(n), Bytes::from(data))
+            })
+            .collect();
+        self.head.lock().insert(&tenant(), pieces, Instant::now());
+    }
+
+    async fn to_block(&self, block_id: Uuid, pieces: Vec<(u64, OtlpResourceSpans)>) {
+        let mut by_trace: BTreeMap<TraceId, Vec<OtlpResourceSpans>> = BTreeMap::new();
+        for (n, rs) in pieces {
+            by_trace.entry(trace_id(n)).or_default().push(rs);
+        }
+        let traces: Vec<TracePieces> = by_trace
+            .into_iter()
+            .map(|(trace_id, batches)| TracePieces { trace_id, batches })
+            .collect();
+        let encoded = encode_block(block_id, &tenant(), 0, &traces).unwrap();
+        self.blocklist.store().put_block(&encoded).await.unwrap();
+        self.blocklist.register(BlockReader::new(
+            self.blocklist.store().clone(),
+            encoded.meta.clone(),
+        ));
+    }
+
+    async fn search(&self, query: &str, limit: usize) -> SearchOutcome {
+        self.service
+            .search(
+                &tenant(),
+                Arc::new(compile(query).unwrap()),
+                SearchRequest {
+                    limit,
+                    spans_per_spanset: 3,
+                    range: TimeRange::Window {
+                        start_unix_nanos: BASE,
+                        end_unix_nanos: BASE + 3600 * SECOND,
+                    },
+                },
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn ids(&self, query: &str, limit: usize) -> Vec<u64> {
+        self.search(query, limit)
+            .await
+            .traces
+            .iter()
+            .map(|t| u64::from_be_bytes(t.trace_id[8..].try_into().unwrap()))
+            .collect()
+    }
+
+    async fn count_over_time(&self, query: &str) -> f64 {
+        let outcome = self
+            .service
+            .query_range(
+                &tenant(),
+                Arc::new(compile(query).unwrap()),
+                MetricsParams {
+                    start_unix_nanos: BASE,
+                    end_unix_nanos: BASE + 3600 * SECOND,
+                    step_nanos: 60 * SECOND,
+                    instant: false,
+                    max_series: 100,
+                    max_exemplars: 0,
+                },
+            )
+            .await
+            .unwrap();
+        outcome
+            .result
+            .series
+            .iter()
+            .flat_map(|s| &s.samples)
+            .map(|s| s.value)
+            .sum()
+    }
+}
+
+#[tokio::test]
+async fn head_and_blocks_answer_alike() {
+    let store = Store::new();
+    store.to_head(vec![(1, spans(1, 0, 3, BASE + 10 * SECOND, "api"))]);
+    store
+        .to_block(
+            Uuid::new_v4(),
+            vec![
+                (2, spans(2, 0, 3, BASE + 20 * SECOND, "db")),
+                (3, spans(3, 0, 3, BASE + 30 * SECOND, "api")),
+            ],
+        )
+        .await;
+    assert_eq!(store.ids("{ }", 20).await, vec![3, 2, 1]);
+    assert_eq!(
+        store.ids("{ resource.service.name = \"api\" }", 20).await,
+        vec![3, 1]
+    );
+    let outcome = store.search("{ status = error }", 20).await;
+    assert_eq!(outcome.traces.len(), 3);
+    assert!(outcome.traces.iter().all(|t| t.spansets[0].matched == 1));
+    assert_eq!(outcome.traces[0].root_service_name.as_deref(), Some("api"));
+    assert!(outcome.stats.inspected_bytes > 0);
+    assert_eq!(outcome.stats.total_blocks, 1);
+    assert_eq!(
+        store
+            .count_over_time("{ status = error } | count_over_time()")
+            .await,
+        3.0
+    );
+}
+
+/// A trace cut into three pieces (two blocks and the head) is evaluated whole: its
+/// span count and its root come from every piece.
+#[tokio::test]
+async fn traces_split_across_sources_are_evaluated_whole() {
+    let store = Store::new();
+    let start = BASE + 60 * SECOND;
+    store
+        .to_block(
+            Uuid::new_v4(),
+            vec![
+                (7, spans(7, 1, 3, start, "api")),
+                (8, spans(8, 0, 2, start, "api")),
+            ],
+        )
+        .await;
+    store
+        .to_block(Uuid::new_v4(), vec![(7, spans(7, 4, 2, start, "api"))])
+        .await;
+    store.to_head(vec![(7, spans(7, 0, 1, start, "gateway"))]);
+
+    assert_eq!(store.ids("{ } | count() > 5", 20).await, vec![7]);
+    assert_eq!(store.ids("{ } | count() > 1", 20).await, vec![7, 8]);
+    let outcome = store.search("{ status = error }", 20).await;
+    let seven = &outcome.traces[0];
+    assert_eq!(seven.root_service_name.as_deref(), Some("gateway"));
+    assert_eq!(seven.spansets[0].matched, 2, "spans 1 and 4 have errors");
+    assert_eq!(seven.service_stats["api"].span_count, 5);
+    assert_eq!(
+        store
+            .ids("{ rootServiceName = \"gateway\" && name = \"op-5\" }", 20)
+            .await,
+        vec![7]
+    );
+    assert_eq!(
+        store
+            .ids("{ name = \"op-0\" } >> { name = \"op-5\" }", 20)
+            .await,
+        vec![7]
+    );
+    // Span-local metrics count each span once, whichever piece it is in.
+    assert_eq!(store.count_over_time("{ } | count_over_time()").await, 8.0);
+    assert_eq!(
+        store
+            .count_over_time("{ } | count_over_time() by (rootServiceName)")
+            .await,
+        8.0
+    );
+}
+
+/// Parts of a trace further apart than `query.trace_merge_window` are evaluated apart.
+#[tokio::test]
+async fn the_merge_window_bounds_where_other_parts_are_looked_for() {
+    for (window_hours, expected) in [(1, vec![]), (4, vec![9])] {
+        let mut config = query_config();
+        config.trace_merge_window = Duration::from_secs(window_hours * 3600);
+        let store = Store::with_config(config);
+        store
+            .to_block(Uuid::new_v4(), vec![(9, spans(9, 0, 2, BASE, "api"))])
+            .await;
+        store
+            .to_block(
+                Uuid::new_v4(),
+                vec![(9, spans(9, 2, 2, BASE + 3 * 3600 * SECOND, "api"))],
+            )
+            .await;
+        let outcome = store
+            .service
+            .search(
+                &tenant(),
+                Arc::new(compile("{ } | count() > 3").unwrap()),
+                SearchRequest {
+                    limit: 20,
+                    spans_per_spanset: 3,
+                    range: TimeRange::Window {
+                        start_unix_nanos: BASE,
+                        end_unix_nanos: BASE + 4 * 3600 * SECOND,
+                    },
+                },
+            )
+            .await
+            .unwrap();
+        let ids: Vec<u64> = outcome
+            .traces
+            .iter()
+            .map(|t| u64::from_be_bytes(t.trace_id[8..].try_into().unwrap()))
+            .collect();
+        assert_eq!(ids, expected, "window {window_hours}h");
+    }
+}
+
+/// Early stopping gives exactly what a full scan gives.
+#[tokio::test]
+async fn limited_searches_return_the_newest_matches() {
+    let store = Store::new();
+    // 12 blocks of 10 traces each; block b holds traces starting around minute b.
+    for b in 0..12u64 {
+        let pieces = (0..10)
+            .map(|t| {
+                let n = b * 100 + t;
+                // Interleave start times a little across blocks.
+                let start = BASE + (b * 60 + (t * 7) % 90) * SECOND;
+                (
+                    n,
+                    spans(n, 0, 3, start, if t % 2 == 0 { "api" } else { "db" }),
+                )
+            })
+            .collect();
+        store.to_block(Uuid::new_v4(), pieces).await;
+    }
+    for query in [
+        "{ }",
+        "{ resource.service.name = \"db\" }",
+        "{ } | count() > 2",
+        "{ status = error } && { name = \"op-0\" }",
+    ] {
+        let everything = store.ids(query, 1000).await;
+        for limit in [1, 5, 17] {
+            let newest = store.ids(query, limit).await;
+            assert_eq!(
+                newest,
+                everything[..limit.min(everything.len())],
+                "{query} limit {limit}"
+            );
+        }
+    }
+    let outcome = store.search("{ }", 5).await;
+    assert!(
+        outcome.stats.scanned_blocks < outcome.stats.total_blocks,
+        "old blocks were skipped: {:?}",
+        outcome.stats
+    );
+}
+
+/// A cut whose block is registered while its traces are still in the head is read
+/// once, not twice.
+#[tokio::test]
+async fn a_cut_being_flushed_is_not_read_twice() {
+    let store = Store::new();
+    let instance = Uuid::new_v4();
+    store.service.set_instance_id(instance);
+    let pieces = vec![
+        (1, spans(1, 0, 3, BASE + SECOND, "api")),
+        (2, spans(2, 0, 3, BASE + 2 * SECOND, "api")),
+    ];
+    store.to_head(pieces.clone());
+    let through_segment = 9;
+    let cut = store.head.lock().partition_for_cut(
+        through_segment,
+        Instant::now(),
+        Duration::ZERO,
+        Duration::ZERO,
+        true,
+    );
+    assert_eq!(cut.flushing.tenants[&tenant()].len(), 2);
+    store
+        .to_block(
+            crate::server::flush::block_id_for_cut(instance, &tenant(), through_segment),
+            pieces,
+        )
+        .await;
+    let outcome = store.search("{ }", 20).await;
+    assert_eq!(outcome.traces.len(), 2);
+    assert!(outcome.traces.iter().all(|t| t.spansets[0].matched == 3));
+    assert_eq!(store.count_over_time("{ } | count_over_time()").await, 6.0);
+    store.head.lock().finish_flush(through_segment);
+    assert_eq!(store.count_over_time("{ } | count_over_time()").await, 6.0);
+}
+
+#[tokio::test]
+async fn tag_names_and_values_cover_head_and_blocks() {
+    let store = Store::new();
+    store.to_head(vec![(1, spans(1, 0, 2, BASE + SECOND, "api"))]);
+    store
+        .to_block(
+            Uuid::new_v4(),
+            vec![(2, spans(2, 0, 2, BASE + 2 * SECOND, "db"))],
+        )
+        .await;
+    let names = store
+        .service
+        .tag_names(
+            &tenant(),
+            TagNamesRequest {
+                scopes: TagScope::ALL.to_vec(),
+                query: None,
+                range: TimeRange::Recent,
+                limit: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        names.scopes.keys().copied().collect::<Vec<_>>(),
+        vec![TagScope::Resource, TagScope::Span]
+    );
+    assert!(names.scopes[&TagScope::Resource].contains("service.name"));
+    assert!(names.scopes[&TagScope::Span].contains("attempt"));
+
+    let values = |target: TagTarget, query: Option<&'static str>| {
+        let service = store.service.clone();
+        async move {
+            service
+                .tag_values(
+                    &tenant(),
+                    TagValuesRequest {
+                        target,
+                        query: query.map(|q| Arc::new(compile(q).unwrap())),
+                        range: TimeRange::Recent,
+                        limit: None,
+                    },
+                )
+                .await
+                .unwrap()
+                .values
+                .into_iter()
+                .map(|v| format!("{}:{}", v.value_type.name(), v.value))
+                .collect::<Vec<_>>()
+        }
+    };
+    let field = field_from_tag("resource.service.name").unwrap();
+    assert_eq!(
+        values(TagTarget::Field(field.clone()), None).await,
+        vec!["string:api", "string:db"]
+    );
+    assert_eq!(
+        values(
+            TagTarget::Field(field),
+            Some("{ span.attempt = \"1\" && name = \"op-1\" }")
+        )
+        .await,
+        vec!["string:api", "string:db"]
+    );
+    for (tag, ok) in [
+        ("span:name", true),
+        ("status", true),
+        (".x", true),
+        ("span.\"a b\"", true),
+        ("trace:rootService", true),
+        ("a } || { b", false),
+        ("1", false),
+        ("", false),
+    ] {
+        assert_eq!(field_from_tag(tag).is_some(), ok, "{tag}");
+    }
+    assert_eq!(
+        values(TagTarget::Field(field_from_tag("kind").unwrap()), None).await,
+        vec!["keyword:server"]
+    );
+    assert_eq!(
+        values(
+            TagTarget::AnyScopeString("attempt".into()),
+            Some("{ resource.service.name = \"db\" }")
+        )
+        .await,
+        vec!["string:0", "string:1"]
+    );
+}
