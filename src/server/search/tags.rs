@@ -203,7 +203,9 @@ fn string_values(attributes: &[KeyValue], name: &str, out: &mut Vec<TagValue>) {
     }
 }
 
-/// A set that stops growing at a count or a byte budget.
+/// A set bounded by a count and a byte budget. Under the count it keeps the smallest
+/// items, not the first seen: blocks are scanned in parallel, and an answer that depended
+/// on which scan finished first would change from one request to the next.
 #[derive(Debug)]
 struct Bounded<T: Ord> {
     items: BTreeSet<T>,
@@ -220,13 +222,27 @@ impl<T: Ord> Bounded<T> {
         }
     }
 
+    /// Only the byte budget stops a scan early; the count is kept by eviction.
     fn is_full(&self) -> bool {
-        self.items.len() >= self.limit || self.bytes >= MAX_COLLECTED_BYTES
+        self.bytes >= MAX_COLLECTED_BYTES
     }
 
     fn insert(&mut self, item: T, size: usize) {
-        if !self.is_full() && self.items.insert(item) {
+        if self.is_full() {
+            return;
+        }
+        if self.items.len() >= self.limit {
+            match self.items.last() {
+                Some(largest) if item < *largest => {}
+                _ => return,
+            }
+        }
+        if self.items.insert(item) {
             self.bytes += size;
+            if self.items.len() > self.limit {
+                // The evicted item's size is not tracked; the budget stays an upper bound.
+                self.items.pop_last();
+            }
         }
     }
 }
