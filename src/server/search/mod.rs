@@ -9,17 +9,25 @@
 //!     → Sources: one consistent snapshot of the tenant, taken under the head lock:
 //!          head pieces (encoded protobuf, reference-counted) + the block list, minus
 //!          blocks of cuts still held by the head (so no span is read twice)
-//!     → scan (scan.rs): jobs newest first, ≤ CPU-count at once; blocks pruned by meta
-//!          time range (or write time for "recent"), row groups by statistics
-//!          (plan.rs: window, cutoff, service name, span name, status, kind, duration);
-//!          only the blob columns the query reads are fetched and decoded (convert.rs)
-//!     → pieces (a trace's spans in one source) filtered by the pushed-down conditions
+//!     → scan (scan.rs): jobs newest first, ≤ CPU-count at once, I/O async, CPU work in
+//!          one spawn_blocking per head chunk or row group
+//!        · blocks pruned by meta time range (by write time for "recent" data)
+//!        · row groups pruned by statistics (plan.rs: window, search cutoff, service
+//!          name, span name, status, kind, duration)
+//!        · only the blob columns the query reads are fetched (convert.rs); rows are
+//!          prefiltered on plain columns and on the encoded attribute bytes before any
+//!          protobuf is decoded, head traces likewise on their encoded pieces
+//!          (prefilter.rs)
+//!     → pieces (a trace's spans in one source) checked against the pushed-down
+//!          conditions (or, for span-local searches, the whole query)
 //!     → whole traces: a piece no other source can hold is complete; the others are
-//!          read whole from every source that may hold them (bloom + page index) and
-//!          merged, each trace exactly once
+//!          deferred and read whole from every source that may hold them (head lookup;
+//!          blocks within `query.trace_merge_window`: bloom, then trace-ID pages, then
+//!          the rows), merged, and delivered exactly once
 //!     → a sink on the blocking thread: the TraceQL engine (SearchEvaluator per batch,
-//!          MetricsEvaluator behind the SpansetFetcher seam, tag collectors)
-//!   ← results + ScanStats → Tempo JSON
+//!          MetricsEvaluator behind the SpansetFetcher seam in fetcher.rs, tag
+//!          collectors in tags.rs, with per-block results cached)
+//!   ← results + ScanStats → Tempo JSON (api/search_json.rs)
 //! ```
 //!
 //! # Semantics
@@ -27,20 +35,27 @@
 //! - **Search results are exactly the newest `limit` matching traces** of the sources
 //!   read, ordered by trace start time descending (ties by trace ID), the same as a full
 //!   scan would give. The scan stops reading early only where that cannot change the
-//!   answer: once `limit` traces are found, the oldest of them sets a cutoff and blocks
-//!   and row groups whose newest span starts before it are skipped (a trace holding such
-//!   a span starts before the cutoff too). This holds for every search query, aggregates
-//!   and structural operators included, because traces are evaluated whole.
+//!   answer: once `limit` traces are found, the oldest of them sets a cutoff, and blocks,
+//!   row groups and pieces whose spans all start before it are skipped (a trace holding
+//!   such a span starts before the cutoff too). This holds for every search query,
+//!   aggregates and structural operators included, because traces are evaluated whole;
+//!   it is also why `with(most_recent=true)` needs no special handling.
 //! - **Time window**: a trace is found when it overlaps `[start, end]` and one of its
 //!   pieces overlapping the window holds the spans the pushed-down conditions ask for.
 //!   Pruning is by piece, so a trace straddling the window edge whose only matching
 //!   spans lie outside the window, in another block than its in-window spans, is not
 //!   found (Tempo prunes per block the same way).
+//! - **Split traces**: parts in blocks further apart than `query.trace_merge_window`
+//!   from the part found are not merged; such a trace is evaluated per part, as Tempo
+//!   always does.
 //! - **Recent data** (no `start`/`end`): the head plus blocks written within
 //!   `query.recent_window`.
 //! - **Span-local queries** (see plan.rs) let the scan drop pieces that do not match
 //!   without assembling their trace, and let metrics count spans piece by piece: each
-//!   span lives in exactly one piece, so sums are exact.
+//!   span lives in exactly one piece, so sums are exact (tempo-vulture's invariant:
+//!   `count_over_time` sums to the search's `matched`).
+//! - **Tags**: names and values of whole blocks overlapping the range (cached per
+//!   block), plus the head; with a `q` filter, of the spans it selects.
 
 mod convert;
 mod fetcher;
