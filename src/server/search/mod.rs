@@ -26,7 +26,7 @@
 //!          the rows), merged, and delivered exactly once
 //!     → a sink on the blocking thread: the TraceQL engine (SearchEvaluator per batch,
 //!          MetricsEvaluator behind the SpansetFetcher seam in fetcher.rs, tag
-//!          collectors in tags.rs, with per-block results cached)
+//!          collectors in tags.rs)
 //!   ← results + ScanStats → Tempo JSON (api/search_json.rs)
 //! ```
 //!
@@ -54,8 +54,9 @@
 //!   without assembling their trace, and let metrics count spans piece by piece: each
 //!   span lives in exactly one piece, so sums are exact (tempo-vulture's invariant:
 //!   `count_over_time` sums to the search's `matched`).
-//! - **Tags**: names and values of whole blocks overlapping the range (cached per
-//!   block), plus the head; with a `q` filter, of the spans it selects.
+//! - **Tags**: names and values of whole blocks overlapping the range, plus the head;
+//!   with a `q` filter, of the spans it selects. Under a `limit`, the smallest names or
+//!   values are kept, so the answer does not depend on which block scan finished first.
 
 mod convert;
 mod fetcher;
