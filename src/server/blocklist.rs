@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::server::block::BlockReader;
 use crate::server::metrics::ServerMetrics;
@@ -62,25 +63,38 @@ impl BlockList {
         self.tenants.read().get(tenant).cloned().unwrap_or_default()
     }
 
+    /// Re-lists the backend. Block metas never change once written, so only blocks not
+    /// seen before have their meta.json read: a poll costs one listing per tenant plus one
+    /// read per new block, not one read per block.
     pub async fn refresh(&self) -> Result<(), StorageError> {
         let listing_started = unix_now();
-        let mut listed: HashMap<TenantId, Vec<crate::server::block::BlockMeta>> = HashMap::new();
+        let mut listed: HashMap<TenantId, Vec<Uuid>> = HashMap::new();
         for tenant in self.store.list_tenants().await? {
-            let metas = self.store.list_blocks(&tenant).await?;
-            listed.insert(tenant, metas);
+            let ids = self.store.list_block_ids(&tenant).await?;
+            listed.insert(tenant, ids);
         }
-        let mut tenants = self.tenants.write();
         let mut next: HashMap<TenantId, Vec<BlockReader>> = HashMap::new();
-        for (tenant, metas) in listed {
-            let known = tenants.remove(&tenant).unwrap_or_default();
-            let mut readers: Vec<BlockReader> = Vec::with_capacity(metas.len());
-            for meta in metas {
+        for (tenant, ids) in listed {
+            let known = self.blocks(&tenant);
+            let mut readers: Vec<BlockReader> = Vec::with_capacity(ids.len());
+            for block_id in ids {
                 // Keep existing readers: they hold cached footers and bloom filters.
-                match known.iter().find(|r| r.meta().block_id == meta.block_id) {
+                match known.iter().find(|r| r.meta().block_id == block_id) {
                     Some(reader) => readers.push(reader.clone()),
-                    None => readers.push(BlockReader::new(self.store.clone(), meta)),
+                    None => {
+                        if let Some(meta) = self.store.read_meta(&tenant, block_id).await? {
+                            readers.push(BlockReader::new(self.store.clone(), meta));
+                        }
+                    }
                 }
             }
+            next.insert(tenant, readers);
+        }
+        let mut tenants = self.tenants.write();
+        // Blocks registered while the listing ran (or just before it) are kept even if
+        // the listing did not show them yet.
+        for (tenant, known) in tenants.drain() {
+            let readers = next.entry(tenant).or_default();
             for reader in known {
                 let fresh = reader.meta().created_at + REGISTER_GRACE.as_secs() > listing_started;
                 if fresh
@@ -91,18 +105,10 @@ impl BlockList {
                     readers.push(reader);
                 }
             }
-            readers.sort_by_key(|r| (r.meta().min_start_time_unix_nano, r.meta().block_id));
-            next.insert(tenant, readers);
         }
-        // Tenants that vanished from the listing keep only freshly registered blocks.
-        for (tenant, known) in tenants.drain() {
-            let fresh: Vec<BlockReader> = known
-                .into_iter()
-                .filter(|r| r.meta().created_at + REGISTER_GRACE.as_secs() > listing_started)
-                .collect();
-            if !fresh.is_empty() {
-                next.entry(tenant).or_default().extend(fresh);
-            }
+        next.retain(|_, readers| !readers.is_empty());
+        for readers in next.values_mut() {
+            readers.sort_by_key(|r| (r.meta().min_start_time_unix_nano, r.meta().block_id));
         }
         *tenants = next;
         drop(tenants);

@@ -239,17 +239,7 @@ impl BlockStore {
     /// still being written (or half-deleted) and is skipped; a meta that cannot be parsed
     /// is logged and skipped so one bad block does not hide the others.
     pub async fn list_blocks(&self, tenant: &TenantId) -> Result<Vec<BlockMeta>, StorageError> {
-        let tenant_prefix = TenantPrefix::new(tenant);
-        let listing = self
-            .store
-            .list_with_delimiter(Some(tenant_prefix.as_path()))
-            .await
-            .map_err(|source| StorageError::from_store("list", tenant_prefix.as_path(), source))?;
-        let block_ids: Vec<Uuid> = listing
-            .common_prefixes
-            .iter()
-            .filter_map(BlockPrefix::parse_block_id)
-            .collect();
+        let block_ids = self.list_block_ids(tenant).await?;
         let metas: Vec<Option<BlockMeta>> = futures::stream::iter(block_ids)
             .map(|block_id| self.read_meta(tenant, block_id))
             .buffer_unordered(LIST_CONCURRENCY)
@@ -261,7 +251,31 @@ impl BlockStore {
     }
 
     /// Reads one block's meta; `None` when the block is incomplete or its meta is unusable.
-    async fn read_meta(
+    /// The IDs of every block folder of a tenant, complete or not: one listing call and
+    /// no reads, for callers that already hold the metas of the blocks they know.
+    ///
+    /// # Errors
+    /// The store's listing failed.
+    pub async fn list_block_ids(&self, tenant: &TenantId) -> Result<Vec<Uuid>, StorageError> {
+        let tenant_prefix = TenantPrefix::new(tenant);
+        let listing = self
+            .store
+            .list_with_delimiter(Some(tenant_prefix.as_path()))
+            .await
+            .map_err(|source| StorageError::from_store("list", tenant_prefix.as_path(), source))?;
+        Ok(listing
+            .common_prefixes
+            .iter()
+            .filter_map(BlockPrefix::parse_block_id)
+            .collect())
+    }
+
+    /// The meta of one block; `None` while the block is incomplete (no meta.json yet) or
+    /// its meta cannot be parsed (logged).
+    ///
+    /// # Errors
+    /// The store failed for another reason than a missing object.
+    pub async fn read_meta(
         &self,
         tenant: &TenantId,
         block_id: Uuid,
