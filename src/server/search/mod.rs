@@ -170,6 +170,7 @@ struct Inner {
     instance_id: OnceLock<Uuid>,
     config: QueryConfig,
     parallelism: usize,
+    tag_cache: Mutex<tags::TagCache>,
 }
 
 impl SearchService {
@@ -182,6 +183,7 @@ impl SearchService {
                 instance_id: OnceLock::new(),
                 config,
                 parallelism,
+                tag_cache: Mutex::new(tags::TagCache::default()),
             }),
         }
     }

@@ -135,6 +135,19 @@ pub struct ScanStats {
     pub total_jobs: u64,
 }
 
+impl ScanStats {
+    /// Adds what another scan read (for requests answered by several scans).
+    pub(crate) fn add(&mut self, other: &ScanStats) {
+        self.inspected_bytes += other.inspected_bytes;
+        self.inspected_traces += other.inspected_traces;
+        self.inspected_spans += other.inspected_spans;
+        self.total_blocks += other.total_blocks;
+        self.total_block_bytes += other.total_block_bytes;
+        self.scanned_blocks += other.scanned_blocks;
+        self.total_jobs += other.total_jobs;
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     inspected_bytes: AtomicU64,
@@ -280,6 +293,30 @@ impl ScanContext {
     }
 }
 
+/// Indexes of the blocks a request reads, newest first.
+pub(crate) fn selected_blocks(
+    sources: &Sources,
+    request: &FetchRequest,
+    selection: BlockSelection,
+) -> Vec<usize> {
+    let mut selected: Vec<usize> = (0..sources.blocks.len())
+        .filter(|&i| {
+            let meta = sources.blocks[i].meta();
+            match selection {
+                BlockSelection::WrittenSince(since) => meta.created_at >= since,
+                BlockSelection::Window => {
+                    (request.end_unix_nanos == 0
+                        || meta.min_start_time_unix_nano <= request.end_unix_nanos)
+                        && (request.start_unix_nanos == 0
+                            || meta.max_end_time_unix_nano >= request.start_unix_nanos)
+                }
+            }
+        })
+        .collect();
+    selected.sort_by_key(|&i| std::cmp::Reverse(sources.blocks[i].meta().max_start_time_unix_nano));
+    selected
+}
+
 /// Runs a scan to completion (or until the sink stops it).
 ///
 /// # Errors
@@ -296,21 +333,7 @@ pub(crate) async fn scan(
     let parallelism = settings.parallelism;
     let piece = piece_request(request);
     let piece_filter = CandidateFilter::new(&piece).map_err(SearchError::InvalidRequest)?;
-    let mut selected: Vec<usize> = (0..sources.blocks.len())
-        .filter(|&i| {
-            let meta = sources.blocks[i].meta();
-            match selection {
-                BlockSelection::WrittenSince(since) => meta.created_at >= since,
-                BlockSelection::Window => {
-                    (request.end_unix_nanos == 0
-                        || meta.min_start_time_unix_nano <= request.end_unix_nanos)
-                        && (request.start_unix_nanos == 0
-                            || meta.max_end_time_unix_nano >= request.start_unix_nanos)
-                }
-            }
-        })
-        .collect();
-    selected.sort_by_key(|&i| std::cmp::Reverse(sources.blocks[i].meta().max_start_time_unix_nano));
+    let selected = selected_blocks(&sources, request, selection);
 
     if !matches!(assembly, Assembly::Pieces) {
         // Filters of blocks that pieces in the window may be probed against; others load

@@ -1,10 +1,11 @@
 //! Tag names and tag values: the attribute keys and the values of one field, over the
 //! spans a query (or every span) selects.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use uuid::Uuid;
 
 use crate::tenant::TenantId;
 use crate::traceql::ast::{format_duration, FieldRef, QueryBody};
@@ -14,7 +15,7 @@ use crate::traceql::{AttrValue, CompiledQuery, FetchRequest, KeyValue, Trace, Va
 
 use super::convert::Projection;
 use super::plan::{field_projection, is_local_field, is_span_local_search, projection};
-use super::scan::{scan, Assembly, ScanStats, TraceSink};
+use super::scan::{scan, selected_blocks, Assembly, BlockSelection, ScanStats, Sources, TraceSink};
 use super::{SearchError, SearchService, TimeRange};
 
 /// Upper bound on the bytes of values (or names) one request collects, after Tempo's
@@ -354,7 +355,131 @@ fn tag_request(
     }
 }
 
+/// Tag names and values of whole blocks, computed once: blocks never change. Bounded by
+/// the bytes of what it holds; when full it starts over (cheap to refill, and a store
+/// with more distinct tags than this is answered by scanning anyway).
+#[derive(Debug, Default)]
+pub(crate) struct TagCache {
+    entries: HashMap<(Uuid, String), CachedTags>,
+    bytes: usize,
+}
+
+/// Bytes of cached names and values.
+const TAG_CACHE_BYTES: usize = 64 << 20;
+
+#[derive(Debug, Clone)]
+enum CachedTags {
+    Names(Arc<BTreeMap<TagScope, BTreeSet<String>>>),
+    Values(Arc<BTreeSet<TagValue>>),
+}
+
+impl CachedTags {
+    fn bytes(&self) -> usize {
+        match self {
+            CachedTags::Names(names) => names.values().flatten().map(|n| n.len() + 32).sum(),
+            CachedTags::Values(values) => values.iter().map(|v| v.value.len() + 32).sum(),
+        }
+    }
+}
+
+impl TagCache {
+    fn get(&self, block: Uuid, key: &str) -> Option<CachedTags> {
+        self.entries.get(&(block, key.to_string())).cloned()
+    }
+
+    fn put(&mut self, block: Uuid, key: String, tags: CachedTags) {
+        let size = tags.bytes() + key.len();
+        if self.bytes + size > TAG_CACHE_BYTES {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.bytes += size;
+        self.entries.insert((block, key), tags);
+    }
+}
+
+/// The request each per-source tag scan runs: no time filter, since results are cached
+/// per block and blocks are selected by range beforehand.
+fn whole_source_request() -> FetchRequest {
+    tag_request(None, false, TimeRange::Recent)
+}
+
 impl SearchService {
+    /// Runs a tag scan over the head alone and over each selected block alone, reusing
+    /// cached per-block results. Only for requests without a query filter, whose answer
+    /// is a union over sources.
+    async fn per_source_tags<S: TraceSink + 'static>(
+        &self,
+        tenant: &TenantId,
+        range: TimeRange,
+        key: String,
+        columns: Projection,
+        make_sink: impl Fn() -> Arc<S>,
+        take: impl Fn(&S) -> CachedTags,
+    ) -> Result<(Vec<CachedTags>, ScanStats), SearchError> {
+        let sources = self.sources(tenant).await?;
+        let (start, end) = range.bounds();
+        let mut selection_request = whole_source_request();
+        selection_request.start_unix_nanos = start;
+        selection_request.end_unix_nanos = end;
+        let selected = selected_blocks(&sources, &selection_request, self.block_selection(range));
+        let request = whole_source_request();
+        let mut stats = ScanStats::default();
+        let mut results = Vec::new();
+
+        // The head changes all the time: always scanned.
+        let head = Arc::new(Sources::new(sources.head.clone(), Vec::new()));
+        let sink = make_sink();
+        stats.add(
+            &scan(
+                head,
+                &request,
+                BlockSelection::Window,
+                Assembly::Pieces,
+                columns,
+                Arc::clone(&sink) as Arc<dyn TraceSink>,
+                self.scan_settings(),
+            )
+            .await?,
+        );
+        results.push(take(&sink));
+
+        for index in selected {
+            let block = sources.blocks[index].clone();
+            let block_id = block.meta().block_id;
+            stats.total_blocks += 1;
+            stats.total_block_bytes += block.meta().data_size_bytes;
+            let cached = self.inner.tag_cache.lock().get(block_id, &key);
+            if let Some(cached) = cached {
+                results.push(cached);
+                continue;
+            }
+            let sink = make_sink();
+            let block_stats = scan(
+                Arc::new(Sources::new(Vec::new(), vec![block])),
+                &request,
+                BlockSelection::Window,
+                Assembly::Pieces,
+                columns,
+                Arc::clone(&sink) as Arc<dyn TraceSink>,
+                self.scan_settings(),
+            )
+            .await?;
+            stats.inspected_bytes += block_stats.inspected_bytes;
+            stats.inspected_traces += block_stats.inspected_traces;
+            stats.inspected_spans += block_stats.inspected_spans;
+            stats.scanned_blocks += block_stats.scanned_blocks;
+            stats.total_jobs += block_stats.total_jobs;
+            let tags = take(&sink);
+            self.inner
+                .tag_cache
+                .lock()
+                .put(block_id, key.clone(), tags.clone());
+            results.push(tags);
+        }
+        Ok((results, stats))
+    }
+
     /// Attribute names per scope.
     ///
     /// # Errors
@@ -373,22 +498,66 @@ impl SearchService {
             .scopes
             .iter()
             .fold(projection(&fetch), |p, scope| p.union(scope.projection()));
-        let (filter, assembly) = match filter {
-            None => (None, Assembly::Pieces),
-            Some((expr, true)) => (Some(Arc::new(expr)), Assembly::Pieces),
-            Some((expr, false)) => (Some(Arc::new(expr)), Assembly::Whole),
+        let new_sink = |filter: Option<Arc<CSpanset>>, limit: Option<usize>| {
+            Arc::new(NamesSink {
+                filter,
+                scopes: request.scopes.clone(),
+                found: Mutex::new(
+                    request
+                        .scopes
+                        .iter()
+                        .map(|s| (*s, Bounded::new(limit)))
+                        .collect(),
+                ),
+            })
         };
-        let sink = Arc::new(NamesSink {
-            filter,
-            scopes: request.scopes.clone(),
-            found: Mutex::new(
-                request
-                    .scopes
-                    .iter()
-                    .map(|s| (*s, Bounded::new(request.limit)))
-                    .collect(),
-            ),
-        });
+        let Some((expr, span_local)) = filter else {
+            let (parts, stats) = self
+                .per_source_tags(
+                    tenant,
+                    request.range,
+                    format!("names {:?}", request.scopes),
+                    columns,
+                    || new_sink(None, None),
+                    |sink: &NamesSink| {
+                        CachedTags::Names(Arc::new(
+                            sink.found
+                                .lock()
+                                .iter()
+                                .map(|(scope, names)| (*scope, names.items.clone()))
+                                .collect(),
+                        ))
+                    },
+                )
+                .await?;
+            let mut merged: BTreeMap<TagScope, Bounded<String>> = request
+                .scopes
+                .iter()
+                .map(|s| (*s, Bounded::new(request.limit)))
+                .collect();
+            for part in parts {
+                let CachedTags::Names(names) = part else {
+                    continue;
+                };
+                for (scope, list) in names.iter() {
+                    if let Some(bounded) = merged.get_mut(scope) {
+                        for name in list {
+                            bounded.insert(name.clone(), name.len());
+                        }
+                    }
+                }
+            }
+            return Ok(TagNames {
+                scopes: non_empty(merged),
+                stats,
+            });
+        };
+        let assembly = if span_local {
+            Assembly::Pieces
+        } else {
+            Assembly::Whole
+        };
+        let sink = new_sink(Some(Arc::new(expr)), request.limit);
         let stats = scan(
             self.sources(tenant).await?,
             &fetch,
@@ -400,12 +569,10 @@ impl SearchService {
         )
         .await?;
         let found = std::mem::take(&mut *sink.found.lock());
-        let scopes = found
-            .into_iter()
-            .filter(|(_, names)| !names.items.is_empty())
-            .map(|(scope, names)| (scope, names.items))
-            .collect();
-        Ok(TagNames { scopes, stats })
+        Ok(TagNames {
+            scopes: non_empty(found),
+            stats,
+        })
     }
 
     /// Distinct values of one field.
@@ -431,17 +598,45 @@ impl SearchService {
             ),
         };
         let columns = projection(&fetch).union(target_columns);
+        let new_sink = |filter: Option<Arc<CSpanset>>, limit: Option<usize>| {
+            Arc::new(ValuesSink {
+                filter,
+                target: request.target.clone(),
+                found: Mutex::new(Bounded::new(limit)),
+            })
+        };
+        if filter.is_none() && target_local {
+            let (parts, stats) = self
+                .per_source_tags(
+                    tenant,
+                    request.range,
+                    format!("values {:?}", request.target),
+                    columns,
+                    || new_sink(None, None),
+                    |sink: &ValuesSink| {
+                        CachedTags::Values(Arc::new(sink.found.lock().items.clone()))
+                    },
+                )
+                .await?;
+            let mut merged = Bounded::new(request.limit);
+            for part in parts {
+                if let CachedTags::Values(values) = part {
+                    for value in values.iter() {
+                        merged.insert(value.clone(), value.value.len());
+                    }
+                }
+            }
+            return Ok(TagValues {
+                values: merged.items,
+                stats,
+            });
+        }
         let (filter, assembly) = match filter {
-            None if target_local => (None, Assembly::Pieces),
             None => (None, Assembly::Whole),
             Some((expr, true)) if target_local => (Some(Arc::new(expr)), Assembly::Pieces),
             Some((expr, _)) => (Some(Arc::new(expr)), Assembly::Whole),
         };
-        let sink = Arc::new(ValuesSink {
-            filter,
-            target: request.target.clone(),
-            found: Mutex::new(Bounded::new(request.limit)),
-        });
+        let sink = new_sink(filter, request.limit);
         let stats = scan(
             self.sources(tenant).await?,
             &fetch,
@@ -455,4 +650,12 @@ impl SearchService {
         let values = std::mem::take(&mut sink.found.lock().items);
         Ok(TagValues { values, stats })
     }
+}
+
+fn non_empty(found: BTreeMap<TagScope, Bounded<String>>) -> BTreeMap<TagScope, BTreeSet<String>> {
+    found
+        .into_iter()
+        .filter(|(_, names)| !names.items.is_empty())
+        .map(|(scope, names)| (scope, names.items))
+        .collect()
 }

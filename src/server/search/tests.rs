@@ -428,6 +428,27 @@ async fn tag_names_and_values_cover_head_and_blocks() {
     );
     assert!(names.scopes[&TagScope::Resource].contains("service.name"));
     assert!(names.scopes[&TagScope::Span].contains("attempt"));
+    assert_eq!(names.stats.scanned_blocks, 1);
+    // Blocks never change: their names come from the cache the second time.
+    let again = store
+        .service
+        .tag_names(
+            &tenant(),
+            TagNamesRequest {
+                scopes: TagScope::ALL.to_vec(),
+                query: None,
+                range: TimeRange::Recent,
+                limit: Some(1),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.stats.scanned_blocks, 0);
+    assert_eq!(again.stats.total_blocks, 1);
+    assert_eq!(
+        again.scopes[&TagScope::Resource].iter().collect::<Vec<_>>(),
+        vec!["service.name"]
+    );
 
     let values = |target: TagTarget, query: Option<&'static str>| {
         let service = store.service.clone();
