@@ -278,6 +278,9 @@ fn join_key(parent: &str, key: &str) -> String {
     }
 }
 
+/// Keys whose value is a map with user-chosen keys, so the defaults cannot list them.
+const FREE_FORM_MAPS: &[&str] = &["retention.per_tenant"];
+
 struct KeyChecker<'a> {
     root_defaults: &'a Dict,
     env_prefix: &'a str,
@@ -300,6 +303,9 @@ impl KeyChecker<'_> {
                 Some(Value::Empty(..)) => {
                     tree.insert(key, default.clone());
                 }
+                // Free-form maps (tenant → value) have no fixed keys to check; their
+                // entries are validated by `validate`.
+                Some(Value::Dict(..)) if FREE_FORM_MAPS.contains(&full_key.as_str()) => {}
                 Some(Value::Dict(_, child)) => {
                     if let Value::Dict(_, child_defaults) = default {
                         self.check(child, child_defaults, &full_key, problems);

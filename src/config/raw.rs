@@ -7,6 +7,7 @@
 //! documents the same values. The doc comments on the fields are user documentation and
 //! are mirrored in that file.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub(crate) struct RawServerConfig {
     pub(crate) storage: RawStorage,
     /// Limits and defaults of search, tag and TraceQL metrics queries.
     pub(crate) query: RawQuery,
+    /// Deletion of blocks past their retention.
+    pub(crate) retention: RawRetention,
     /// The ordered drain after SIGTERM.
     pub(crate) shutdown: RawShutdown,
     /// The server's own logs.
@@ -336,6 +339,37 @@ impl Default for RawQuery {
             metrics_default_step: RawStep::Auto,
             recent_window: Duration::from_secs(3600),
             trace_merge_window: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A duration as a map value (`retention.per_tenant`), where `#[serde(with)]` on the
+/// field cannot reach.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct RawDuration(#[serde(with = "duration")] pub(crate) Duration);
+
+/// `retention:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRetention {
+    /// Blocks whose newest span ended longer ago than this are deleted (Tempo's
+    /// compactor `block_retention`).
+    #[serde(with = "duration")]
+    pub(crate) block_retention: Duration,
+    /// Tenant ID → retention for that tenant, overriding `block_retention`.
+    pub(crate) per_tenant: BTreeMap<String, RawDuration>,
+    /// How often the backend is swept for expired blocks (also once at start-up).
+    #[serde(with = "duration")]
+    pub(crate) interval: Duration,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        RawRetention {
+            block_retention: Duration::from_secs(14 * 24 * 3600),
+            per_tenant: BTreeMap::new(),
+            interval: Duration::from_secs(5 * 60),
         }
     }
 }

@@ -1,9 +1,12 @@
 //! Validated spoor-server configuration. These types are what the server consumes; the
 //! loader builds them from the YAML shape documented in docs/configuration.md.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::tenant::TenantId;
 
 /// Everything spoor-server needs to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +25,8 @@ pub struct ServerConfig {
     pub storage: StorageConfig,
     /// `query`: limits and defaults of search and metrics queries.
     pub query: QueryConfig,
+    /// `retention`: deletion of blocks past their retention.
+    pub retention: RetentionConfig,
     /// `shutdown`: the drain after SIGTERM.
     pub shutdown: ShutdownConfig,
     /// `log`: the server's own logs.
@@ -126,6 +131,27 @@ pub enum BackendConfig {
     },
     /// Blocks in an S3-compatible bucket.
     S3(S3Config),
+}
+
+/// How long blocks are kept, like Tempo's compactor `block_retention`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionConfig {
+    /// Blocks whose newest span ended longer ago than this are deleted.
+    pub block_retention: Duration,
+    /// Per-tenant overrides of `block_retention`.
+    pub per_tenant: BTreeMap<TenantId, Duration>,
+    /// How often the backend is swept for expired blocks.
+    pub interval: Duration,
+}
+
+impl RetentionConfig {
+    /// The retention that applies to `tenant`: its override, else the default.
+    pub fn retention_for(&self, tenant: &TenantId) -> Duration {
+        self.per_tenant
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.block_retention)
+    }
 }
 
 /// `storage.s3`.

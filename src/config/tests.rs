@@ -6,6 +6,7 @@
 //! parallel without seeing each other's variables. Only the tests of the public function
 //! touch real `SPOOR_` variables, under one lock.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,10 @@ use super::load::load_with_env_prefix;
 use super::*;
 
 const MIB: u64 = 1 << 20;
+
+fn tenant(name: &str) -> crate::tenant::TenantId {
+    crate::tenant::TenantId::new(name).expect("test tenant")
+}
 
 fn addr(text: &str) -> SocketAddr {
     text.parse().expect("test address")
@@ -151,6 +156,11 @@ fn default_config() -> ServerConfig {
             recent_window: Duration::from_secs(3600),
             trace_merge_window: Duration::from_secs(3600),
         },
+        retention: RetentionConfig {
+            block_retention: Duration::from_secs(14 * 24 * 3600),
+            per_tenant: BTreeMap::new(),
+            interval: Duration::from_secs(300),
+        },
         shutdown: ShutdownConfig {
             timeout: Duration::from_secs(30),
         },
@@ -265,6 +275,12 @@ query:
   metrics_default_step: 30s
   recent_window: 15m
   trace_merge_window: 3h
+retention:
+  block_retention: 7d
+  per_tenant:
+    acme: 1d
+    "team-b": 30d
+  interval: 1m
 shutdown:
   timeout: 2m
 log:
@@ -327,6 +343,14 @@ log:
                 metrics_default_step: MetricsStep::Fixed(Duration::from_secs(30)),
                 recent_window: Duration::from_secs(900),
                 trace_merge_window: Duration::from_secs(3 * 3600),
+            },
+            retention: RetentionConfig {
+                block_retention: Duration::from_secs(7 * 24 * 3600),
+                per_tenant: BTreeMap::from([
+                    (tenant("acme"), Duration::from_secs(24 * 3600)),
+                    (tenant("team-b"), Duration::from_secs(30 * 24 * 3600)),
+                ]),
+                interval: Duration::from_secs(60),
             },
             shutdown: ShutdownConfig {
                 timeout: Duration::from_secs(120),
@@ -551,6 +575,7 @@ ingest: { max_inflight_bytes: 0, retry_after: 0s }
 wal: { fsync: 0s, segment_max_size: 0 }
 head: { trace_idle: 0s, max_block_size: 0KiB, max_block_duration: 0ms }
 storage: { blocklist_poll: 0s }
+retention: { block_retention: 0s, interval: 0s }
 shutdown: { timeout: 0s }
 "#;
     assert_errors(
@@ -567,6 +592,8 @@ shutdown: { timeout: 0s }
             "head.max_block_size: must be greater than 0",
             "head.max_block_duration: must be greater than 0",
             "storage.blocklist_poll: must be greater than 0",
+            "retention.block_retention: must be greater than 0",
+            "retention.interval: must be greater than 0",
             "shutdown.timeout: must be greater than 0",
         ],
     );
@@ -866,5 +893,46 @@ fn the_example_and_packaged_configs_load_cleanly() {
         BackendConfig::Local {
             path: PathBuf::from("/var/lib/spoor-server/blocks")
         }
+    );
+}
+
+#[test]
+fn retention_per_tenant_overrides_need_valid_tenants_and_positive_durations() {
+    assert_errors(
+        r#"
+retention:
+  per_tenant:
+    acme: 0s
+    "bad/tenant": 1d
+    ok: 2h
+"#,
+        &[
+            "retention.per_tenant.acme: must be greater than 0",
+            "retention.per_tenant.bad/tenant: \"bad/tenant\" is not a valid tenant ID: tenant \
+             ID contains unsupported character '/'",
+        ],
+    );
+    let errors = load_yaml_errors("retention:\n  per_tenant:\n    acme: soon\n");
+    assert_eq!(errors.iter().count(), 1, "{:?}", messages(&errors));
+    assert!(
+        messages(&errors)[0].contains("retention.per_tenant.acme"),
+        "{:?}",
+        messages(&errors)
+    );
+    // Keys under per_tenant are tenant names, not unknown keys; elsewhere they still are.
+    let config = load_yaml("retention:\n  per_tenant:\n    anything: 3h\n").expect("valid");
+    assert_eq!(
+        config.retention.retention_for(&tenant("anything")),
+        Duration::from_secs(3 * 3600)
+    );
+    assert_eq!(
+        config.retention.retention_for(&tenant("other")),
+        Duration::from_secs(14 * 24 * 3600)
+    );
+    let errors = load_yaml_errors("retention:\n  block_retentoin: 1d\n");
+    assert!(
+        messages(&errors)[0].contains("retention.block_retentoin"),
+        "{:?}",
+        messages(&errors)
     );
 }

@@ -1,6 +1,7 @@
 //! Raw config → validated [`ServerConfig`]: range checks, address parsing and cross-field
 //! rules. Every rule reports into [`Problems`] and carries on, so one run finds them all.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,10 +11,12 @@ use tracing_subscriber::EnvFilter;
 
 use super::error::{ConfigError, ConfigErrors, ValueOrigin};
 use super::raw::{
-    RawBackendKind, RawLog, RawLogFormat, RawQuery, RawS3Storage, RawServerConfig, RawStorage,
+    RawBackendKind, RawLog, RawLogFormat, RawQuery, RawRetention, RawS3Storage, RawServerConfig,
+    RawStorage,
 };
 use super::server::*;
 use super::values::{ByteSize, RawFsync, RawStep};
+use crate::tenant::TenantId;
 
 /// A single request is buffered whole in memory, so larger limits are almost certainly a
 /// typo and would let a few clients exhaust the host.
@@ -177,6 +180,7 @@ pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> Ser
         },
         storage: validate_storage(&raw.storage, problems),
         query: validate_query(&raw.query, problems),
+        retention: validate_retention(&raw.retention, problems),
         shutdown: ShutdownConfig {
             timeout: positive_duration(problems, "shutdown.timeout", raw.shutdown.timeout),
         },
@@ -425,6 +429,35 @@ fn validate_query(raw: &RawQuery, problems: &mut Problems<'_>) -> QueryConfig {
         metrics_default_step,
         recent_window: positive_duration(problems, "query.recent_window", raw.recent_window),
         trace_merge_window: raw.trace_merge_window,
+    }
+}
+
+fn validate_retention(raw: &RawRetention, problems: &mut Problems<'_>) -> RetentionConfig {
+    let mut per_tenant = BTreeMap::new();
+    for (name, retention) in &raw.per_tenant {
+        let key = format!("retention.per_tenant.{name}");
+        // An override for a name no tenant can have would silently never apply.
+        let tenant = match TenantId::new(name) {
+            Ok(_) if name.is_empty() => {
+                problems.invalid(&key, "tenant ID must not be empty");
+                continue;
+            }
+            Ok(tenant) => tenant,
+            Err(error) => {
+                problems.invalid(&key, format!("{name:?} is not a valid tenant ID: {error}"));
+                continue;
+            }
+        };
+        per_tenant.insert(tenant, positive_duration(problems, &key, retention.0));
+    }
+    RetentionConfig {
+        block_retention: positive_duration(
+            problems,
+            "retention.block_retention",
+            raw.block_retention,
+        ),
+        per_tenant,
+        interval: positive_duration(problems, "retention.interval", raw.interval),
     }
 }
 

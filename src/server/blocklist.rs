@@ -58,6 +58,26 @@ impl BlockList {
         self.update_gauges();
     }
 
+    /// Stops queries from seeing a block (it is being deleted). Returns whether it was
+    /// listed.
+    pub fn remove(&self, tenant: &TenantId, block_id: Uuid) -> bool {
+        let mut tenants = self.tenants.write();
+        let Some(blocks) = tenants.get_mut(tenant) else {
+            return false;
+        };
+        let before = blocks.len();
+        blocks.retain(|b| b.meta().block_id != block_id);
+        let removed = blocks.len() != before;
+        if blocks.is_empty() {
+            tenants.remove(tenant);
+        }
+        drop(tenants);
+        if removed {
+            self.update_gauges();
+        }
+        removed
+    }
+
     /// The blocks of one tenant, oldest first.
     pub fn blocks(&self, tenant: &TenantId) -> Vec<BlockReader> {
         self.tenants.read().get(tenant).cloned().unwrap_or_default()

@@ -47,6 +47,9 @@ pub struct ServerMetrics {
     live_traces: Gauge,
     head_bytes: Gauge,
     flushed_spans: Counter<u64, AtomicU64>,
+    retention_deleted: Family<TenantLabels, Counter>,
+    retention_sweeps: Counter,
+    retention_errors: Counter,
 }
 
 impl Default for ServerMetrics {
@@ -142,6 +145,24 @@ impl ServerMetrics {
             "Spans written into blocks",
             flushed_spans.clone(),
         );
+        let retention_deleted = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "retention_blocks_deleted",
+            "Blocks deleted because they were past their tenant's retention",
+            retention_deleted.clone(),
+        );
+        let retention_sweeps = Counter::default();
+        registry.register(
+            "retention_sweeps",
+            "Retention sweeps run (completed or not)",
+            retention_sweeps.clone(),
+        );
+        let retention_errors = Counter::default();
+        registry.register(
+            "retention_errors",
+            "Failed listings, meta reads or deletes during retention sweeps",
+            retention_errors.clone(),
+        );
         ServerMetrics {
             registry,
             ingested_spans,
@@ -158,6 +179,9 @@ impl ServerMetrics {
             live_traces,
             head_bytes,
             flushed_spans,
+            retention_deleted,
+            retention_sweeps,
+            retention_errors,
         }
     }
 
@@ -212,6 +236,22 @@ impl ServerMetrics {
     pub fn set_head(&self, live_traces: usize, bytes: u64) {
         self.live_traces.set(live_traces as i64);
         self.head_bytes.set(bytes as i64);
+    }
+
+    pub fn retention_block_deleted(&self, tenant: &TenantId) {
+        self.retention_deleted
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn retention_sweep(&self) {
+        self.retention_sweeps.inc();
+    }
+
+    pub fn retention_error(&self) {
+        self.retention_errors.inc();
     }
 
     /// The Prometheus text exposition of every metric.

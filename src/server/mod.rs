@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod query;
 pub mod replay;
+pub mod retention;
 pub mod search;
 pub mod storage;
 pub mod wal;
@@ -43,6 +44,7 @@ use head::{CutReason, Head};
 use ingest::Ingest;
 use metrics::ServerMetrics;
 use query::Querier;
+use retention::Retention;
 use search::SearchService;
 use storage::BlockStore;
 use wal::WalDir;
@@ -164,6 +166,12 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     );
     let poll_task = Arc::clone(&blocklist)
         .spawn_poller(config.storage.blocklist_poll, background_cancel.clone());
+    let retention_task = Retention::new(
+        Arc::clone(&blocklist),
+        config.retention.clone(),
+        Arc::clone(&metrics),
+    )
+    .spawn(background_cancel.clone());
     let watchdog_task = {
         let ingest = ingest.clone();
         systemd::spawn_watchdog(
@@ -202,9 +210,14 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         tracing::warn!("wal writer did not stop before the deadline");
     }
     background_cancel.cancel();
-    for task in [Some(cut_task), Some(poll_task), watchdog_task]
-        .into_iter()
-        .flatten()
+    for task in [
+        Some(cut_task),
+        Some(poll_task),
+        Some(retention_task),
+        watchdog_task,
+    ]
+    .into_iter()
+    .flatten()
     {
         let _ = await_until(task, deadline).await;
     }
