@@ -194,8 +194,7 @@ fn tail_sampling_demo_names_everything_not_supported_yet() {
     expect_errors(
         "otelcol-demo-tailsampling.yaml",
         &[
-            "receivers.opencensus: unsupported receiver type \"opencensus\" (supported: otlp)",
-            "receivers.zipkin: unsupported receiver type \"zipkin\" (supported: otlp)",
+            "receivers.opencensus: unsupported receiver type \"opencensus\" (supported: otlp, zipkin)",
             "exporters.prometheus: unsupported exporter type \"prometheus\" (supported: debug, otlp, otlphttp)",
             LOGGING,
             "exporters.zipkin: unsupported exporter type \"zipkin\" (supported: debug, otlp, otlphttp)",
@@ -309,7 +308,10 @@ fn environment_variables_in_values() {
             ("x-literal".to_owned(), "costs $5".to_owned()),
         ]
     );
-    let spoor::config::collector::ReceiverConfig::Otlp(otlp) = &config.receivers[&id("otlp")];
+    let spoor::config::collector::ReceiverConfig::Otlp(otlp) = &config.receivers[&id("otlp")]
+    else {
+        panic!("otlp receiver");
+    };
     assert_eq!(
         otlp.grpc.as_ref().unwrap().endpoint.to_string(),
         "0.0.0.0:4317"

@@ -40,7 +40,7 @@ use tracing::{error, info, warn};
 use crate::config::collector::{
     CollectorConfig, ComponentId, ExtensionConfig, ProcessorConfig, ReceiverConfig,
 };
-use crate::receiver::TraceConsumer;
+use crate::receiver::{TraceConsumer, ZipkinOptions};
 use crate::runtime::systemd;
 use exporters::ExporterRuntime;
 use head::ReceiverConsumer;
@@ -89,6 +89,7 @@ struct BoundReceiver {
     id: ComponentId,
     grpc: Option<(TcpListener, usize)>,
     http: Option<(TcpListener, usize)>,
+    zipkin: Option<(TcpListener, usize, ZipkinOptions)>,
 }
 
 /// Runs spoor-collector until `shutdown` is cancelled, then drains in order.
@@ -112,8 +113,22 @@ pub async fn run(
     // 1. Every listener, before anything announces readiness.
     let mut bound_receivers = Vec::new();
     for id in &used_receivers {
-        let Some(ReceiverConfig::Otlp(otlp)) = config.receivers.get(*id) else {
-            continue;
+        let otlp = match config.receivers.get(*id) {
+            Some(ReceiverConfig::Otlp(otlp)) => otlp,
+            Some(ReceiverConfig::Zipkin(zipkin)) => {
+                let listener = bind(format!("receivers.{id}"), zipkin.endpoint).await?;
+                let options = ZipkinOptions {
+                    parse_string_tags: zipkin.parse_string_tags,
+                };
+                bound_receivers.push(BoundReceiver {
+                    id: (*id).clone(),
+                    grpc: None,
+                    http: None,
+                    zipkin: Some((listener, zipkin.max_request_body_bytes, options)),
+                });
+                continue;
+            }
+            None => continue,
         };
         let grpc = match &otlp.grpc {
             Some(grpc) => Some((
@@ -133,6 +148,7 @@ pub async fn run(
             id: (*id).clone(),
             grpc,
             http,
+            zipkin: None,
         });
     }
     let mut health_listeners = Vec::new();
@@ -214,6 +230,29 @@ pub async fn run(
                         crate::receiver::serve_grpc(listener, consumer, max_bytes, cancel).await
                     {
                         error!(receiver = %name, transport = "grpc", %error, "receiver failed");
+                    }
+                }),
+            ));
+        }
+        if let Some((listener, max_bytes, options)) = bound.zipkin {
+            // Labelled `http` like the OpenTelemetry Collector's zipkin receiver metrics.
+            let consumer: Arc<dyn TraceConsumer> = Arc::new(ReceiverConsumer::new(
+                receiver.clone(),
+                "http",
+                heads.clone(),
+                Arc::clone(&metrics),
+            ));
+            let cancel = receivers_cancel.clone();
+            let name = receiver.clone();
+            receiver_tasks.push((
+                format!("{receiver} zipkin"),
+                tokio::spawn(async move {
+                    if let Err(error) = crate::receiver::serve_zipkin(
+                        listener, consumer, max_bytes, options, cancel,
+                    )
+                    .await
+                    {
+                        error!(receiver = %name, transport = "http", %error, "receiver failed");
                     }
                 }),
             ));

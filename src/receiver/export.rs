@@ -7,6 +7,7 @@ use std::io;
 use tracing::{debug, warn};
 
 use super::json::JsonDecodeError;
+use super::zipkin::ZipkinDecodeError;
 use super::{ConsumeError, TraceBatch, TraceConsumer};
 use crate::error::{ErrorCode, ServiceError};
 use crate::otlp::{count_spans, OtlpExportRequest, OtlpExportResponse, OtlpPartialSuccess};
@@ -17,6 +18,7 @@ use crate::tenant::{TenantError, TenantId, TENANT_HEADER};
 pub(crate) enum Transport {
     Grpc,
     Http,
+    Zipkin,
 }
 
 impl Transport {
@@ -24,6 +26,7 @@ impl Transport {
         match self {
             Transport::Grpc => "grpc",
             Transport::Http => "http",
+            Transport::Zipkin => "zipkin",
         }
     }
 }
@@ -37,6 +40,8 @@ pub(crate) enum ExportError {
     UnsupportedContentType { found: String },
     #[error("unsupported content encoding {found:?}: expected gzip, zstd, deflate or identity")]
     UnsupportedContentEncoding { found: String },
+    #[error("unsupported content type {found:?}: the zipkin receiver accepts application/json (Zipkin v2 JSON)")]
+    UnsupportedZipkinContentType { found: String },
     #[error("invalid {TENANT_HEADER} header: {0}")]
     Tenant(#[from] TenantError),
     #[error("invalid {TENANT_HEADER} header: not valid UTF-8")]
@@ -55,6 +60,8 @@ pub(crate) enum ExportError {
     Protobuf(#[from] prost::DecodeError),
     #[error("failed to decode JSON request body: {0}")]
     Json(#[from] JsonDecodeError),
+    #[error("failed to decode Zipkin request body: {0}")]
+    Zipkin(#[from] ZipkinDecodeError),
     #[error("request decoding task failed: {0}")]
     DecodeTask(String),
     #[error(transparent)]
@@ -67,13 +74,15 @@ impl ServiceError for ExportError {
             // The HTTP receiver answers these two with 415, which the shared table has no
             // code for; gRPC never produces them (tonic negotiates its own encodings).
             ExportError::UnsupportedContentType { .. }
+            | ExportError::UnsupportedZipkinContentType { .. }
             | ExportError::UnsupportedContentEncoding { .. } => ErrorCode::InvalidArgument,
             ExportError::Tenant(_)
             | ExportError::TenantNotUtf8
             | ExportError::ReadBody(_)
             | ExportError::Decompress { .. }
             | ExportError::Protobuf(_)
-            | ExportError::Json(_) => ErrorCode::InvalidArgument,
+            | ExportError::Json(_)
+            | ExportError::Zipkin(_) => ErrorCode::InvalidArgument,
             ExportError::BodyTooLarge { .. } => ErrorCode::PayloadTooLarge,
             ExportError::DecodeTask(_) => ErrorCode::Internal,
             ExportError::Consume(error) => error.error_code(),

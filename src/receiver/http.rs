@@ -46,11 +46,11 @@ const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// Bodies whose decoding work is estimated above this many bytes are decoded on the blocking
 /// pool; below it, the hop would cost more than the work (well under the ~500 µs budget).
-const INLINE_DECODE_MAX_BYTES: usize = 64 * 1024;
+pub(crate) const INLINE_DECODE_MAX_BYTES: usize = 64 * 1024;
 
 /// Assumed expansion of a compressed body when estimating decode work: OTLP protobuf
 /// compresses about 5-10x, JSON more.
-const ASSUMED_COMPRESSION_RATIO: usize = 8;
+pub(crate) const ASSUMED_COMPRESSION_RATIO: usize = 8;
 
 /// Smallest zstd window accepted regardless of the body limit: what `zstd -19` uses, so
 /// ordinary clients always fit.
@@ -111,7 +111,7 @@ impl WireFormat {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ContentEncoding {
+pub(crate) enum ContentEncoding {
     Identity,
     Gzip,
     Zstd,
@@ -119,7 +119,7 @@ enum ContentEncoding {
 }
 
 impl ContentEncoding {
-    fn from_headers(headers: &HeaderMap) -> Result<ContentEncoding, ExportError> {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Result<ContentEncoding, ExportError> {
         let Some(value) = headers.get(CONTENT_ENCODING) else {
             return Ok(ContentEncoding::Identity);
         };
@@ -272,7 +272,7 @@ async fn export_traces_inner(
     .await?)
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<usize> {
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<usize> {
     headers
         .get(CONTENT_LENGTH)?
         .to_str()
@@ -282,7 +282,7 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
         .ok()
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ExportError> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ExportError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
@@ -306,7 +306,7 @@ fn decode_body(
 
 /// Decompresses into at most `limit` bytes. Reading stops one byte past the limit, so the
 /// memory a hostile body can claim is bounded by the limit, not by its compression ratio.
-fn decompress_capped(
+pub(crate) fn decompress_capped(
     encoding: ContentEncoding,
     raw_body: Bytes,
     limit: usize,
@@ -357,25 +357,34 @@ fn zstd_window_log_max(limit: usize) -> u32 {
 
 fn error_response(format: WireFormat, error: &ExportError) -> Response {
     let answer = ErrorAnswer::from_error(error);
-    let status = match error {
-        // RFC 9110 §15.5.16: 415 covers unsupported content codings too.
-        ExportError::UnsupportedContentType { .. }
-        | ExportError::UnsupportedContentEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        _ => error.error_code().http(),
-    };
+    let (status, retry_after) = refusal_status(error);
     let mut response = (
         status,
         [(CONTENT_TYPE, format.content_type())],
         format.encode_error(&answer),
     )
         .into_response();
-    if let Some(retry_after) = answer.code.retry_after() {
-        response.headers_mut().insert(
-            RETRY_AFTER,
-            HeaderValue::from(retry_after_header_secs(retry_after)),
-        );
+    if let Some(retry_after) = retry_after {
+        response.headers_mut().insert(RETRY_AFTER, retry_after);
     }
     response
+}
+
+/// The HTTP status and `Retry-After` value for a refusal. Shared by every HTTP receiver
+/// (OTLP and Zipkin), so backpressure reads the same to all clients.
+pub(crate) fn refusal_status(error: &ExportError) -> (StatusCode, Option<HeaderValue>) {
+    let code = error.error_code();
+    let status = match error {
+        // RFC 9110 §15.5.16: 415 covers unsupported content codings too.
+        ExportError::UnsupportedContentType { .. }
+        | ExportError::UnsupportedZipkinContentType { .. }
+        | ExportError::UnsupportedContentEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        _ => code.http(),
+    };
+    let retry_after = code
+        .retry_after()
+        .map(|delay| HeaderValue::from(retry_after_header_secs(delay)));
+    (status, retry_after)
 }
 
 #[cfg(test)]

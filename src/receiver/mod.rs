@@ -8,6 +8,9 @@
 //! `Retry-After` when the consumer is full). Receivers never buffer: the consumer decides
 //! whether the batch is accepted (and durable) or refused.
 //!
+//! The collector's Zipkin receiver ([`zipkin`], `POST /api/v2/spans`) translates Zipkin v2
+//! JSON to the same OTLP request and shares the HTTP receiver's limits and refusal mapping.
+//!
 //! Both servers take an already-bound listener, so the binary can bind everything before it
 //! reports readiness, and a [`CancellationToken`](tokio_util::sync::CancellationToken) that
 //! stops accepting while in-flight requests complete.
@@ -23,9 +26,11 @@ pub mod grpc;
 pub mod http;
 pub mod json;
 mod status;
+pub mod zipkin;
 
 pub use grpc::{grpc_trace_service, serve_grpc, GrpcTraceService};
 pub use http::{http_router, serve_http};
+pub use zipkin::{serve_zipkin, zipkin_router, ZipkinOptions};
 
 /// Why a receiver stopped serving.
 #[derive(Debug, thiserror::Error)]

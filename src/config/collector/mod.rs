@@ -142,6 +142,19 @@ pub struct CollectorConfig {
 pub enum ReceiverConfig {
     /// `otlp`: OTLP over gRPC and/or HTTP.
     Otlp(OtlpReceiverConfig),
+    /// `zipkin`: Zipkin v2 JSON over HTTP.
+    Zipkin(ZipkinReceiverConfig),
+}
+
+/// `receivers.zipkin`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZipkinReceiverConfig {
+    /// `endpoint`.
+    pub endpoint: SocketAddr,
+    /// `parse_string_tags`.
+    pub parse_string_tags: bool,
+    /// Request body limit (the OTLP/HTTP default; the key has no Zipkin equivalent).
+    pub max_request_body_bytes: usize,
 }
 
 /// `receivers.otlp`.

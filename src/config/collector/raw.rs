@@ -116,6 +116,31 @@ impl Default for RawHttpProtocol {
     }
 }
 
+/// `receivers.zipkin`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawZipkinReceiver {
+    pub(crate) endpoint: String,
+    pub(crate) parse_string_tags: bool,
+}
+
+impl Default for RawZipkinReceiver {
+    fn default() -> Self {
+        RawZipkinReceiver {
+            // Loopback, like the OTLP defaults: the OpenTelemetry Collector's 0.0.0.0:9411
+            // would expose the appliance to the network without anyone asking for it.
+            endpoint: "127.0.0.1:9411".to_owned(),
+            parse_string_tags: false,
+        }
+    }
+}
+
+impl RawComponent for RawZipkinReceiver {
+    fn key_schema() -> Self {
+        RawZipkinReceiver::default()
+    }
+}
+
 // --------------------------------------------------------------- processors
 
 /// `processors.batch`.

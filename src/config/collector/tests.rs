@@ -54,7 +54,9 @@ service:
 #[test]
 fn built_in_default_is_the_documented_appliance() {
     let config = load_collector_config_with_env(None, &BTreeMap::new()).expect("default loads");
-    let ReceiverConfig::Otlp(otlp) = &config.receivers[&id("otlp")];
+    let ReceiverConfig::Otlp(otlp) = &config.receivers[&id("otlp")] else {
+        panic!("otlp receiver");
+    };
     assert_eq!(
         otlp.grpc.as_ref().map(|grpc| grpc.endpoint.to_string()),
         Some("127.0.0.1:4317".to_owned())
@@ -257,7 +259,7 @@ service:
     );
     let expected = [
         "extensions.pprof: unsupported extension type \"pprof\" (supported: file_storage, health_check)",
-        "receivers.jaeger: unsupported receiver type \"jaeger\" (supported: otlp)",
+        "receivers.jaeger: unsupported receiver type \"jaeger\" (supported: otlp, zipkin)",
         "processors.k8sattributes: unsupported processor type \"k8sattributes\" (supported: attributes, batch, memory_limiter, probabilistic_sampler, redaction, resource)",
         "exporters.logging: unsupported exporter type \"logging\" (supported: debug, otlp, otlphttp); the OpenTelemetry Collector replaced it by debug",
         "service.pipelines.metrics: only traces pipelines are supported (found a metrics pipeline); remove it or move its data elsewhere",
@@ -527,4 +529,71 @@ fn component_ids() {
     assert!(ComponentId::parse("otlp/").is_err());
     assert!(ComponentId::parse("/x").is_err());
     assert!(ComponentId::parse("").is_err());
+}
+
+#[test]
+fn zipkin_receiver_defaults_to_loopback_and_takes_otelcol_keys() {
+    let config = load_yaml(
+        "
+receivers:
+  zipkin:
+  zipkin/typed:
+    endpoint: :9412
+    parse_string_tags: true
+exporters:
+  debug:
+service:
+  pipelines:
+    traces:
+      receivers: [zipkin, zipkin/typed]
+      exporters: [debug]
+",
+        &[],
+    )
+    .expect("valid");
+    let ReceiverConfig::Zipkin(plain) = &config.receivers[&id("zipkin")] else {
+        panic!("zipkin receiver");
+    };
+    assert_eq!(plain.endpoint, "127.0.0.1:9411".parse().expect("addr"));
+    assert!(!plain.parse_string_tags);
+    assert_eq!(plain.max_request_body_bytes, 20 << 20);
+    let ReceiverConfig::Zipkin(typed) = &config.receivers[&id("zipkin/typed")] else {
+        panic!("zipkin receiver");
+    };
+    assert_eq!(typed.endpoint, "0.0.0.0:9412".parse().expect("addr"));
+    assert!(typed.parse_string_tags);
+
+    let messages = errors(
+        "
+receivers:
+  zipkin:
+    endpoint: nowhere
+    cors: {}
+  zipkin/2:
+    endpoint: 127.0.0.1:4317
+  otlp:
+    protocols:
+      grpc:
+exporters:
+  debug:
+service:
+  pipelines:
+    traces:
+      receivers: [zipkin, zipkin/2, otlp]
+      exporters: [debug]
+",
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("receivers.zipkin.cors")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("receivers.zipkin/2.endpoint")
+                || m.starts_with("receivers.otlp.protocols.grpc.endpoint")),
+        "port clash reported: {messages:#?}"
+    );
 }

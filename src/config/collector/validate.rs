@@ -14,7 +14,7 @@ use super::*;
 use crate::config::validate::{addresses_overlap, Problems};
 use crate::config::{LogConfig, LogFormat};
 
-const SUPPORTED_RECEIVERS: &[&str] = &["otlp"];
+const SUPPORTED_RECEIVERS: &[&str] = &["otlp", "zipkin"];
 const SUPPORTED_PROCESSORS: &[&str] = &[
     "attributes",
     "batch",
@@ -110,6 +110,8 @@ pub(crate) fn validate(
         let config = match id.kind() {
             "otlp" => read_section::<RawOtlpReceiver>(section, env, problems)
                 .and_then(|raw| otlp_receiver(problems, &section.key, raw)),
+            "zipkin" => read_section::<RawZipkinReceiver>(section, env, problems)
+                .and_then(|raw| zipkin_receiver(problems, &section.key, &raw)),
             other => {
                 unsupported(
                     problems,
@@ -436,6 +438,19 @@ fn otlp_receiver(
         return None;
     }
     Some(ReceiverConfig::Otlp(OtlpReceiverConfig { grpc, http }))
+}
+
+fn zipkin_receiver(
+    problems: &mut Problems<'_>,
+    key: &str,
+    raw: &RawZipkinReceiver,
+) -> Option<ReceiverConfig> {
+    let endpoint = listen_endpoint(problems, &format!("{key}.endpoint"), &raw.endpoint)?;
+    Some(ReceiverConfig::Zipkin(ZipkinReceiverConfig {
+        endpoint,
+        parse_string_tags: raw.parse_string_tags,
+        max_request_body_bytes: to_usize(RawHttpProtocol::default().max_request_body_size.bytes()),
+    }))
 }
 
 // --------------------------------------------------------------- processors
@@ -1180,7 +1195,13 @@ fn check_distinct_listeners(
 ) {
     let mut listeners: Vec<(String, SocketAddr)> = Vec::new();
     for (id, receiver) in receivers {
-        let ReceiverConfig::Otlp(otlp) = receiver;
+        let otlp = match receiver {
+            ReceiverConfig::Otlp(otlp) => otlp,
+            ReceiverConfig::Zipkin(zipkin) => {
+                listeners.push((format!("receivers.{id}.endpoint"), zipkin.endpoint));
+                continue;
+            }
+        };
         if let Some(grpc) = &otlp.grpc {
             listeners.push((
                 format!("receivers.{id}.protocols.grpc.endpoint"),
