@@ -37,7 +37,12 @@ impl TestServer {
             api_port: free_port(),
             grpc_port: free_port(),
             http_port: free_port(),
-            env: Vec::new(),
+            // Fixtures carry fixed 2023 timestamps; without this the retention sweeper
+            // (tested on its own) would delete their blocks at start-up.
+            env: vec![(
+                "SPOOR_RETENTION__BLOCK_RETENTION".to_string(),
+                "87600h".to_string(),
+            )],
             child: None,
             log_path: data_dir.join("server.log"),
         }
