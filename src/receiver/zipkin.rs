@@ -33,8 +33,9 @@ use super::http::{
 };
 use super::{ReceiverError, TraceConsumer};
 use crate::otlp::{
-    OtlpAnyValue, OtlpEvent, OtlpExportRequest, OtlpKeyValue, OtlpResource, OtlpResourceSpans,
-    OtlpScope, OtlpScopeSpans, OtlpSpan, OtlpSpanKind, OtlpStatus, OtlpStatusCode, OtlpValue,
+    OtlpAnyValue, OtlpEvent, OtlpExportRequest, OtlpKeyValue, OtlpLink, OtlpResource,
+    OtlpResourceSpans, OtlpScope, OtlpScopeSpans, OtlpSpan, OtlpSpanKind, OtlpStatus,
+    OtlpStatusCode, OtlpValue,
 };
 use crate::tenant::TENANT_HEADER;
 
@@ -48,6 +49,9 @@ const TAG_STATUS_DESCRIPTION: &str = "otel.status_description";
 const TAG_ERROR: &str = "error";
 const TAG_SPAN_KIND: &str = "span.kind";
 const TAG_TRACE_STATE: &str = "w3c.tracestate";
+const TAG_LINK_PREFIX: &str = "otlp.link.";
+/// Contrib reads at most this many link tags.
+const MAX_LINK_TAGS: usize = 128;
 const TAG_SCOPE_NAME: &str = "otel.scope.name";
 const TAG_SCOPE_VERSION: &str = "otel.scope.version";
 const TAG_LIBRARY_NAME: &str = "otel.library.name";
@@ -299,6 +303,7 @@ fn translate_span(
 
     let status = status_from_tags(&mut tags);
     let trace_state = tags.remove(TAG_TRACE_STATE).unwrap_or_default();
+    let links = links_from_tags(&mut tags);
 
     let mut attributes: Vec<OtlpKeyValue> = tags
         .iter()
@@ -340,11 +345,7 @@ fn translate_span(
     let events = span
         .annotations
         .into_iter()
-        .map(|annotation| OtlpEvent {
-            time_unix_nano: micros_to_nanos(annotation.timestamp),
-            name: annotation.value,
-            ..Default::default()
-        })
+        .map(|annotation| event_from_annotation(annotation.timestamp, annotation.value))
         .collect();
 
     Ok(OtlpSpan {
@@ -358,7 +359,118 @@ fn translate_span(
         end_time_unix_nano: end,
         attributes,
         events,
+        links,
         status: Some(status),
+        ..Default::default()
+    })
+}
+
+/// An annotation as an event. OpenTelemetry's Zipkin exporters write an event with
+/// attributes as `name|{json attributes}|dropped count`; such a value is split as contrib
+/// does. Unlike contrib, a value that only looks like it (a `|` in a plain annotation,
+/// JSON that is not an object) stays whole as the event name instead of failing the upload.
+fn event_from_annotation(timestamp_micros: u64, value: String) -> OtlpEvent {
+    let time_unix_nano = micros_to_nanos(timestamp_micros);
+    if let Some((name, attributes, dropped)) = split_encoded(&value, 3) {
+        if let Some(name) = name.first() {
+            return OtlpEvent {
+                time_unix_nano,
+                name: (*name).to_owned(),
+                attributes,
+                dropped_attributes_count: dropped,
+            };
+        }
+    }
+    OtlpEvent {
+        time_unix_nano,
+        name: value,
+        ..Default::default()
+    }
+}
+
+/// Links from the `otlp.link.0`, `otlp.link.1`, … tags OpenTelemetry's Zipkin exporters
+/// write (`traceId|spanId|traceState|{json attributes}|dropped count`), read in order
+/// until the first missing index as contrib does. A malformed link tag is kept as an
+/// attribute rather than failing the upload (contrib rejects the whole request).
+fn links_from_tags(tags: &mut BTreeMap<String, String>) -> Vec<OtlpLink> {
+    let mut links = Vec::new();
+    for index in 0..MAX_LINK_TAGS {
+        let key = format!("{TAG_LINK_PREFIX}{index}");
+        let Some(value) = tags.get(&key) else {
+            break;
+        };
+        let Some(link) = link_from_tag(value) else {
+            continue;
+        };
+        tags.remove(&key);
+        links.push(link);
+    }
+    links
+}
+
+fn link_from_tag(value: &str) -> Option<OtlpLink> {
+    let (head, attributes, dropped) = split_encoded(value, 5)?;
+    let [trace_id, span_id, trace_state] = head[..] else {
+        return None;
+    };
+    let trace_id = hex::decode(trace_id.trim_matches('"')).ok()?;
+    let span_id = hex::decode(span_id.trim_matches('"')).ok()?;
+    if trace_id.len() != 16 || span_id.len() != 8 {
+        return None;
+    }
+    Some(OtlpLink {
+        trace_id,
+        span_id,
+        trace_state: trace_state.to_owned(),
+        attributes,
+        dropped_attributes_count: dropped,
+        ..Default::default()
+    })
+}
+
+/// Splits `fixed fields|{json object}|count` with at least `min_parts` parts: the JSON may
+/// itself contain `|`, so it is everything between the fixed fields and the last part.
+/// `None` unless the JSON is an object and the count a `u32`.
+fn split_encoded(value: &str, min_parts: usize) -> Option<(Vec<&str>, Vec<OtlpKeyValue>, u32)> {
+    let parts: Vec<&str> = value.split('|').collect();
+    if parts.len() < min_parts {
+        return None;
+    }
+    let fixed = min_parts - 2;
+    let dropped: u32 = parts[parts.len() - 1].parse().ok()?;
+    let json = parts[fixed..parts.len() - 1].join("|");
+    let serde_json::Value::Object(object) = serde_json::from_str(&json).ok()? else {
+        return None;
+    };
+    let attributes = object
+        .into_iter()
+        .filter_map(|(key, value)| json_attr(key, value))
+        .collect();
+    Some((parts[..fixed].to_vec(), attributes, dropped))
+}
+
+/// A JSON attribute value as contrib reads it: strings, booleans, and numbers (integral
+/// ones as integers); anything else is skipped.
+fn json_attr(key: String, value: serde_json::Value) -> Option<OtlpKeyValue> {
+    let value = match value {
+        serde_json::Value::String(text) => OtlpValue::StringValue(text),
+        serde_json::Value::Bool(flag) => OtlpValue::BoolValue(flag),
+        serde_json::Value::Number(number) => match number.as_i64() {
+            Some(int) => OtlpValue::IntValue(int),
+            None => {
+                let float = number.as_f64()?;
+                if float.fract() == 0.0 && float.abs() < 9.2e18 {
+                    OtlpValue::IntValue(float as i64)
+                } else {
+                    OtlpValue::DoubleValue(float)
+                }
+            }
+        },
+        _ => return None,
+    };
+    Some(OtlpKeyValue {
+        key,
+        value: Some(OtlpAnyValue { value: Some(value) }),
         ..Default::default()
     })
 }

@@ -289,3 +289,61 @@ fn errors_name_the_span_and_field() {
         0
     );
 }
+
+#[test]
+fn encoded_event_attributes_and_links_are_decoded() {
+    // As OpenTelemetry's Zipkin exporters write events with attributes and links; the
+    // JSON of the second link contains a `|` itself.
+    let body = r#"[
+      {"traceId": "1", "id": "2", "timestamp": 10,
+       "annotations": [
+         {"timestamp": 11, "value": "exception|{\"exception.type\":\"IOError\",\"retry\":2,\"ratio\":0.5,\"fatal\":true}|1"},
+         {"timestamp": 12, "value": "a|b|c"},
+         {"timestamp": 13, "value": "plain"}
+       ],
+       "tags": {
+         "otlp.link.0": "463ac35c9f6413ad48485a3953bb6124|a2fb4a1d1a96d312|k=v|{\"peer\":\"x\"}|0",
+         "otlp.link.1": "463ac35c9f6413ad48485a3953bb6125|a2fb4a1d1a96d313||{\"a\":\"b|c\"}|2",
+         "otlp.link.2": "not-a-link",
+         "otlp.link.4": "463ac35c9f6413ad48485a3953bb6125|a2fb4a1d1a96d313||{}|0"
+       }}
+    ]"#;
+    let request = decode_spans(body.as_bytes(), ZipkinOptions::default()).expect("ok");
+    let span = &request.resource_spans[0].scope_spans[0].spans[0];
+
+    let events = &span.events;
+    assert_eq!(events[0].name, "exception");
+    assert_eq!(events[0].time_unix_nano, 11_000);
+    assert_eq!(events[0].dropped_attributes_count, 1);
+    let a = &events[0].attributes;
+    assert_eq!(attr(a, "exception.type"), s("IOError").as_ref());
+    assert_eq!(attr(a, "retry"), Some(&OtlpValue::IntValue(2)));
+    assert_eq!(attr(a, "ratio"), Some(&OtlpValue::DoubleValue(0.5)));
+    assert_eq!(attr(a, "fatal"), Some(&OtlpValue::BoolValue(true)));
+    assert_eq!(events[1].name, "a|b|c", "not the encoded form: kept whole");
+    assert!(events[1].attributes.is_empty());
+    assert_eq!(events[2].name, "plain");
+
+    let links = &span.links;
+    assert_eq!(links.len(), 2, "{links:?}");
+    assert_eq!(
+        links[0].trace_id,
+        hex::decode("463ac35c9f6413ad48485a3953bb6124").expect("hex")
+    );
+    assert_eq!(
+        links[0].span_id,
+        hex::decode("a2fb4a1d1a96d312").expect("hex")
+    );
+    assert_eq!(links[0].trace_state, "k=v");
+    assert_eq!(attr(&links[0].attributes, "peer"), s("x").as_ref());
+    assert_eq!(attr(&links[1].attributes, "a"), s("b|c").as_ref());
+    assert_eq!(links[1].dropped_attributes_count, 2);
+    // The malformed link stays visible as an attribute; reading stops at the first gap,
+    // so `otlp.link.4` after the missing 3 is an ordinary tag, as in contrib.
+    assert_eq!(
+        attr(&span.attributes, "otlp.link.2"),
+        s("not-a-link").as_ref()
+    );
+    assert!(attr(&span.attributes, "otlp.link.4").is_some());
+    assert!(attr(&span.attributes, "otlp.link.0").is_none());
+}
