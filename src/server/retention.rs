@@ -107,8 +107,8 @@ impl Retention {
                     continue;
                 }
             };
-            let known = self.blocklist.blocks(&tenant);
-            for block_id in block_ids {
+            let known = self.blocklist.listed_blocks(&tenant);
+            for &block_id in &block_ids {
                 if cancel.is_cancelled() {
                     return summary;
                 }
@@ -132,6 +132,11 @@ impl Retention {
                 // No meta: still being written, or half-deleted; nothing to decide on.
                 let Some(meta) = meta else { continue };
                 if !is_expired(meta.max_end_time_unix_nano, retention, now) {
+                    continue;
+                }
+                // A compacted block ends no earlier than the blocks it replaces, so those
+                // expire too; deleting them first keeps them from reappearing meanwhile.
+                if meta.replaces.iter().any(|id| block_ids.contains(id)) {
                     continue;
                 }
                 match self.delete(&tenant, block_id, &meta, retention).await {
