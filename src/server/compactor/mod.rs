@@ -1,7 +1,7 @@
 //! Compaction: merges small blocks of a tenant and time window into larger ones,
 //! deduplicating spans, without a query ever counting a span twice or missing one.
 //!
-//! A cycle runs at start-up and then every `compaction.cycle`:
+//! A cycle runs every `compaction.cycle`:
 //! 1. delete blocks replaced longer than `compacted_block_retention` ago (see below);
 //! 2. plan jobs from the blocks queries see ([`plan`]) and run them one at a time: a
 //!    streaming k-way merge of the inputs ([`merge`]) feeds the block encoder on a
@@ -111,12 +111,17 @@ impl Compactor {
         }
     }
 
-    /// Runs a cycle now and then every `cycle` until cancelled. Cancellation abandons a
-    /// running job, which leaves at most an orphan.
+    /// Runs a cycle every `cycle` until cancelled; the first one `cycle` after start-up,
+    /// which has enough to do already (and removes orphans itself). Cancellation abandons
+    /// a running job, which leaves at most an orphan.
     pub fn spawn(self, cancel: CancellationToken) -> JoinHandle<()> {
         tokio::spawn(async move {
             let mut last_orphan_sweep = Instant::now();
             loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(self.config.cycle) => {}
+                }
                 let sweep_orphans = last_orphan_sweep.elapsed() >= ORPHAN_GRACE;
                 if sweep_orphans {
                     last_orphan_sweep = Instant::now();
@@ -134,10 +139,6 @@ impl Compactor {
                         errors = summary.errors,
                         "compaction cycle done"
                     );
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(self.config.cycle) => {}
                 }
             }
         })
@@ -448,12 +449,13 @@ pub async fn remove_orphans(
     summary
 }
 
-/// Test hook (`test-util` builds only): `SPOOR_TEST_COMPACTION_PAUSE=<point>` logs
+/// Test hook (`test-util` builds only; outside the `SPOOR_` config prefix):
+/// `TEST_SPOOR_COMPACTION_PAUSE=<point>` logs
 /// `compaction paused` and stops the compactor at that point for good, so an
 /// integration test can kill -9 the server at a known step.
 #[cfg(feature = "test-util")]
 async fn test_pause(point: &str) {
-    if std::env::var("SPOOR_TEST_COMPACTION_PAUSE").is_ok_and(|wanted| wanted == point) {
+    if std::env::var("TEST_SPOOR_COMPACTION_PAUSE").is_ok_and(|wanted| wanted == point) {
         tracing::warn!(point, "compaction paused");
         std::future::pending::<()>().await;
     }
