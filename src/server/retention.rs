@@ -8,6 +8,9 @@
 //! a half-deleted block is never listed again). One failing block is logged and counted
 //! and the sweep carries on; a block whose delete failed is retried by the next sweep.
 //!
+//! A compacted block waits for the blocks it replaces to be deleted first (they end no
+//! later, so they expire too): deleting it first would make them visible again.
+//!
 //! A block-list poll that listed the store just before a delete can show the block again
 //! until the next poll; queries reading it then get a retryable "not found".
 

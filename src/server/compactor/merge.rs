@@ -67,11 +67,10 @@ where
             match input.peek() {
                 None => {}
                 Some(Err(_)) => return input.next(),
-                Some(Ok(trace)) => {
-                    if smallest.is_none_or(|id| trace.trace_id < id) {
-                        smallest = Some(trace.trace_id);
-                    }
+                Some(Ok(trace)) if smallest.is_none_or(|id| trace.trace_id < id) => {
+                    smallest = Some(trace.trace_id);
                 }
+                Some(Ok(_)) => {}
             }
         }
         let trace_id = smallest?;
