@@ -374,4 +374,41 @@ mod tests {
         assert_eq!(stored_ids(&store, &tenant).await, vec![new]);
         assert!(!store.list_block_ids(&tenant).await.unwrap().contains(&old));
     }
+
+    #[tokio::test]
+    async fn a_compacted_block_goes_after_the_blocks_it_replaces() {
+        let metrics = Arc::new(ServerMetrics::new());
+        let blocklist = Arc::new(BlockList::new(
+            BlockStore::in_memory(),
+            Arc::clone(&metrics),
+        ));
+        let tenant = TenantId::new("acme").unwrap();
+        let now_secs = 1_800_000_000;
+        let input = put_block(&blocklist, &tenant, 7, now_secs - 3 * 3600).await;
+        let mut output =
+            encode_block(Uuid::new_v4(), &tenant, 1, &[make_trace_for_test(7, 3)]).unwrap();
+        output.meta.max_end_time_unix_nano = nanos(now_secs - 3 * 3600);
+        output.meta.replaces = vec![input];
+        blocklist.store().put_block(&output).await.unwrap();
+        blocklist.refresh().await.unwrap();
+        let retention = Retention::new(
+            Arc::clone(&blocklist),
+            config(HOUR, &[]),
+            Arc::clone(&metrics),
+        );
+
+        let first = retention
+            .sweep(at(now_secs), &CancellationToken::new())
+            .await;
+        assert_eq!(first.deleted, 1);
+        assert_eq!(
+            stored_ids(blocklist.store(), &tenant).await,
+            vec![output.meta.block_id]
+        );
+        let second = retention
+            .sweep(at(now_secs), &CancellationToken::new())
+            .await;
+        assert_eq!(second.deleted, 1);
+        assert!(stored_ids(blocklist.store(), &tenant).await.is_empty());
+    }
 }

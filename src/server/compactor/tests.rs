@@ -297,6 +297,18 @@ async fn orphans_are_removed_after_the_grace_period_and_complete_blocks_never() 
         .await
         .unwrap();
 
+    // A delete (retention's or the compactor's) interrupted after meta.json went.
+    let half_deleted = put(&blocklist, &make_traces_for_test(8, 2, 2)).await;
+    blocklist.remove(&tenant(), half_deleted.block_id);
+    store
+        .object_store()
+        .delete(
+            crate::server::storage::paths::BlockMetaPath::new(&tenant(), half_deleted.block_id)
+                .as_path(),
+        )
+        .await
+        .unwrap();
+
     let now = SystemTime::now();
     let kept = remove_orphans(&blocklist, &metrics, ORPHAN_GRACE, now).await;
     assert_eq!(kept, OrphanSummary::default());
@@ -310,7 +322,7 @@ async fn orphans_are_removed_after_the_grace_period_and_complete_blocks_never() 
     assert_eq!(
         removed,
         OrphanSummary {
-            removed: 1,
+            removed: 2,
             errors: 0
         }
     );
@@ -321,7 +333,7 @@ async fn orphans_are_removed_after_the_grace_period_and_complete_blocks_never() 
     assert_eq!(ids, expected);
     assert!(metrics
         .encode()
-        .contains("spoor_orphaned_blocks_removed_total 1"));
+        .contains("spoor_orphaned_blocks_removed_total 2"));
 }
 
 #[test]
