@@ -161,7 +161,7 @@ impl Compactor {
             let retention = self.retention.retention_for(&tenant);
             // Blocks retention deletes before the next cycle are not worth merging, and
             // merging them would race their deletion.
-            let expires_soon = now + self.config.cycle;
+            let expires_soon = now.checked_add(self.config.cycle).unwrap_or(now);
             let jobs = plan::plan_tenant(&metas, &self.config, now, |meta| {
                 !is_expired(meta.max_end_time_unix_nano, retention, expires_soon)
             });
@@ -169,19 +169,17 @@ impl Compactor {
                 if cancel.is_cancelled() {
                     return summary;
                 }
-                let inputs: Vec<BlockReader> = job
+                let input_ids: HashSet<Uuid> = job.iter().map(|m| m.block_id).collect();
+                // In block-list order, oldest first: a merged trace keeps its pieces in
+                // the order a query returned them before.
+                let inputs: Vec<BlockReader> = visible
                     .iter()
-                    .filter_map(|meta| {
-                        visible
-                            .iter()
-                            .find(|r| r.meta().block_id == meta.block_id)
-                            .cloned()
-                    })
+                    .filter(|r| input_ids.contains(&r.meta().block_id))
+                    .cloned()
                     .collect();
-                let input_ids: Vec<Uuid> = job.iter().map(|m| m.block_id).collect();
                 match self.compact(&tenant, inputs, cancel).await {
                     Ok(()) => {
-                        summary.compacted += job.len() as u64;
+                        summary.compacted += input_ids.len() as u64;
                         summary.written += 1;
                     }
                     Err(CompactionError::Cancelled) => return summary,
@@ -417,8 +415,8 @@ pub async fn remove_orphans(
             .map(|r| r.meta().block_id)
             .collect();
         for block_id in ids.into_iter().filter(|id| !complete.contains(id)) {
-            let written_at = match store.incomplete_block_written_at(&tenant, block_id).await {
-                Ok(Some(written_at)) => written_at,
+            let incomplete = match store.incomplete_block(&tenant, block_id).await {
+                Ok(Some(incomplete)) => incomplete,
                 Ok(None) => continue,
                 Err(err) => {
                     tracing::warn!(tenant = %tenant, block_id = %block_id, error = %err, "orphan sweep: cannot list block");
@@ -426,16 +424,17 @@ pub async fn remove_orphans(
                     continue;
                 }
             };
-            if written_at > cutoff {
+            if incomplete.written_at > cutoff {
                 continue;
             }
-            match store.delete_block(&tenant, block_id).await {
+            match store.delete_incomplete_block(&incomplete).await {
                 Ok(()) => {
                     summary.removed += 1;
                     metrics.orphan_removed();
                     tracing::info!(
                         tenant = %tenant,
                         block_id = %block_id,
+                        objects = incomplete.objects.len(),
                         "removed orphaned block (no meta.json)"
                     );
                 }

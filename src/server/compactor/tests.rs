@@ -6,7 +6,9 @@ use object_store::ObjectStoreExt;
 use parking_lot::Mutex;
 
 use super::*;
-use crate::otlp::OtlpSpan;
+use prost::Message;
+
+use crate::otlp::{OtlpResourceSpans, OtlpSpan, OtlpTracesData};
 use crate::server::block::{encode_block, BlockMeta, TracePieces};
 use crate::server::head::Head;
 use crate::server::query::Querier;
@@ -72,12 +74,29 @@ async fn put(blocklist: &BlockList, traces: &[TracePieces]) -> BlockMeta {
     block.meta
 }
 
-fn spans(batches: &[crate::otlp::OtlpResourceSpans]) -> Vec<OtlpSpan> {
+fn spans(batches: &[OtlpResourceSpans]) -> Vec<OtlpSpan> {
     batches
         .iter()
         .flat_map(|rs| &rs.scope_spans)
         .flat_map(|ss| ss.spans.clone())
         .collect()
+}
+
+async fn find(querier: &Querier, trace: &TracePieces) -> Vec<OtlpResourceSpans> {
+    querier
+        .find_trace(&tenant(), trace.trace_id, None)
+        .await
+        .unwrap()
+        .unwrap()
+        .resource_spans
+}
+
+/// Byte-exact comparison (equal NaN bit patterns compare equal, unlike `==`).
+fn wire(batches: &[OtlpResourceSpans]) -> Vec<u8> {
+    OtlpTracesData {
+        resource_spans: batches.to_vec(),
+    }
+    .encode_to_vec()
 }
 
 fn visible_ids(blocklist: &BlockList) -> Vec<Uuid> {
@@ -122,6 +141,17 @@ async fn a_cycle_merges_a_window_and_later_deletes_the_inputs() {
         put(&blocklist, &retried).await,
         put(&blocklist, &rest).await,
     ];
+    let querier = Querier::new(
+        Arc::new(Mutex::new(Head::default())),
+        Arc::clone(&blocklist),
+    );
+    let mut before = Vec::new();
+    for trace in &full {
+        before.push(TracePieces {
+            trace_id: trace.trace_id,
+            batches: find(&querier, trace).await,
+        });
+    }
     let now = SystemTime::now();
 
     let summary = compactor.cycle(now, false, &CancellationToken::new()).await;
@@ -147,21 +177,16 @@ async fn a_cycle_merges_a_window_and_later_deletes_the_inputs() {
     assert_eq!(output.total_spans, 40 * 6);
     assert_eq!(blocklist.listed_blocks(&tenant()).len(), 4);
 
-    let querier = Querier::new(
-        Arc::new(Mutex::new(Head::default())),
-        Arc::clone(&blocklist),
-    );
-    for trace in &full {
-        let found = querier
-            .find_trace(&tenant(), trace.trace_id, None)
-            .await
-            .unwrap()
-            .unwrap();
-        let mut got = spans(&found.resource_spans);
-        let mut want = spans(&trace.batches);
-        got.sort_by(|a, b| a.span_id.cmp(&b.span_id));
-        want.sort_by(|a, b| a.span_id.cmp(&b.span_id));
-        assert_eq!(got, want);
+    // Each trace reads as before, in the same order, minus the repeated spans.
+    for (trace, mut want) in full.iter().zip(before) {
+        merge::dedupe_spans(&mut want);
+        let got = find(&querier, trace).await;
+        assert_eq!(wire(&got), wire(&want.batches));
+        let mut got_spans = spans(&got);
+        let mut full_spans = spans(&trace.batches);
+        got_spans.sort_by(|a, b| a.span_id.cmp(&b.span_id));
+        full_spans.sort_by(|a, b| a.span_id.cmp(&b.span_id));
+        assert_eq!(got_spans, full_spans);
     }
     // Another server's block list, filled from the store, hides the inputs too.
     let fresh = BlockList::new(blocklist.store().clone(), Arc::clone(&metrics));
@@ -283,6 +308,13 @@ async fn orphans_are_removed_after_the_grace_period_and_complete_blocks_never() 
     let orphan =
         encode_block(Uuid::new_v4(), &tenant(), 1, &make_traces_for_test(6, 2, 2)).unwrap();
     store.put_block_files(&orphan).await.unwrap();
+    // A file only another version writes goes with it.
+    let foreign = object_store::path::Path::from(format!("acme/{}/index", orphan.meta.block_id));
+    store
+        .object_store()
+        .put(&foreign, object_store::PutPayload::from_static(b"x"))
+        .await
+        .unwrap();
     // A block this build cannot read (a newer meta version): not an orphan.
     let unreadable =
         encode_block(Uuid::new_v4(), &tenant(), 0, &make_traces_for_test(7, 2, 2)).unwrap();
@@ -326,6 +358,7 @@ async fn orphans_are_removed_after_the_grace_period_and_complete_blocks_never() 
             errors: 0
         }
     );
+    assert!(store.get(&foreign).await.is_err());
     let mut ids = store.list_block_ids(&tenant()).await.unwrap();
     ids.sort();
     let mut expected = vec![complete.block_id, unreadable.meta.block_id];

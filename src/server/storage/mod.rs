@@ -89,6 +89,14 @@ impl ServiceError for StorageError {
     }
 }
 
+/// A block folder without `meta.json`; see [`BlockStore::incomplete_block`].
+#[derive(Debug, Clone)]
+pub struct IncompleteBlock {
+    pub objects: Vec<Path>,
+    /// Unix seconds when its newest object was written.
+    pub written_at: i64,
+}
+
 /// Where blocks live. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct BlockStore {
@@ -200,18 +208,18 @@ impl BlockStore {
         Ok(())
     }
 
-    /// When a block folder holds objects but no `meta.json` (an upload in progress, or
-    /// one a crash interrupted, or a delete that stopped after the meta), the unix time in
-    /// seconds its newest object was written; `None` for a complete or empty folder. An
-    /// unreadable meta still counts as present: it may be a newer version's.
+    /// The objects of a block folder that has some but no `meta.json`: an upload in
+    /// progress, one a crash interrupted, or a delete that stopped after the meta.
+    /// `None` for a complete or empty folder. An unreadable meta still counts as
+    /// present: it may be a newer version's.
     ///
     /// # Errors
     /// The store's listing failed.
-    pub async fn incomplete_block_written_at(
+    pub async fn incomplete_block(
         &self,
         tenant: &TenantId,
         block_id: Uuid,
-    ) -> Result<Option<i64>, StorageError> {
+    ) -> Result<Option<IncompleteBlock>, StorageError> {
         let prefix = BlockPrefix::new(tenant, block_id);
         let meta_path = BlockMetaPath::new(tenant, block_id);
         let objects: Vec<object_store::ObjectMeta> = self
@@ -223,7 +231,28 @@ impl BlockStore {
         if objects.iter().any(|o| &o.location == meta_path.as_path()) {
             return Ok(None);
         }
-        Ok(objects.iter().map(|o| o.last_modified.timestamp()).max())
+        let Some(written_at) = objects.iter().map(|o| o.last_modified.timestamp()).max() else {
+            return Ok(None);
+        };
+        Ok(Some(IncompleteBlock {
+            objects: objects.into_iter().map(|o| o.location).collect(),
+            written_at,
+        }))
+    }
+
+    /// Deletes what [`BlockStore::incomplete_block`] listed, whatever the files are
+    /// called, so leftovers of other versions go too. Missing objects are not an error.
+    pub async fn delete_incomplete_block(
+        &self,
+        block: &IncompleteBlock,
+    ) -> Result<(), StorageError> {
+        for path in &block.objects {
+            match self.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => return Err(StorageError::from_store("delete", path, source)),
+            }
+        }
+        Ok(())
     }
 
     /// Deletes a block: `meta.json` first, so readers stop seeing it before its data goes.
