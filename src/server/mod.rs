@@ -2,8 +2,8 @@
 //!
 //! Start-up (readiness is honest): bind every listener → serve the API (so `/ready`
 //! answers 503 while starting) → open storage and list blocks → replay the WAL (redoing
-//! an interrupted cut) → remove orphaned block folders (nothing of ours is uploading
-//! yet) → start the WAL writer and the OTLP receivers → `READY=1`.
+//! an interrupted cut) and start the WAL writer → remove orphaned block folders (nothing
+//! of ours is uploading yet) → start the OTLP receivers → `READY=1`.
 //!
 //! Shutdown on SIGTERM: `STOPPING=1` → receivers stop accepting and finish in-flight
 //! requests → the WAL writer syncs what was queued and stops → background loops stop
@@ -153,6 +153,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         BackendConfig::Local { .. } => Duration::ZERO,
         BackendConfig::S3(_) => compactor::ORPHAN_GRACE,
     };
+    systemd::notify_status("removing orphaned blocks");
     compactor::remove_orphans(&blocklist, &metrics, orphan_grace, SystemTime::now()).await;
 
     let receivers_cancel = CancellationToken::new();

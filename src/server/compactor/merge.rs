@@ -16,7 +16,6 @@ use crate::server::block::{BlockError, TracePieces};
 /// What a merge did, once its stream is consumed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct MergeStats {
-    pub traces: u64,
     /// Traces whose spans came from more than one input.
     pub traces_combined: u64,
     pub spans_deduplicated: u64,
@@ -86,7 +85,6 @@ where
                 sources += 1;
             }
         }
-        self.stats.traces += 1;
         if sources > 1 {
             self.stats.traces_combined += 1;
         }
@@ -248,7 +246,6 @@ mod tests {
         assert_eq!(
             stats,
             MergeStats {
-                traces: 3,
                 traces_combined: 1,
                 spans_deduplicated: 0,
             }
