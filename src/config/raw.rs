@@ -36,6 +36,8 @@ pub(crate) struct RawServerConfig {
     pub(crate) query: RawQuery,
     /// Deletion of blocks past their retention.
     pub(crate) retention: RawRetention,
+    /// Merging of small blocks into larger ones.
+    pub(crate) compaction: RawCompaction,
     /// The ordered drain after SIGTERM.
     pub(crate) shutdown: RawShutdown,
     /// The server's own logs.
@@ -370,6 +372,49 @@ impl Default for RawRetention {
             block_retention: Duration::from_secs(14 * 24 * 3600),
             per_tenant: BTreeMap::new(),
             interval: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// `compaction:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawCompaction {
+    /// Merge small blocks of a tenant into larger ones. When several servers share a
+    /// bucket, enable it on one of them only: two compactors could merge the same
+    /// blocks into two different blocks.
+    pub(crate) enabled: bool,
+    /// Only blocks whose newest span ended in the same window of this length are merged
+    /// (Tempo's `compaction_window`).
+    #[serde(with = "duration")]
+    pub(crate) window: Duration,
+    /// Most blocks merged into one (like Tempo's `max_compaction_objects`, counted in
+    /// blocks). Each input holds about one row group in memory while merging.
+    pub(crate) max_input_blocks: u32,
+    /// The inputs of one compaction hold at most this many bytes together, which bounds
+    /// the output block; the output is assembled in memory before upload (Tempo's
+    /// `max_block_bytes`).
+    pub(crate) max_block_size: ByteSize,
+    /// How often blocks are looked at for compaction and replaced blocks for deletion
+    /// (Tempo's `compaction_cycle`).
+    #[serde(with = "duration")]
+    pub(crate) cycle: Duration,
+    /// How long blocks replaced by a compacted block stay in the store (hidden from new
+    /// queries) so queries already reading them can finish (Tempo's
+    /// `compacted_block_retention`).
+    #[serde(with = "duration")]
+    pub(crate) compacted_block_retention: Duration,
+}
+
+impl Default for RawCompaction {
+    fn default() -> Self {
+        RawCompaction {
+            enabled: true,
+            window: Duration::from_secs(3600),
+            max_input_blocks: 8,
+            max_block_size: ByteSize::mib(512),
+            cycle: Duration::from_secs(30),
+            compacted_block_retention: Duration::from_secs(3600),
         }
     }
 }

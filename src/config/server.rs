@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub query: QueryConfig,
     /// `retention`: deletion of blocks past their retention.
     pub retention: RetentionConfig,
+    /// `compaction`: merging of small blocks.
+    pub compaction: CompactionConfig,
     /// `shutdown`: the drain after SIGTERM.
     pub shutdown: ShutdownConfig,
     /// `log`: the server's own logs.
@@ -152,6 +154,23 @@ impl RetentionConfig {
             .copied()
             .unwrap_or(self.block_retention)
     }
+}
+
+/// Merging of small blocks into larger ones, like Tempo's compactor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactionConfig {
+    /// Whether this server compacts.
+    pub enabled: bool,
+    /// Blocks are grouped by the window their newest span ended in.
+    pub window: Duration,
+    /// Most blocks merged into one (at least 2).
+    pub max_input_blocks: usize,
+    /// Most bytes (data + bloom) the inputs of one compaction hold together.
+    pub max_block_bytes: u64,
+    /// How often a compaction cycle runs.
+    pub cycle: Duration,
+    /// How long replaced blocks are kept before deletion.
+    pub compacted_block_retention: Duration,
 }
 
 /// `storage.s3`.

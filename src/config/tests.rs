@@ -161,6 +161,14 @@ fn default_config() -> ServerConfig {
             per_tenant: BTreeMap::new(),
             interval: Duration::from_secs(300),
         },
+        compaction: CompactionConfig {
+            enabled: true,
+            window: Duration::from_secs(3600),
+            max_input_blocks: 8,
+            max_block_bytes: 512 * MIB,
+            cycle: Duration::from_secs(30),
+            compacted_block_retention: Duration::from_secs(3600),
+        },
         shutdown: ShutdownConfig {
             timeout: Duration::from_secs(30),
         },
@@ -281,6 +289,13 @@ retention:
     acme: 1d
     "team-b": 30d
   interval: 1m
+compaction:
+  enabled: false
+  window: 2h
+  max_input_blocks: 4
+  max_block_size: 1GiB
+  cycle: 10s
+  compacted_block_retention: 0s
 shutdown:
   timeout: 2m
 log:
@@ -351,6 +366,14 @@ log:
                     (tenant("team-b"), Duration::from_secs(30 * 24 * 3600)),
                 ]),
                 interval: Duration::from_secs(60),
+            },
+            compaction: CompactionConfig {
+                enabled: false,
+                window: Duration::from_secs(2 * 3600),
+                max_input_blocks: 4,
+                max_block_bytes: 1024 * MIB,
+                cycle: Duration::from_secs(10),
+                compacted_block_retention: Duration::ZERO,
             },
             shutdown: ShutdownConfig {
                 timeout: Duration::from_secs(120),
@@ -576,6 +599,7 @@ wal: { fsync: 0s, segment_max_size: 0 }
 head: { trace_idle: 0s, max_block_size: 0KiB, max_block_duration: 0ms }
 storage: { blocklist_poll: 0s }
 retention: { block_retention: 0s, interval: 0s }
+compaction: { window: 0s, max_block_size: 0, cycle: 0s }
 shutdown: { timeout: 0s }
 "#;
     assert_errors(
@@ -594,6 +618,9 @@ shutdown: { timeout: 0s }
             "storage.blocklist_poll: must be greater than 0",
             "retention.block_retention: must be greater than 0",
             "retention.interval: must be greater than 0",
+            "compaction.window: must be greater than 0",
+            "compaction.max_block_size: must be greater than 0",
+            "compaction.cycle: must be greater than 0",
             "shutdown.timeout: must be greater than 0",
         ],
     );
@@ -935,4 +962,19 @@ retention:
         "{:?}",
         messages(&errors)
     );
+}
+
+#[test]
+fn compaction_merges_between_two_and_a_bounded_number_of_blocks() {
+    for count in [0, 1, 65] {
+        assert_errors(
+            &format!("compaction: {{ max_input_blocks: {count} }}"),
+            &[
+                "compaction.max_input_blocks: must be between 2 and 64 (a compaction merges at \
+               least two blocks)",
+            ],
+        );
+    }
+    let config = load_yaml("compaction: { max_input_blocks: 64 }").expect("valid config");
+    assert_eq!(config.compaction.max_input_blocks, 64);
 }

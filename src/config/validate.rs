@@ -11,8 +11,8 @@ use tracing_subscriber::EnvFilter;
 
 use super::error::{ConfigError, ConfigErrors, ValueOrigin};
 use super::raw::{
-    RawBackendKind, RawLog, RawLogFormat, RawQuery, RawRetention, RawS3Storage, RawServerConfig,
-    RawStorage,
+    RawBackendKind, RawCompaction, RawLog, RawLogFormat, RawQuery, RawRetention, RawS3Storage,
+    RawServerConfig, RawStorage,
 };
 use super::server::*;
 use super::values::{ByteSize, RawFsync, RawStep};
@@ -181,6 +181,7 @@ pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> Ser
         storage: validate_storage(&raw.storage, problems),
         query: validate_query(&raw.query, problems),
         retention: validate_retention(&raw.retention, problems),
+        compaction: validate_compaction(&raw.compaction, problems),
         shutdown: ShutdownConfig {
             timeout: positive_duration(problems, "shutdown.timeout", raw.shutdown.timeout),
         },
@@ -458,6 +459,31 @@ fn validate_retention(raw: &RawRetention, problems: &mut Problems<'_>) -> Retent
         ),
         per_tenant,
         interval: positive_duration(problems, "retention.interval", raw.interval),
+    }
+}
+
+/// Inputs merged at once: each holds a row group in memory during the merge.
+const MAX_COMPACTION_INPUTS: u32 = 64;
+
+fn validate_compaction(raw: &RawCompaction, problems: &mut Problems<'_>) -> CompactionConfig {
+    if !(2..=MAX_COMPACTION_INPUTS).contains(&raw.max_input_blocks) {
+        problems.invalid(
+            "compaction.max_input_blocks",
+            format!(
+                "must be between 2 and {MAX_COMPACTION_INPUTS} (a compaction merges at least \
+                 two blocks)"
+            ),
+        );
+    }
+    CompactionConfig {
+        enabled: raw.enabled,
+        window: positive_duration(problems, "compaction.window", raw.window),
+        max_input_blocks: raw.max_input_blocks as usize,
+        max_block_bytes: positive_size(problems, "compaction.max_block_size", raw.max_block_size),
+        cycle: positive_duration(problems, "compaction.cycle", raw.cycle),
+        // Zero is allowed: replaced blocks go at once, and a query still reading one
+        // gets a retryable error.
+        compacted_block_retention: raw.compacted_block_retention,
     }
 }
 

@@ -1,8 +1,14 @@
 //! The blocks queries can read, per tenant. Filled from the backend at start-up,
 //! extended immediately when this server flushes a block, and refreshed by polling so
 //! blocks written or deleted by others (compactor, other servers) are seen.
+//!
+//! A compacted block names the blocks it replaces in its meta; those stay listed until
+//! the compactor deletes them but are hidden from queries as soon as the replacing block
+//! is listed, so no span is counted twice whatever point a compaction (or a crash) has
+//! reached. Hiding follows every listed meta, hidden or not: when a block that replaced
+//! others is itself replaced, its own leftovers stay hidden too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -78,9 +84,34 @@ impl BlockList {
         removed
     }
 
-    /// The blocks of one tenant, oldest first.
+    /// The blocks of one tenant that queries read, oldest first: every listed block
+    /// except those a listed block replaces.
     pub fn blocks(&self, tenant: &TenantId) -> Vec<BlockReader> {
+        let tenants = self.tenants.read();
+        let Some(listed) = tenants.get(tenant) else {
+            return Vec::new();
+        };
+        let replaced: HashSet<Uuid> = listed
+            .iter()
+            .flat_map(|r| r.meta().replaces.iter().copied())
+            .collect();
+        listed
+            .iter()
+            .filter(|r| !replaced.contains(&r.meta().block_id))
+            .cloned()
+            .collect()
+    }
+
+    /// Every listed block of one tenant, replaced ones included, oldest first.
+    pub fn listed_blocks(&self, tenant: &TenantId) -> Vec<BlockReader> {
         self.tenants.read().get(tenant).cloned().unwrap_or_default()
+    }
+
+    /// The tenants that have listed blocks.
+    pub fn tenants(&self) -> Vec<TenantId> {
+        let mut tenants: Vec<TenantId> = self.tenants.read().keys().cloned().collect();
+        tenants.sort();
+        tenants
     }
 
     /// Re-lists the backend. Block metas never change once written, so only blocks not
@@ -95,7 +126,7 @@ impl BlockList {
         }
         let mut next: HashMap<TenantId, Vec<BlockReader>> = HashMap::new();
         for (tenant, ids) in listed {
-            let known = self.blocks(&tenant);
+            let known = self.listed_blocks(&tenant);
             let mut readers: Vec<BlockReader> = Vec::with_capacity(ids.len());
             for block_id in ids {
                 // Keep existing readers: they hold cached footers and bloom filters.

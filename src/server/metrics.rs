@@ -50,6 +50,15 @@ pub struct ServerMetrics {
     retention_deleted: Family<TenantLabels, Counter>,
     retention_sweeps: Counter,
     retention_errors: Counter,
+    compaction_runs: Counter,
+    compaction_inputs: Family<TenantLabels, Counter>,
+    compaction_outputs: Counter,
+    compaction_bytes_written: Counter,
+    compaction_spans_deduplicated: Counter,
+    compaction_errors: Counter,
+    compaction_seconds: Histogram,
+    compaction_replaced_deleted: Counter,
+    orphans_removed: Counter,
 }
 
 impl Default for ServerMetrics {
@@ -163,6 +172,60 @@ impl ServerMetrics {
             "Failed listings, meta reads or deletes during retention sweeps",
             retention_errors.clone(),
         );
+        let compaction_runs = Counter::default();
+        registry.register(
+            "compaction_runs",
+            "Compaction cycles run (completed or not)",
+            compaction_runs.clone(),
+        );
+        let compaction_inputs = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "compaction_blocks_compacted",
+            "Blocks merged into a compacted block, per tenant",
+            compaction_inputs.clone(),
+        );
+        let compaction_outputs = Counter::default();
+        registry.register(
+            "compaction_blocks_written",
+            "Compacted blocks written",
+            compaction_outputs.clone(),
+        );
+        let compaction_bytes_written = Counter::default();
+        registry.register(
+            "compaction_bytes_written",
+            "Bytes of compacted blocks written (data and bloom)",
+            compaction_bytes_written.clone(),
+        );
+        let compaction_spans_deduplicated = Counter::default();
+        registry.register(
+            "compaction_spans_deduplicated",
+            "Repeated copies of a span dropped while merging",
+            compaction_spans_deduplicated.clone(),
+        );
+        let compaction_errors = Counter::default();
+        registry.register(
+            "compaction_errors",
+            "Failed compactions, replaced-block deletes, orphan removals and listings",
+            compaction_errors.clone(),
+        );
+        let compaction_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 16));
+        registry.register(
+            "compaction_duration_seconds",
+            "Time to merge and upload one compacted block",
+            compaction_seconds.clone(),
+        );
+        let compaction_replaced_deleted = Counter::default();
+        registry.register(
+            "compaction_replaced_blocks_deleted",
+            "Blocks deleted after a compacted block replaced them",
+            compaction_replaced_deleted.clone(),
+        );
+        let orphans_removed = Counter::default();
+        registry.register(
+            "orphaned_blocks_removed",
+            "Block folders without meta.json (interrupted uploads or deletes) removed",
+            orphans_removed.clone(),
+        );
         ServerMetrics {
             registry,
             ingested_spans,
@@ -182,6 +245,15 @@ impl ServerMetrics {
             retention_deleted,
             retention_sweeps,
             retention_errors,
+            compaction_runs,
+            compaction_inputs,
+            compaction_outputs,
+            compaction_bytes_written,
+            compaction_spans_deduplicated,
+            compaction_errors,
+            compaction_seconds,
+            compaction_replaced_deleted,
+            orphans_removed,
         }
     }
 
@@ -252,6 +324,44 @@ impl ServerMetrics {
 
     pub fn retention_error(&self) {
         self.retention_errors.inc();
+    }
+
+    pub fn compaction_run(&self) {
+        self.compaction_runs.inc();
+    }
+
+    /// One compacted block written from `inputs` blocks of `tenant`.
+    pub fn block_compacted(
+        &self,
+        tenant: &TenantId,
+        inputs: u64,
+        bytes: u64,
+        spans_deduplicated: u64,
+        took: Duration,
+    ) {
+        self.compaction_inputs
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .inc_by(inputs);
+        self.compaction_outputs.inc();
+        self.compaction_bytes_written.inc_by(bytes);
+        self.backend_bytes_written.inc_by(bytes);
+        self.compaction_spans_deduplicated
+            .inc_by(spans_deduplicated);
+        self.compaction_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn compaction_error(&self) {
+        self.compaction_errors.inc();
+    }
+
+    pub fn replaced_block_deleted(&self) {
+        self.compaction_replaced_deleted.inc();
+    }
+
+    pub fn orphan_removed(&self) {
+        self.orphans_removed.inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -2,15 +2,18 @@
 //!
 //! Start-up (readiness is honest): bind every listener → serve the API (so `/ready`
 //! answers 503 while starting) → open storage and list blocks → replay the WAL (redoing
-//! an interrupted cut) → start the WAL writer and the OTLP receivers → `READY=1`.
+//! an interrupted cut) and start the WAL writer → remove orphaned block folders (nothing
+//! of ours is uploading yet) → start the OTLP receivers → `READY=1`.
 //!
 //! Shutdown on SIGTERM: `STOPPING=1` → receivers stop accepting and finish in-flight
 //! requests → the WAL writer syncs what was queued and stops → background loops stop
-//! (an unfinished block upload is abandoned: its data is still in the WAL) → API stops.
+//! (an unfinished block upload is abandoned: its data is still in the WAL; an unfinished
+//! compaction leaves at most an orphan) → API stops.
 
 pub mod api;
 pub mod block;
 pub mod blocklist;
+pub mod compactor;
 pub mod flush;
 pub mod head;
 pub mod ingest;
@@ -27,18 +30,19 @@ mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{HeadConfig, ServerConfig};
+use crate::config::{BackendConfig, HeadConfig, ServerConfig};
 use crate::receiver::TraceConsumer;
 use crate::runtime::systemd;
 use api::{ApiState, Readiness};
 use blocklist::BlockList;
+use compactor::Compactor;
 use flush::Flusher;
 use head::{CutReason, Head};
 use ingest::Ingest;
@@ -142,6 +146,16 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     } = open_ingest(&config, &head, &blocklist, &metrics).await?;
     search.set_instance_id(instance_id);
 
+    // Replay has rewritten any block a crash cut short, and nothing else of this server
+    // writes yet, so every block folder without a meta is a leftover. A local directory
+    // is this server's alone; a bucket may have uploads of other servers in flight.
+    let orphan_grace = match config.storage.backend {
+        BackendConfig::Local { .. } => Duration::ZERO,
+        BackendConfig::S3(_) => compactor::ORPHAN_GRACE,
+    };
+    systemd::notify_status("removing orphaned blocks");
+    compactor::remove_orphans(&blocklist, &metrics, orphan_grace, SystemTime::now()).await;
+
     let receivers_cancel = CancellationToken::new();
     let consumer: Arc<dyn TraceConsumer> = Arc::new(ingest.clone());
     let grpc_task = tokio::spawn(crate::receiver::grpc::serve_grpc(
@@ -172,6 +186,15 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         Arc::clone(&metrics),
     )
     .spawn(background_cancel.clone());
+    let compactor_task = config.compaction.enabled.then(|| {
+        Compactor::new(
+            Arc::clone(&blocklist),
+            config.compaction.clone(),
+            config.retention.clone(),
+            Arc::clone(&metrics),
+        )
+        .spawn(background_cancel.clone())
+    });
     let watchdog_task = {
         let ingest = ingest.clone();
         systemd::spawn_watchdog(
@@ -214,6 +237,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         Some(cut_task),
         Some(poll_task),
         Some(retention_task),
+        compactor_task,
         watchdog_task,
     ]
     .into_iter()

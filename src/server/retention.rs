@@ -8,6 +8,9 @@
 //! a half-deleted block is never listed again). One failing block is logged and counted
 //! and the sweep carries on; a block whose delete failed is retried by the next sweep.
 //!
+//! A compacted block waits for the blocks it replaces to be deleted first (they end no
+//! later, so they expire too): deleting it first would make them visible again.
+//!
 //! A block-list poll that listed the store just before a delete can show the block again
 //! until the next poll; queries reading it then get a retryable "not found".
 
@@ -107,8 +110,8 @@ impl Retention {
                     continue;
                 }
             };
-            let known = self.blocklist.blocks(&tenant);
-            for block_id in block_ids {
+            let known = self.blocklist.listed_blocks(&tenant);
+            for &block_id in &block_ids {
                 if cancel.is_cancelled() {
                     return summary;
                 }
@@ -132,6 +135,11 @@ impl Retention {
                 // No meta: still being written, or half-deleted; nothing to decide on.
                 let Some(meta) = meta else { continue };
                 if !is_expired(meta.max_end_time_unix_nano, retention, now) {
+                    continue;
+                }
+                // A compacted block ends no earlier than the blocks it replaces, so those
+                // expire too; deleting them first keeps them from reappearing meanwhile.
+                if meta.replaces.iter().any(|id| block_ids.contains(id)) {
                     continue;
                 }
                 match self.delete(&tenant, block_id, &meta, retention).await {
@@ -365,5 +373,42 @@ mod tests {
         assert_eq!(summary.deleted, 1);
         assert_eq!(stored_ids(&store, &tenant).await, vec![new]);
         assert!(!store.list_block_ids(&tenant).await.unwrap().contains(&old));
+    }
+
+    #[tokio::test]
+    async fn a_compacted_block_goes_after_the_blocks_it_replaces() {
+        let metrics = Arc::new(ServerMetrics::new());
+        let blocklist = Arc::new(BlockList::new(
+            BlockStore::in_memory(),
+            Arc::clone(&metrics),
+        ));
+        let tenant = TenantId::new("acme").unwrap();
+        let now_secs = 1_800_000_000;
+        let input = put_block(&blocklist, &tenant, 7, now_secs - 3 * 3600).await;
+        let mut output =
+            encode_block(Uuid::new_v4(), &tenant, 1, &[make_trace_for_test(7, 3)]).unwrap();
+        output.meta.max_end_time_unix_nano = nanos(now_secs - 3 * 3600);
+        output.meta.replaces = vec![input];
+        blocklist.store().put_block(&output).await.unwrap();
+        blocklist.refresh().await.unwrap();
+        let retention = Retention::new(
+            Arc::clone(&blocklist),
+            config(HOUR, &[]),
+            Arc::clone(&metrics),
+        );
+
+        let first = retention
+            .sweep(at(now_secs), &CancellationToken::new())
+            .await;
+        assert_eq!(first.deleted, 1);
+        assert_eq!(
+            stored_ids(blocklist.store(), &tenant).await,
+            vec![output.meta.block_id]
+        );
+        let second = retention
+            .sweep(at(now_secs), &CancellationToken::new())
+            .await;
+        assert_eq!(second.deleted, 1);
+        assert!(stored_ids(blocklist.store(), &tenant).await.is_empty());
     }
 }

@@ -7,6 +7,12 @@
 //! file and goes through [`block_format`], the single place that decides which formats
 //! this build can read (after Tempo's `FromVersion`). Unknown JSON fields are ignored so
 //! an additive change to a version does not break older readers sharing the bucket.
+//!
+//! `v2` adds `replaces`, written only by the compactor. It is a new version rather than
+//! an optional v1 field because it changes what readers must do (hide the replaced
+//! blocks): an older server ignoring it would count those spans twice, while skipping an
+//! unknown version only makes it miss the compacted copy. Blocks that replace nothing
+//! are still written as `v1`, so servers of both versions can share a bucket.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -73,20 +79,35 @@ pub struct BlockMeta {
     pub compaction_level: u32,
     /// Unix seconds.
     pub created_at: u64,
+    /// Blocks whose spans this (compacted) block holds. Readers hide every block named
+    /// here, so spans are counted once while the replaced blocks wait for deletion.
+    pub replaces: Vec<Uuid>,
 }
 
 impl BlockMeta {
-    /// Serializes as the newest meta version.
+    /// Serializes as the oldest version that can express the meta: `v1` unless the
+    /// block replaces others.
     pub fn to_json(&self) -> Result<Vec<u8>, MetaError> {
-        Ok(serde_json::to_vec_pretty(&VersionedBlockMeta::V1(
-            BlockMetaV1::from(self),
-        ))?)
+        let base = BlockMetaV1::from(self);
+        let versioned = if self.replaces.is_empty() {
+            VersionedBlockMeta::V1(base)
+        } else {
+            VersionedBlockMeta::V2(BlockMetaV2 {
+                base,
+                replaces: self.replaces.clone(),
+            })
+        };
+        Ok(serde_json::to_vec_pretty(&versioned)?)
     }
 
     /// Parses any known meta version, validating the tenant, format and trace IDs.
     pub fn from_json(bytes: &[u8]) -> Result<BlockMeta, MetaError> {
         match serde_json::from_slice::<VersionedBlockMeta>(bytes)? {
             VersionedBlockMeta::V1(v1) => BlockMeta::try_from(v1),
+            VersionedBlockMeta::V2(v2) => Ok(BlockMeta {
+                replaces: v2.replaces,
+                ..BlockMeta::try_from(v2.base)?
+            }),
         }
     }
 
@@ -101,6 +122,16 @@ impl BlockMeta {
 enum VersionedBlockMeta {
     #[serde(rename = "v1")]
     V1(BlockMetaV1),
+    #[serde(rename = "v2")]
+    V2(BlockMetaV2),
+}
+
+/// The v2 JSON shape: v1 plus the blocks this one replaces.
+#[derive(Debug, Serialize, Deserialize)]
+struct BlockMetaV2 {
+    #[serde(flatten)]
+    base: BlockMetaV1,
+    replaces: Vec<Uuid>,
 }
 
 /// The v1 JSON shape. Trace IDs are lowercase hex, as in the Tempo API, so operators can
@@ -163,6 +194,7 @@ impl TryFrom<BlockMetaV1> for BlockMeta {
             bloom_size_bytes: v1.bloom_size_bytes,
             compaction_level: v1.compaction_level,
             created_at: v1.created_at,
+            replaces: Vec::new(),
         })
     }
 }
@@ -201,7 +233,36 @@ pub(crate) mod tests {
             bloom_size_bytes: 56,
             compaction_level: 0,
             created_at: 1_700_000_100,
+            replaces: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_meta_that_replaces_blocks_is_v2_and_round_trips() {
+        let meta = BlockMeta {
+            compaction_level: 1,
+            replaces: vec![Uuid::from_u128(1), Uuid::from_u128(2)],
+            ..meta_for_test()
+        };
+        let json = meta.to_json().unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value["version"], "v2");
+        assert_eq!(
+            value["replaces"],
+            serde_json::json!([
+                "00000000-0000-0000-0000-000000000001",
+                "00000000-0000-0000-0000-000000000002"
+            ])
+        );
+        assert_eq!(value["block_id"], "01234567-89ab-cdef-0123-456789abcdef");
+        assert_eq!(BlockMeta::from_json(&json).unwrap(), meta);
+        // A v1 meta never carries the field, and a v2 meta without it is rejected.
+        assert!(!String::from_utf8(meta_for_test().to_json().unwrap())
+            .unwrap()
+            .contains("replaces"));
+        let mut missing = value.clone();
+        missing.as_object_mut().unwrap().remove("replaces");
+        assert!(BlockMeta::from_json(&serde_json::to_vec(&missing).unwrap()).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! [`TracePieces`] on a blocking thread → an [`EncodedBlock`] (Parquet data file, trace-ID
 //! bloom filter, [`BlockMeta`]) → `BlockStore::put_block` uploads data, bloom, then
 //! `meta.json` → queries open a [`BlockReader`] per listed meta and call
-//! [`BlockReader::find_trace`]; the compactor calls [`BlockReader::read_all`].
+//! [`BlockReader::find_trace`]; the compactor merges [`BlockReader::trace_stream`]s.
 //!
 //! The round trip is lossless: what `find_trace` returns equals, field for field, the
 //! ResourceSpans that were encoded, grouping and order included (Tempo's vulture compares
@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 pub use bloom::{BloomError, TraceIdBloom};
 pub use meta::{block_format, BlockFormat, BlockMeta, MetaError};
-pub use reader::{BlockReader, BlockRows, ColumnBounds, RowGroupSummary};
+pub use reader::{BlockReader, BlockRows, ColumnBounds, RowGroupSummary, TraceStream};
 pub use writer::{encode_block, encode_block_from};
 
 use crate::error::{ErrorCode, ServiceError};

@@ -10,6 +10,7 @@
 //! 4. only those pages are fetched and decoded; rows of neighbouring traces that share a
 //!    page are dropped while assembling.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -195,6 +196,15 @@ impl BlockReader {
             metadata.metadata().file_metadata().schema_descr(),
             columns.iter().copied(),
         );
+        self.fetch_row_group(index, mask).await
+    }
+
+    async fn fetch_row_group(
+        &self,
+        index: usize,
+        mask: ProjectionMask,
+    ) -> Result<BlockRows, BlockError> {
+        let metadata = self.parquet_metadata().await?;
         let call_bytes = Arc::new(AtomicU64::new(0));
         let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
             self.object_reader_counting(Arc::clone(&call_bytes)),
@@ -211,6 +221,31 @@ impl BlockReader {
         Ok(BlockRows {
             readers,
             fetched_bytes: call_bytes.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Every trace in the block, in trace-ID order, as a synchronous stream that fetches
+    /// one row group at a time (blocking on `runtime` for the I/O) and decodes one record
+    /// batch at a time. A merge over several blocks thus holds about one row group's
+    /// compressed bytes and one batch of decoded rows per block, never whole blocks.
+    /// Iterate it on a blocking thread.
+    ///
+    /// # Errors
+    /// Storage failures and corrupt footers (more errors come from the stream itself).
+    pub async fn trace_stream(
+        &self,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<TraceStream, BlockError> {
+        let num_row_groups = self.parquet_metadata().await?.metadata().num_row_groups();
+        Ok(TraceStream {
+            reader: self.clone(),
+            runtime,
+            num_row_groups,
+            next_row_group: 0,
+            rows: None,
+            assembler: TraceAssembler::new(None),
+            ready: VecDeque::new(),
+            finished: false,
         })
     }
 
@@ -406,6 +441,78 @@ impl Iterator for BlockRows {
                 None => {
                     self.readers.remove(0);
                 }
+            }
+        }
+    }
+}
+
+/// See [`BlockReader::trace_stream`].
+pub struct TraceStream {
+    reader: BlockReader,
+    runtime: tokio::runtime::Handle,
+    num_row_groups: usize,
+    next_row_group: usize,
+    rows: Option<BlockRows>,
+    assembler: TraceAssembler,
+    /// Traces complete in the assembler: the open one is only complete once a row of
+    /// another trace (or the end of the file) follows it.
+    ready: VecDeque<TracePieces>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for TraceStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceStream")
+            .field("block_id", &self.reader.meta().block_id)
+            .field("next_row_group", &self.next_row_group)
+            .field("num_row_groups", &self.num_row_groups)
+            .finish()
+    }
+}
+
+impl TraceStream {
+    /// Decodes the next record batch, fetching the next row group when the current one
+    /// is used up, and closes the last trace at the end of the file.
+    fn advance(&mut self) -> Result<(), BlockError> {
+        if let Some(rows) = &mut self.rows {
+            if let Some(batch) = rows.next() {
+                self.assembler.push_batch(&batch?)?;
+                self.ready.extend(self.assembler.take_done());
+                return Ok(());
+            }
+            self.rows = None;
+        }
+        if self.next_row_group < self.num_row_groups {
+            let index = self.next_row_group;
+            self.next_row_group += 1;
+            let reader = self.reader.clone();
+            self.rows = Some(
+                self.runtime
+                    .block_on(reader.fetch_row_group(index, ProjectionMask::all()))?,
+            );
+            return Ok(());
+        }
+        self.finished = true;
+        let assembler = std::mem::replace(&mut self.assembler, TraceAssembler::new(None));
+        self.ready.extend(assembler.finish());
+        Ok(())
+    }
+}
+
+impl Iterator for TraceStream {
+    type Item = Result<TracePieces, BlockError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(trace) = self.ready.pop_front() {
+                return Some(Ok(trace));
+            }
+            if self.finished {
+                return None;
+            }
+            if let Err(error) = self.advance() {
+                self.finished = true;
+                return Some(Err(error));
             }
         }
     }
@@ -962,6 +1069,11 @@ impl TraceAssembler {
             .spans
             .push(columns.span(row, &trace_id)?);
         Ok(())
+    }
+
+    /// Takes the traces already closed by a row of a later trace.
+    fn take_done(&mut self) -> Vec<TracePieces> {
+        std::mem::take(&mut self.done)
     }
 
     fn finish(mut self) -> Vec<TracePieces> {

@@ -32,6 +32,19 @@ async fn store_block(store: &BlockStore, traces: &[TracePieces]) -> BlockReader 
     BlockReader::new(store.clone(), block.meta)
 }
 
+/// Every trace through [`BlockReader::trace_stream`], iterated on a blocking thread as
+/// the compactor does.
+async fn stream_all(reader: &BlockReader) -> Vec<TracePieces> {
+    let stream = reader
+        .trace_stream(tokio::runtime::Handle::current())
+        .await
+        .unwrap();
+    tokio::task::spawn_blocking(move || stream.collect::<Result<Vec<_>, _>>())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -60,8 +73,30 @@ proptest! {
                 prop_assert_eq!(read.trace_id, written.trace_id);
                 prop_assert_eq!(wire(&read.batches), wire(&written.batches));
             }
+            let streamed = stream_all(&reader).await;
+            prop_assert_eq!(streamed.len(), traces.len());
+            for (read, written) in streamed.iter().zip(&traces) {
+                prop_assert_eq!(read.trace_id, written.trace_id);
+                prop_assert_eq!(wire(&read.batches), wire(&written.batches));
+            }
             Ok(())
         })?;
+    }
+}
+
+#[tokio::test]
+async fn trace_stream_reassembles_traces_across_row_groups() {
+    // 7-span traces: the first row group ends in the middle of a trace.
+    let traces = make_traces_for_test(3, writer::ROWS_PER_ROW_GROUP / 7 + 20, 7);
+    assert_ne!(writer::ROWS_PER_ROW_GROUP % 7, 0);
+    let store = BlockStore::in_memory();
+    let reader = store_block(&store, &traces).await;
+    assert_eq!(reader.row_groups().await.unwrap().len(), 2);
+    let streamed = stream_all(&reader).await;
+    assert_eq!(streamed.len(), traces.len());
+    for (read, written) in streamed.iter().zip(&traces) {
+        assert_eq!(read.trace_id, written.trace_id);
+        assert_eq!(wire(&read.batches), wire(&written.batches));
     }
 }
 

@@ -240,6 +240,7 @@ where
             .duration_since(UNIX_EPOCH)
             .map(|since| since.as_secs())
             .unwrap_or(0),
+        replaces: Vec::new(),
     };
     Ok(EncodedBlock { meta, data, bloom })
 }

@@ -89,6 +89,14 @@ impl ServiceError for StorageError {
     }
 }
 
+/// A block folder without `meta.json`; see [`BlockStore::incomplete_block`].
+#[derive(Debug, Clone)]
+pub struct IncompleteBlock {
+    pub objects: Vec<Path>,
+    /// Unix seconds when its newest object was written.
+    pub written_at: i64,
+}
+
 /// Where blocks live. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct BlockStore {
@@ -170,13 +178,24 @@ impl BlockStore {
     /// Uploads a block: data, bloom, then `meta.json` last, so the block becomes visible
     /// only once it is complete.
     pub async fn put_block(&self, block: &EncodedBlock) -> Result<(), StorageError> {
+        self.put_block_files(block).await?;
+        self.put_meta(&block.meta).await
+    }
+
+    /// Uploads a block's data file and bloom filter but not its meta: until
+    /// [`BlockStore::put_meta`] the block is invisible, and an orphan if that never comes.
+    pub async fn put_block_files(&self, block: &EncodedBlock) -> Result<(), StorageError> {
         let meta = &block.meta;
-        let meta_json = meta.to_json()?;
         let data_path = BlockDataPath::new(&meta.tenant, meta.block_id);
         let bloom_path = BlockBloomPath::new(&meta.tenant, meta.block_id);
-        let meta_path = BlockMetaPath::new(&meta.tenant, meta.block_id);
         self.put(data_path.as_path(), block.data.clone()).await?;
-        self.put(bloom_path.as_path(), block.bloom.clone()).await?;
+        self.put(bloom_path.as_path(), block.bloom.clone()).await
+    }
+
+    /// Uploads `meta.json`, which completes a block whose files are already stored.
+    pub async fn put_meta(&self, meta: &BlockMeta) -> Result<(), StorageError> {
+        let meta_json = meta.to_json()?;
+        let meta_path = BlockMetaPath::new(&meta.tenant, meta.block_id);
         self.put(meta_path.as_path(), Bytes::from(meta_json))
             .await?;
         tracing::debug!(
@@ -186,6 +205,53 @@ impl BlockStore {
             data_bytes = meta.data_size_bytes,
             "block uploaded"
         );
+        Ok(())
+    }
+
+    /// The objects of a block folder that has some but no `meta.json`: an upload in
+    /// progress, one a crash interrupted, or a delete that stopped after the meta.
+    /// `None` for a complete or empty folder. An unreadable meta still counts as
+    /// present: it may be a newer version's.
+    ///
+    /// # Errors
+    /// The store's listing failed.
+    pub async fn incomplete_block(
+        &self,
+        tenant: &TenantId,
+        block_id: Uuid,
+    ) -> Result<Option<IncompleteBlock>, StorageError> {
+        let prefix = BlockPrefix::new(tenant, block_id);
+        let meta_path = BlockMetaPath::new(tenant, block_id);
+        let objects: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(prefix.as_path()))
+            .try_collect()
+            .await
+            .map_err(|source| StorageError::from_store("list", prefix.as_path(), source))?;
+        if objects.iter().any(|o| &o.location == meta_path.as_path()) {
+            return Ok(None);
+        }
+        let Some(written_at) = objects.iter().map(|o| o.last_modified.timestamp()).max() else {
+            return Ok(None);
+        };
+        Ok(Some(IncompleteBlock {
+            objects: objects.into_iter().map(|o| o.location).collect(),
+            written_at,
+        }))
+    }
+
+    /// Deletes what [`BlockStore::incomplete_block`] listed, whatever the files are
+    /// called, so leftovers of other versions go too. Missing objects are not an error.
+    pub async fn delete_incomplete_block(
+        &self,
+        block: &IncompleteBlock,
+    ) -> Result<(), StorageError> {
+        for path in &block.objects {
+            match self.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => return Err(StorageError::from_store("delete", path, source)),
+            }
+        }
         Ok(())
     }
 
