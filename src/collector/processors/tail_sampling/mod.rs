@@ -281,7 +281,7 @@ impl TailSampler {
             self.metrics.tail_policy_evaluated(
                 &self.id,
                 &policy.name,
-                decision == Decision::Sampled,
+                decision.samples(),
                 started.elapsed(),
             );
             decisions.push(decision);

@@ -41,7 +41,7 @@ impl Decision {
         }
     }
 
-    fn samples(self) -> bool {
+    pub(crate) fn samples(self) -> bool {
         matches!(self, Decision::Sampled | Decision::InvertSampled)
     }
 
