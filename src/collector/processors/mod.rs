@@ -41,10 +41,9 @@ pub(crate) enum Stage {
 }
 
 impl Stage {
-    /// The stage for a processor that keeps no state shared between pipelines (each
-    /// pipeline gets its own instance); `None` for `batch` and `memory_limiter`, which
-    /// the pipeline builder creates itself.
-    pub(crate) fn stateless(
+    /// The stage for a processor of which each pipeline gets its own instance; `None`
+    /// for `batch` and `memory_limiter`, which the pipeline builder creates itself.
+    pub(crate) fn per_pipeline(
         id: &str,
         config: &ProcessorConfig,
         metrics: &Arc<CollectorMetrics>,

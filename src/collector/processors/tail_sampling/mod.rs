@@ -17,8 +17,9 @@
 
 mod policy;
 
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,12 +50,14 @@ struct PendingTrace {
     acks: Vec<AckRef>,
 }
 
-/// Decided trace IDs, the oldest forgotten first beyond `capacity`.
+/// Decided traces, the oldest forgotten first beyond `capacity`. Keyed by a 64-bit hash
+/// of the trace key, as contrib keys its cache by half the trace ID: a collision (about
+/// `capacity` in 2^64 per lookup) only lets a span follow another trace's decision.
 #[derive(Debug)]
 struct DecisionCache {
     capacity: usize,
-    decided_at: HashMap<TraceKey, Instant>,
-    order: VecDeque<TraceKey>,
+    decided_at: HashMap<u64, Instant>,
+    order: VecDeque<u64>,
 }
 
 impl DecisionCache {
@@ -66,11 +69,11 @@ impl DecisionCache {
         }
     }
 
-    fn insert(&mut self, key: TraceKey, now: Instant) {
+    fn insert(&mut self, key: u64, now: Instant) {
         if self.capacity == 0 {
             return;
         }
-        if self.decided_at.insert(key.clone(), now).is_none() {
+        if self.decided_at.insert(key, now).is_none() {
             self.order.push_back(key);
         }
         while self.order.len() > self.capacity {
@@ -80,8 +83,8 @@ impl DecisionCache {
         }
     }
 
-    fn decided_at(&self, key: &TraceKey) -> Option<Instant> {
-        self.decided_at.get(key).copied()
+    fn decided_at(&self, key: u64) -> Option<Instant> {
+        self.decided_at.get(&key).copied()
     }
 }
 
@@ -126,6 +129,7 @@ pub(crate) struct TailSampler {
     arrivals: VecDeque<(Instant, TraceKey)>,
     sampled: DecisionCache,
     not_sampled: DecisionCache,
+    cache_hasher: RandomState,
     /// Rate-limiting policies count spans per whole second since this instant.
     clock_origin: Instant,
     metrics: Arc<CollectorMetrics>,
@@ -146,6 +150,7 @@ impl TailSampler {
             arrivals: VecDeque::new(),
             sampled: DecisionCache::new(config.sampled_cache_size),
             not_sampled: DecisionCache::new(config.non_sampled_cache_size),
+            cache_hasher: RandomState::new(),
             clock_origin: Instant::now(),
             metrics,
         }
@@ -169,12 +174,13 @@ impl TailSampler {
         } in split_by_trace(resource_spans)
         {
             let key = (tenant.clone(), trace_id);
-            if let Some(decided) = self.sampled.decided_at(&key) {
+            let cache_key = self.cache_hasher.hash_one(&key);
+            if let Some(decided) = self.sampled.decided_at(cache_key) {
                 self.metrics.tail_late_span(&self.id, now - decided);
                 outbox.add(&tenant, pieces, num_spans, acks.clone());
                 continue;
             }
-            if let Some(decided) = self.not_sampled.decided_at(&key) {
+            if let Some(decided) = self.not_sampled.decided_at(cache_key) {
                 self.metrics.tail_late_span(&self.id, now - decided);
                 continue;
             }
@@ -256,13 +262,14 @@ impl TailSampler {
         };
         let sampled = self.evaluate(&key.1, &trace, now);
         self.metrics.tail_trace_decided(&self.id, sampled, early);
+        let cache_key = self.cache_hasher.hash_one(&key);
         if sampled {
             outbox.add(&key.0, trace.resource_spans, trace.num_spans, trace.acks);
-            self.sampled.insert(key, now);
+            self.sampled.insert(cache_key, now);
         } else {
             // Dropped by decision: the requests' data was processed successfully.
             commit_all(trace.acks);
-            self.not_sampled.insert(key, now);
+            self.not_sampled.insert(cache_key, now);
         }
     }
 
@@ -300,8 +307,8 @@ struct TraceSpans {
 
 /// Groups the spans by trace ID, in order of first appearance, each group keeping its
 /// spans' resources and scopes (a resource or scope holding several traces is copied
-/// into each). Spans with a malformed trace ID (receivers refuse them) would share the
-/// all-zero trace.
+/// into each). Spans with a malformed trace ID (the collector passes them on; the server
+/// refuses them) share the all-zero trace.
 fn split_by_trace(resource_spans: Vec<OtlpResourceSpans>) -> Vec<TraceSpans> {
     let mut traces: Vec<TraceSpans> = Vec::new();
     let mut trace_of: HashMap<[u8; 16], usize> = HashMap::new();
