@@ -408,10 +408,12 @@ impl CollectorMetrics {
             .inc();
     }
 
-    pub(crate) fn tail_set_traces_on_memory(&self, processor: &str, traces: usize) {
+    /// A change in the traces one instance holds; instances of one processor ID in
+    /// several pipelines add up.
+    pub(crate) fn tail_traces_on_memory_changed(&self, processor: &str, delta: i64) {
         self.tail_traces_on_memory
             .get_or_create(&Self::processor_labels(processor))
-            .set(i64::try_from(traces).unwrap_or(i64::MAX));
+            .inc_by(delta);
     }
 
     pub(crate) fn tail_late_span(&self, processor: &str, age: std::time::Duration) {

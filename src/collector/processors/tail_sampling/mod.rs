@@ -132,6 +132,8 @@ pub(crate) struct TailSampler {
     cache_hasher: RandomState,
     /// Rate-limiting policies count spans per whole second since this instant.
     clock_origin: Instant,
+    /// Pending traces as last added to the `traces_on_memory` gauge.
+    reported_on_memory: usize,
     metrics: Arc<CollectorMetrics>,
 }
 
@@ -152,6 +154,7 @@ impl TailSampler {
             not_sampled: DecisionCache::new(config.non_sampled_cache_size),
             cache_hasher: RandomState::new(),
             clock_origin: Instant::now(),
+            reported_on_memory: 0,
             metrics,
         }
     }
@@ -211,8 +214,7 @@ impl TailSampler {
         commit_all(acks);
         debug_assert!(self.pending.len() <= self.num_traces);
         debug_assert_eq!(self.pending.len(), self.arrivals.len());
-        self.metrics
-            .tail_set_traces_on_memory(&self.id, self.pending.len());
+        self.report_on_memory();
         outbox.batches
     }
 
@@ -227,8 +229,7 @@ impl TailSampler {
     pub(crate) fn flush_due(&mut self, now: Instant) -> Vec<SpanBatch> {
         let mut outbox = Outbox::default();
         self.decide_due(now, &mut outbox);
-        self.metrics
-            .tail_set_traces_on_memory(&self.id, self.pending.len());
+        self.report_on_memory();
         outbox.batches
     }
 
@@ -239,8 +240,17 @@ impl TailSampler {
         while !self.arrivals.is_empty() {
             self.decide_oldest(now, false, &mut outbox);
         }
-        self.metrics.tail_set_traces_on_memory(&self.id, 0);
+        self.report_on_memory();
         outbox.batches
+    }
+
+    fn report_on_memory(&mut self) {
+        let held = self.pending.len();
+        if held != self.reported_on_memory {
+            let delta = held as i64 - self.reported_on_memory as i64;
+            self.metrics.tail_traces_on_memory_changed(&self.id, delta);
+            self.reported_on_memory = held;
+        }
     }
 
     fn decide_due(&mut self, now: Instant, outbox: &mut Outbox) {
@@ -539,6 +549,26 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn instances_in_several_pipelines_add_up_in_traces_on_memory() {
+        let (mut first, metrics) = sampler(100, 100);
+        let config = TailSamplingConfig {
+            decision_wait: WAIT,
+            num_traces: 100,
+            sampled_cache_size: 0,
+            non_sampled_cache_size: 0,
+            policies: Vec::new(),
+        };
+        let mut second = TailSampler::new("tail_sampling".into(), &config, Arc::clone(&metrics));
+        let start = Instant::now();
+        first.push(spans(&[(1, OK), (2, OK)]).1, start);
+        second.push(spans(&[(1, OK)]).1, start);
+        let gauge = "otelcol_processor_tail_sampling_sampling_traces_on_memory{processor=\"tail_sampling\"}";
+        assert!(metrics.encode().contains(&format!("{gauge} 3")));
+        assert!(forwarded(first.flush_due(start + WAIT)).is_empty());
+        assert!(metrics.encode().contains(&format!("{gauge} 1")));
     }
 
     #[tokio::test]
