@@ -1,7 +1,8 @@
 //! `tail_sampling` through a real spoor-collector process: with a `status_code: ERROR`
 //! policy only traces holding an error reach the backend, spans of one trace sent in
-//! separate requests are decided together, every request is acknowledged (dropping by
-//! decision is success), and a late span follows its trace's decision.
+//! separate requests are decided together, every request is acknowledged after the
+//! decision with `acknowledge_after_decision` (dropping by decision is success), and a
+//! late span follows its trace's decision.
 #![allow(clippy::unwrap_used)]
 
 mod collector_common;
@@ -65,6 +66,7 @@ receivers:
 processors:
   tail_sampling:
     decision_wait: 1s
+    acknowledge_after_decision: true
     policies:
       - name: errors
         type: status_code

@@ -29,6 +29,9 @@ pub struct TailSamplingConfig {
     /// `num_traces`: the most traces waiting for a decision at once (a hard bound: the
     /// oldest is decided early to make room).
     pub num_traces: usize,
+    /// `acknowledge_after_decision` (spoor only): answer a request only once its traces
+    /// are decided and, when sampled, queued; otherwise once its spans are held.
+    pub acknowledge_after_decision: bool,
     /// `decision_cache.sampled_cache_size`: decided-sampled trace IDs remembered so late
     /// spans follow the decision; 0 disables.
     pub sampled_cache_size: usize,
@@ -147,6 +150,9 @@ pub(crate) struct RawTailSampling {
     pub(crate) num_traces: u64,
     /// A sizing hint in contrib; spoor sizes its maps by `num_traces`.
     pub(crate) expected_new_traces_per_sec: u64,
+    /// Acknowledge end to end (after the decision) instead of when the spans are held.
+    /// Off by default: with contrib's 30 s `decision_wait`, clients would time out.
+    pub(crate) acknowledge_after_decision: bool,
     pub(crate) decision_cache: RawDecisionCache,
     pub(crate) policies: Vec<RawPolicy>,
 }
@@ -157,6 +163,7 @@ impl Default for RawTailSampling {
             decision_wait: Duration::from_secs(30),
             num_traces: 50_000,
             expected_new_traces_per_sec: 0,
+            acknowledge_after_decision: false,
             decision_cache: RawDecisionCache::default(),
             policies: Vec::new(),
         }
@@ -355,6 +362,7 @@ pub(crate) fn tail_sampling(
     TailSamplingConfig {
         decision_wait: raw.decision_wait,
         num_traces: to_usize(raw.num_traces.max(1)),
+        acknowledge_after_decision: raw.acknowledge_after_decision,
         sampled_cache_size: to_usize(raw.decision_cache.sampled_cache_size),
         non_sampled_cache_size: to_usize(raw.decision_cache.non_sampled_cache_size),
         policies: policy_list(problems, &policies_key, raw.policies, Level::Top),

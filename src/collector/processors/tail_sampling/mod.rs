@@ -4,9 +4,14 @@
 //! with two differences: `num_traces` is a hard bound (the oldest trace is decided early,
 //! on what has arrived, rather than dropped), and acknowledgements are end to end.
 //!
-//! Acknowledgements follow the batch processor: a request is acknowledged once every
-//! trace it contributed to is decided and, when sampled, in the exporters' queues; a
-//! trace dropped by the policies is successful processing. Late spans of a decided trace
+//! Acknowledgements: by default a request is acknowledged once its spans are held, as in
+//! contrib — holding them end to end would make every export call take `decision_wait`
+//! (30 s by default, past the SDKs' 10 s export timeout), so clients would time out and
+//! resend. A process killed with traces still undecided loses those (SIGTERM decides
+//! and forwards them). With `acknowledge_after_decision` a request is acknowledged like
+//! the batch processor does: once every trace it contributed to is decided and, when
+//! sampled, in the exporters' queues; a trace dropped by the policies is successful
+//! processing. Late spans of a decided trace
 //! follow the decision while it is in the decision cache (bounded, oldest forgotten
 //! first); after that they start a new trace.
 //!
@@ -46,7 +51,7 @@ type TraceKey = (TenantId, [u8; 16]);
 struct PendingTrace {
     resource_spans: Vec<OtlpResourceSpans>,
     num_spans: usize,
-    /// One per request that contributed spans.
+    /// One per request that contributed spans, when acknowledging after the decision.
     acks: Vec<AckRef>,
 }
 
@@ -123,6 +128,7 @@ pub(crate) struct TailSampler {
     id: String,
     decision_wait: Duration,
     num_traces: usize,
+    acknowledge_after_decision: bool,
     policies: Vec<Policy>,
     pending: HashMap<TraceKey, PendingTrace>,
     /// Pending traces by arrival of their first span (= by deadline).
@@ -147,6 +153,7 @@ impl TailSampler {
             id,
             decision_wait: config.decision_wait,
             num_traces: config.num_traces.max(1),
+            acknowledge_after_decision: config.acknowledge_after_decision,
             policies: config.policies.iter().map(Policy::new).collect(),
             pending: HashMap::new(),
             arrivals: VecDeque::new(),
@@ -194,23 +201,29 @@ impl TailSampler {
                 self.metrics.tail_new_trace(&self.id);
                 self.arrivals.push_back((now, key.clone()));
             }
+            let held_acks = if self.acknowledge_after_decision {
+                acks.clone()
+            } else {
+                Vec::new()
+            };
             match self.pending.entry(key) {
                 Entry::Occupied(entry) => {
                     let trace = entry.into_mut();
                     trace.resource_spans.extend(pieces);
                     trace.num_spans += num_spans;
-                    trace.acks.extend(acks.iter().cloned());
+                    trace.acks.extend(held_acks);
                 }
                 Entry::Vacant(entry) => {
                     entry.insert(PendingTrace {
                         resource_spans: pieces,
                         num_spans,
-                        acks: acks.clone(),
+                        acks: held_acks,
                     });
                 }
             }
         }
-        // Every trace holds its own share of the requests now.
+        // Every held trace (when acknowledging after the decision) and every forwarded
+        // late span holds its own share of the requests now.
         commit_all(acks);
         debug_assert!(self.pending.len() <= self.num_traces);
         debug_assert_eq!(self.pending.len(), self.arrivals.len());
@@ -396,6 +409,7 @@ mod tests {
         let config = TailSamplingConfig {
             decision_wait: WAIT,
             num_traces,
+            acknowledge_after_decision: true,
             sampled_cache_size: cache_size,
             non_sampled_cache_size: cache_size,
             policies: vec![SamplingPolicy {
@@ -493,6 +507,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn by_default_held_requests_are_acknowledged_at_once() {
+        let (mut sampler, _) = sampler(100, 100);
+        sampler.acknowledge_after_decision = false;
+        let start = Instant::now();
+        let (delivery, batch) = spans(&[(1, ERROR), (2, OK)]);
+        assert!(sampler.push(batch, start).is_empty());
+        assert!(settled(delivery).await, "acknowledged while held");
+        assert_eq!(forwarded(sampler.flush_due(start + WAIT)), vec![1]);
+    }
+
+    #[tokio::test]
     async fn late_spans_follow_the_cached_decision() {
         let (mut sampler, metrics) = sampler(100, 100);
         let start = Instant::now();
@@ -557,6 +582,7 @@ mod tests {
         let config = TailSamplingConfig {
             decision_wait: WAIT,
             num_traces: 100,
+            acknowledge_after_decision: true,
             sampled_cache_size: 0,
             non_sampled_cache_size: 0,
             policies: Vec::new(),
