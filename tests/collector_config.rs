@@ -11,7 +11,7 @@ use std::process::Command;
 use serde_yaml::Value;
 use spoor::config::collector::{
     load_collector_config_with_env, CollectorConfig, ComponentId, ExporterConfig, ExtensionConfig,
-    MemoryLimit, ProcessorConfig,
+    MemoryLimit, PolicyRule, ProcessorConfig, StringValues,
 };
 use spoor::config::ConfigErrors;
 
@@ -190,7 +190,7 @@ fn demo_collector_example() {
 }
 
 #[test]
-fn tail_sampling_demo_names_everything_not_supported_yet() {
+fn tail_sampling_demo_names_everything_not_supported_yet_and_loads_without_it() {
     expect_errors(
         "otelcol-demo-tailsampling.yaml",
         &[
@@ -199,12 +199,36 @@ fn tail_sampling_demo_names_everything_not_supported_yet() {
             LOGGING,
             "exporters.zipkin: unsupported exporter type \"zipkin\" (supported: debug, otlp, otlphttp)",
             "exporters.jaeger_grpc: unsupported exporter type \"jaeger_grpc\" (supported: debug, otlp, otlphttp)",
-            "processors.tail_sampling: unsupported processor type \"tail_sampling\" (supported: attributes, batch, memory_limiter, probabilistic_sampler, redaction, resource)",
             PPROF,
             ZPAGES,
             &only_traces("metrics"),
         ],
     );
+    let config = Edit::open("otelcol-demo-tailsampling.yaml")
+        .remove("receivers", "opencensus")
+        .remove("exporters", "prometheus")
+        .remove("exporters", "zipkin")
+        .remove("exporters", "jaeger_grpc")
+        .rename("exporters", "logging", "debug")
+        .remove("extensions", "pprof")
+        .remove("extensions", "zpages")
+        .remove_pipeline("metrics")
+        .load(&BTreeMap::new());
+    assert_eq!(
+        config.pipelines[0].processors,
+        vec![id("batch"), id("tail_sampling")]
+    );
+    let ProcessorConfig::TailSampling(tail) = &config.processors[&id("tail_sampling")] else {
+        panic!("tail_sampling");
+    };
+    assert_eq!(tail.decision_wait, std::time::Duration::from_secs(10));
+    assert_eq!(tail.num_traces, 100);
+    assert_eq!(tail.policies[0].name, "test-policy-1");
+    assert!(matches!(
+        &tail.policies[0].rule,
+        PolicyRule::StringAttribute { key, values: StringValues::Exact(values), invert_match: false }
+            if key == "http.status_code" && values.contains("500")
+    ));
 }
 
 #[test]

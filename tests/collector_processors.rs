@@ -8,7 +8,8 @@ use std::io::Write;
 
 use spoor::config::collector::{
     load_collector_config_with_env, ActionTarget, AttributeAction, AttributeValue, CollectorConfig,
-    ComponentId, ConvertedType, MatchString, ProcessorConfig, RedactionSummary,
+    ComponentId, ConvertedType, MatchString, PolicyRule, ProcessorConfig, RedactionSummary,
+    StringValues,
 };
 
 fn load(processors: &str, names: &str) -> Result<CollectorConfig, Vec<String>> {
@@ -261,6 +262,266 @@ fn bad_processor_configs_fail_with_key_paths_all_at_once() {
     assert!(
         errors.iter().any(|error| error
             .starts_with("processors.redaction.blocked_values[0]: invalid regular expression")),
+        "{errors:#?}"
+    );
+}
+
+/// The contrib README's tail_sampling example, minus the policy types spoor does not
+/// implement (ottl_condition, trace_state, drop).
+const TAIL_SAMPLING_README: &str = r#"  tail_sampling:
+    decision_wait: 10s
+    num_traces: 100
+    expected_new_traces_per_sec: 10
+    decision_cache:
+      sampled_cache_size: 100000
+      non_sampled_cache_size: 100000
+    policies:
+      [
+        {
+          name: test-policy-1,
+          type: always_sample
+        },
+        {
+          name: test-policy-2,
+          type: latency,
+          latency: {threshold_ms: 5000, upper_threshold_ms: 10000}
+        },
+        {
+          name: test-policy-3,
+          type: numeric_attribute,
+          numeric_attribute: {key: key1, min_value: 50, max_value: 100}
+        },
+        {
+          name: test-policy-4,
+          type: probabilistic,
+          probabilistic: {sampling_percentage: 10}
+        },
+        {
+          name: test-policy-5,
+          type: status_code,
+          status_code: {status_codes: [ERROR, UNSET]}
+        },
+        {
+          name: test-policy-6,
+          type: string_attribute,
+          string_attribute: {key: key2, values: [value1, value2]}
+        },
+        {
+          name: test-policy-7,
+          type: string_attribute,
+          string_attribute: {key: key2, values: [value1, val*], enabled_regex_matching: true, cache_max_size: 10}
+        },
+        {
+          name: test-policy-8,
+          type: rate_limiting,
+          rate_limiting: {spans_per_second: 35}
+        },
+        {
+          name: test-policy-9,
+          type: string_attribute,
+          string_attribute: {key: http.url, values: [\/health, \/metrics], enabled_regex_matching: true, invert_match: true}
+        },
+        {
+          name: test-policy-10,
+          type: span_count,
+          span_count: {min_spans: 2, max_spans: 20}
+        },
+        {
+          name: test-policy-12,
+          type: boolean_attribute,
+          boolean_attribute: {key: key4, value: true}
+        },
+        {
+          name: and-policy-1,
+          type: and,
+          and: {
+            and_sub_policy:
+            [
+              {
+                name: test-and-policy-1,
+                type: numeric_attribute,
+                numeric_attribute: { key: key1, min_value: 50, max_value: 100 }
+              },
+              {
+                name: test-and-policy-2,
+                type: string_attribute,
+                string_attribute: { key: key2, values: [ value1, value2 ] }
+              },
+            ]
+          }
+        },
+        {
+          name: composite-policy-1,
+          type: composite,
+          composite:
+            {
+              max_total_spans_per_second: 1000,
+              policy_order: [test-composite-policy-1, test-composite-policy-2, test-composite-policy-3],
+              composite_sub_policy:
+                [
+                  {
+                    name: test-composite-policy-1,
+                    type: numeric_attribute,
+                    numeric_attribute: {key: key1, min_value: 50, max_value: 100}
+                  },
+                  {
+                    name: test-composite-policy-2,
+                    type: string_attribute,
+                    string_attribute: {key: key2, values: [value1, value2]}
+                  },
+                  {
+                    name: test-composite-policy-3,
+                    type: always_sample
+                  }
+                ],
+              rate_allocation:
+                [
+                  {
+                    policy: test-composite-policy-1,
+                    percent: 50
+                  },
+                  {
+                    policy: test-composite-policy-2,
+                    percent: 25
+                  }
+                ]
+            }
+        },
+      ]"#;
+
+#[test]
+fn tail_sampling_readme_shape_loads() {
+    let config = load(TAIL_SAMPLING_README, "tail_sampling").unwrap();
+    let ProcessorConfig::TailSampling(tail) = processor(&config, "tail_sampling") else {
+        panic!("tail_sampling");
+    };
+    assert_eq!(tail.decision_wait, std::time::Duration::from_secs(10));
+    assert_eq!(tail.num_traces, 100);
+    assert_eq!(
+        (tail.sampled_cache_size, tail.non_sampled_cache_size),
+        (100_000, 100_000)
+    );
+    let names: Vec<&str> = tail.policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names.len(), 13, "{names:?}");
+    assert_eq!(
+        tail.policies[4].rule,
+        PolicyRule::StatusCode(vec![2, 0]),
+        "ERROR, UNSET"
+    );
+    let PolicyRule::StringAttribute {
+        values: StringValues::Regex(regexes),
+        invert_match: true,
+        ..
+    } = &tail.policies[8].rule
+    else {
+        panic!("{:?}", tail.policies[8]);
+    };
+    assert_eq!(regexes.len(), 2);
+    let PolicyRule::Composite(composite) = &tail.policies[12].rule else {
+        panic!("composite");
+    };
+    let budgets: Vec<(&str, u64)> = composite
+        .sub_policies
+        .iter()
+        .map(|(policy, budget)| (policy.name.as_str(), *budget))
+        .collect();
+    assert_eq!(
+        budgets,
+        [
+            ("test-composite-policy-1", 500),
+            ("test-composite-policy-2", 250),
+            ("test-composite-policy-3", 0)
+        ]
+    );
+    // Defaults: contrib's decision_wait and num_traces.
+    let config = load(
+        "  tail_sampling:\n    policies: [{name: all, type: always_sample}]",
+        "tail_sampling",
+    )
+    .unwrap();
+    let ProcessorConfig::TailSampling(defaults) = processor(&config, "tail_sampling") else {
+        panic!("tail_sampling");
+    };
+    assert_eq!(defaults.decision_wait, std::time::Duration::from_secs(30));
+    assert_eq!(defaults.num_traces, 50_000);
+}
+
+#[test]
+fn bad_tail_sampling_configs_name_the_policy_and_key() {
+    let errors = load(
+        r#"  tail_sampling:
+    decision_wait: 0s
+    num_traces: 0
+    policies:
+      - {name: ottl, type: ottl_condition, ottl_condition: {error_mode: ignore, span: ["true"]}}
+      - {name: state, type: trace_state, trace_state: {key: key3, values: [value1]}}
+      - {name: no-section, type: latency}
+      - {name: codes, type: status_code, status_code: {status_codes: [FAILED]}}
+      - {name: no-key, type: string_attribute, string_attribute: {values: [a]}}
+      - {name: bad-regex, type: string_attribute, string_attribute: {key: k, values: ["("], enabled_regex_matching: true}}
+      - {name: range, type: numeric_attribute, numeric_attribute: {key: k, min_value: 10, max_value: 1}}
+      - {name: no-bounds, type: numeric_attribute, numeric_attribute: {key: k}}
+      - {name: pct, type: probabilistic, probabilistic: {sampling_percentage: 120}}
+      - {name: rate, type: rate_limiting, rate_limiting: {spans_per_second: 0}}
+      - {type: always_sample}
+      - {name: rate, type: always_sample}
+      - name: nested
+        type: and
+        and:
+          and_sub_policy:
+            - {name: inner, type: composite, composite: {max_total_spans_per_second: 1}}
+            - {name: inner-ottl, type: ottl_condition}
+      - name: comp
+        type: composite
+        composite:
+          max_total_spans_per_second: 100
+          policy_order: [a, missing]
+          composite_sub_policy:
+            - {name: a, type: always_sample}
+          rate_allocation:
+            - {policy: a, percent: 80}
+            - {policy: ghost, percent: 30}
+      - {name: typo, type: span_count, span_count: {min_span: 2}}"#,
+        "tail_sampling",
+    )
+    .unwrap_err();
+    let p = "processors.tail_sampling";
+    let supported = "(supported: always_sample, and, boolean_attribute, composite, latency, numeric_attribute, probabilistic, rate_limiting, span_count, status_code, string_attribute)";
+    let expected = [
+        format!("{p}.decision_wait: must be greater than 0"),
+        format!("{p}.num_traces: must be at least 1"),
+        format!("{p}.policies[0].type: unsupported policy type \"ottl_condition\" in policy \"ottl\" {supported}"),
+        format!("{p}.policies[1].type: unsupported policy type \"trace_state\" in policy \"state\" {supported}"),
+        format!("{p}.policies[2].latency: is required for a policy of type latency"),
+        format!("{p}.policies[3].status_code.status_codes[0]: unknown status code \"FAILED\" (OK, ERROR, UNSET)"),
+        format!("{p}.policies[4].string_attribute.key: is required"),
+        format!("{p}.policies[6].numeric_attribute.max_value: must not be below min_value (10), got 1"),
+        format!("{p}.policies[7].numeric_attribute.min_value: min_value or max_value (or both) is required"),
+        format!("{p}.policies[8].probabilistic.sampling_percentage: must be between 0 and 100, got 120"),
+        format!("{p}.policies[9].rate_limiting.spans_per_second: must be greater than 0"),
+        format!("{p}.policies[10].name: is required"),
+        format!("{p}.policies[11].name: duplicate policy name \"rate\""),
+        format!("{p}.policies[12].and.and_sub_policy[0].type: a composite policy cannot be a sub-policy of an and policy (policy \"inner\")"),
+        format!("{p}.policies[12].and.and_sub_policy[1].type: unsupported policy type \"ottl_condition\" in policy \"inner-ottl\" {supported}"),
+        format!("{p}.policies[13].composite.policy_order[1]: no composite_sub_policy named \"missing\""),
+        format!("{p}.policies[13].composite.rate_allocation[1].policy: no composite_sub_policy named \"ghost\""),
+    ];
+    for line in &expected {
+        assert!(
+            errors.iter().any(|error| error == line),
+            "missing {line:?} in {errors:#?}"
+        );
+    }
+    assert!(
+        errors.iter().any(|error| error.starts_with(&format!(
+            "{p}.policies[5].string_attribute.values[0]: invalid regular expression"
+        ))),
+        "{errors:#?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|error| error.starts_with(&format!("{p}.policies[14].span_count.min_span"))),
         "{errors:#?}"
     );
 }

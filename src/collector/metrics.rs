@@ -27,6 +27,25 @@ struct ProcessorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    processor: String,
+    policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyDecisionLabels {
+    processor: String,
+    policy: String,
+    sampled: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    processor: String,
+    sampled: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ExporterLabels {
     exporter: String,
 }
@@ -75,6 +94,28 @@ fn batch_size_histogram() -> Histogram {
     Histogram::new(BATCH_SIZE_BUCKETS)
 }
 
+/// The tail sampling processor's buckets for `sampling_decision_latency` (µs).
+const DECISION_LATENCY_BUCKETS: [f64; 23] = [
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 400.0, 500.0, 750.0, 1000.0,
+    2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 50000.0,
+];
+
+fn decision_latency_histogram() -> Histogram {
+    Histogram::new(DECISION_LATENCY_BUCKETS)
+}
+
+/// Buckets for `sampling_late_span_age` (seconds after the decision).
+const LATE_SPAN_AGE_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+fn late_span_age_histogram() -> Histogram {
+    Histogram::new(LATE_SPAN_AGE_BUCKETS)
+}
+
+/// How often an early decision (a full `tail_sampling` processor) is logged.
+const EARLY_DECISION_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Every metric the collector exposes on `/metrics`.
 #[derive(Debug)]
 pub struct CollectorMetrics {
@@ -86,6 +127,14 @@ pub struct CollectorMetrics {
     processor_batch_size_trigger: Family<ProcessorLabels, Counter>,
     processor_batch_timeout_trigger: Family<ProcessorLabels, Counter>,
     processor_refused_spans: Family<ProcessorLabels, Counter>,
+    tail_count_traces_sampled: Family<PolicyDecisionLabels, Counter>,
+    tail_global_count_traces_sampled: Family<DecisionLabels, Counter>,
+    tail_decision_latency: Family<PolicyLabels, Histogram, fn() -> Histogram>,
+    tail_dropped_too_early: Family<ProcessorLabels, Counter>,
+    tail_traces_on_memory: Family<ProcessorLabels, Gauge>,
+    tail_new_trace_id_received: Family<ProcessorLabels, Counter>,
+    tail_late_span_age: Family<ProcessorLabels, Histogram, fn() -> Histogram>,
+    early_decision_warning: WarnEvery,
     exporter_sent_spans: Family<ExporterLabels, Counter>,
     exporter_send_failed_spans: Family<ExporterLabels, Counter>,
     exporter_enqueue_failed_spans: Family<ExporterLabels, Counter>,
@@ -143,6 +192,54 @@ impl CollectorMetrics {
             "Number of spans refused by the memory limiter",
             processor_refused_spans.clone(),
         );
+        let tail_count_traces_sampled = Family::<PolicyDecisionLabels, Counter>::default();
+        registry.register(
+            "processor_tail_sampling_count_traces_sampled",
+            "Count of traces that were sampled or not per sampling policy",
+            tail_count_traces_sampled.clone(),
+        );
+        let tail_global_count_traces_sampled = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "processor_tail_sampling_global_count_traces_sampled",
+            "Global count of traces that were sampled or not by at least one policy",
+            tail_global_count_traces_sampled.clone(),
+        );
+        let tail_decision_latency =
+            Family::<PolicyLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                decision_latency_histogram,
+            );
+        registry.register(
+            "processor_tail_sampling_sampling_decision_latency",
+            "Latency (in microseconds) of a given sampling policy",
+            tail_decision_latency.clone(),
+        );
+        let tail_dropped_too_early = Family::<ProcessorLabels, Counter>::default();
+        registry.register(
+            "processor_tail_sampling_sampling_trace_dropped_too_early",
+            "Count of traces decided before decision_wait because num_traces was reached",
+            tail_dropped_too_early.clone(),
+        );
+        let tail_traces_on_memory = Family::<ProcessorLabels, Gauge>::default();
+        registry.register(
+            "processor_tail_sampling_sampling_traces_on_memory",
+            "Tracks the number of traces currently on the in memory storage",
+            tail_traces_on_memory.clone(),
+        );
+        let tail_new_trace_id_received = Family::<ProcessorLabels, Counter>::default();
+        registry.register(
+            "processor_tail_sampling_new_trace_id_received",
+            "Counts the arrival of new traces",
+            tail_new_trace_id_received.clone(),
+        );
+        let tail_late_span_age =
+            Family::<ProcessorLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                late_span_age_histogram,
+            );
+        registry.register(
+            "processor_tail_sampling_sampling_late_span_age",
+            "Time (in seconds) from the sampling decision was taken and the arrival of a late span",
+            tail_late_span_age.clone(),
+        );
         let exporter_sent_spans = Family::<ExporterLabels, Counter>::default();
         registry.register(
             "exporter_sent_spans",
@@ -194,6 +291,14 @@ impl CollectorMetrics {
             processor_batch_size_trigger,
             processor_batch_timeout_trigger,
             processor_refused_spans,
+            tail_count_traces_sampled,
+            tail_global_count_traces_sampled,
+            tail_decision_latency,
+            tail_dropped_too_early,
+            tail_traces_on_memory,
+            tail_new_trace_id_received,
+            tail_late_span_age,
+            early_decision_warning: WarnEvery::new(EARLY_DECISION_WARNING_INTERVAL),
             exporter_sent_spans,
             exporter_send_failed_spans,
             exporter_enqueue_failed_spans,
@@ -244,6 +349,77 @@ impl CollectorMetrics {
                 processor: processor.to_owned(),
             })
             .inc_by(num_spans as u64);
+    }
+
+    fn processor_labels(processor: &str) -> ProcessorLabels {
+        ProcessorLabels {
+            processor: processor.to_owned(),
+        }
+    }
+
+    /// One policy's verdict on one trace, and how long it took to reach.
+    pub(crate) fn tail_policy_evaluated(
+        &self,
+        processor: &str,
+        policy: &str,
+        sampled: bool,
+        took: std::time::Duration,
+    ) {
+        self.tail_count_traces_sampled
+            .get_or_create(&PolicyDecisionLabels {
+                processor: processor.to_owned(),
+                policy: policy.to_owned(),
+                sampled: sampled.to_string(),
+            })
+            .inc();
+        self.tail_decision_latency
+            .get_or_create(&PolicyLabels {
+                processor: processor.to_owned(),
+                policy: policy.to_owned(),
+            })
+            .observe(took.as_secs_f64() * 1e6);
+    }
+
+    /// A trace's final decision; `early` when `num_traces` forced it before
+    /// `decision_wait` (also logged, at most once per 10 s).
+    pub(crate) fn tail_trace_decided(&self, processor: &str, sampled: bool, early: bool) {
+        self.tail_global_count_traces_sampled
+            .get_or_create(&DecisionLabels {
+                processor: processor.to_owned(),
+                sampled: sampled.to_string(),
+            })
+            .inc();
+        if early {
+            self.tail_dropped_too_early
+                .get_or_create(&Self::processor_labels(processor))
+                .inc();
+            if self.early_decision_warning.ready() {
+                tracing::warn!(
+                    processor,
+                    "tail sampling holds num_traces traces; deciding the oldest before decision_wait"
+                );
+            }
+        }
+    }
+
+    pub(crate) fn tail_new_trace(&self, processor: &str) {
+        self.tail_new_trace_id_received
+            .get_or_create(&Self::processor_labels(processor))
+            .inc();
+    }
+
+    /// A change in the traces one instance holds; instances of one processor ID in
+    /// several pipelines add up.
+    pub(crate) fn tail_traces_on_memory_changed(&self, processor: &str, delta: i64) {
+        self.tail_traces_on_memory
+            .get_or_create(&Self::processor_labels(processor))
+            .inc_by(delta);
+    }
+
+    pub(crate) fn tail_late_span(&self, processor: &str, age: std::time::Duration) {
+        self.tail_late_span_age
+            .get_or_create(&Self::processor_labels(processor))
+            .observe(age.as_secs_f64());
     }
 
     fn exporter_labels(exporter: &str) -> ExporterLabels {

@@ -460,7 +460,7 @@ async fn start_pipelines(
                         });
                     }
                 }
-                Some(other) => stages.extend(Stage::stateless(&id.to_string(), other, metrics)),
+                Some(other) => stages.extend(Stage::per_pipeline(&id.to_string(), other, metrics)),
                 None => {}
             }
         }

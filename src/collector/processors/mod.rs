@@ -8,6 +8,7 @@ pub(crate) mod batch;
 pub(crate) mod memory_limiter;
 pub(crate) mod probabilistic;
 pub(crate) mod redaction;
+pub(crate) mod tail_sampling;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use batch::Batcher;
 use memory_limiter::MemoryLimiter;
 use probabilistic::ProbabilisticSampler;
 use redaction::Redaction;
+use tail_sampling::TailSampler;
 
 /// One processor instance in one pipeline.
 #[derive(Debug)]
@@ -35,18 +37,24 @@ pub(crate) enum Stage {
     Resource(ResourceProcessor),
     Redaction(Redaction),
     ProbabilisticSampler(ProbabilisticSampler),
+    TailSampling(TailSampler),
 }
 
 impl Stage {
-    /// The stage for a processor that keeps no state shared between pipelines; `None`
+    /// The stage for a processor of which each pipeline gets its own instance; `None`
     /// for `batch` and `memory_limiter`, which the pipeline builder creates itself.
-    pub(crate) fn stateless(
-        _id: &str,
+    pub(crate) fn per_pipeline(
+        id: &str,
         config: &ProcessorConfig,
-        _metrics: &Arc<CollectorMetrics>,
+        metrics: &Arc<CollectorMetrics>,
     ) -> Option<Stage> {
         match config {
             ProcessorConfig::Batch(_) | ProcessorConfig::MemoryLimiter(_) => None,
+            ProcessorConfig::TailSampling(config) => Some(Stage::TailSampling(TailSampler::new(
+                id.to_owned(),
+                config,
+                Arc::clone(metrics),
+            ))),
             ProcessorConfig::Attributes(config) => {
                 Some(Stage::Attributes(AttributesProcessor::new(config.clone())))
             }
@@ -89,12 +97,14 @@ impl Stage {
                 vec![batch]
             }
             Stage::ProbabilisticSampler(sampler) => sampler.process(batch).into_iter().collect(),
+            Stage::TailSampling(sampler) => sampler.push(batch, now),
         }
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         match self {
             Stage::Batch(batcher) => batcher.next_deadline(),
+            Stage::TailSampling(sampler) => sampler.next_deadline(),
             _ => None,
         }
     }
@@ -102,6 +112,7 @@ impl Stage {
     pub(crate) fn flush_due(&mut self, now: Instant) -> Vec<SpanBatch> {
         match self {
             Stage::Batch(batcher) => batcher.flush_due(now),
+            Stage::TailSampling(sampler) => sampler.flush_due(now),
             _ => Vec::new(),
         }
     }
@@ -109,6 +120,7 @@ impl Stage {
     pub(crate) fn flush_all(&mut self) -> Vec<SpanBatch> {
         match self {
             Stage::Batch(batcher) => batcher.flush_all(),
+            Stage::TailSampling(sampler) => sampler.flush_all(),
             _ => Vec::new(),
         }
     }

@@ -21,6 +21,7 @@ mod expand;
 mod load;
 mod processors;
 mod raw;
+mod tail_sampling;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -36,6 +37,9 @@ pub use processors::{
     ActionTarget, AttributeAction, AttributeValue, AttributesConfig, ConfigRegex, ConvertedType,
     MatchAttribute, MatchProperties, MatchString, ProbabilisticSamplerConfig, RedactionConfig,
     RedactionSummary, ResourceConfig,
+};
+pub use tail_sampling::{
+    CompositePolicy, PolicyRule, SamplingPolicy, StringValues, TailSamplingConfig,
 };
 
 use crate::config::LogConfig;
@@ -199,6 +203,8 @@ pub enum ProcessorConfig {
     Redaction(RedactionConfig),
     /// `probabilistic_sampler`.
     ProbabilisticSampler(ProbabilisticSamplerConfig),
+    /// `tail_sampling`.
+    TailSampling(TailSamplingConfig),
 }
 
 /// `processors.batch`.

@@ -10,6 +10,7 @@ use serde_yaml::Value;
 use super::load::read_section;
 use super::processors;
 use super::raw::*;
+use super::tail_sampling;
 use super::*;
 use crate::config::validate::{addresses_overlap, Problems};
 use crate::config::{LogConfig, LogFormat};
@@ -22,6 +23,7 @@ const SUPPORTED_PROCESSORS: &[&str] = &[
     "probabilistic_sampler",
     "redaction",
     "resource",
+    "tail_sampling",
 ];
 const SUPPORTED_EXPORTERS: &[&str] = &["debug", "otlp", "otlphttp"];
 const SUPPORTED_EXTENSIONS: &[&str] = &["file_storage", "health_check"];
@@ -165,6 +167,15 @@ pub(crate) fn validate(
                     raw,
                 ))
             }),
+            "tail_sampling" => {
+                read_section::<tail_sampling::RawTailSampling>(section, env, problems).map(|raw| {
+                    ProcessorConfig::TailSampling(tail_sampling::tail_sampling(
+                        problems,
+                        &section.key,
+                        raw,
+                    ))
+                })
+            }
             other => {
                 unsupported(
                     problems,
