@@ -56,7 +56,7 @@ const PPROF: &str =
     "extensions.pprof: unsupported extension type \"pprof\" (supported: file_storage, health_check)";
 const ZPAGES: &str =
     "extensions.zpages: unsupported extension type \"zpages\" (supported: file_storage, health_check)";
-const LOGGING: &str = "exporters.logging: unsupported exporter type \"logging\" (supported: debug, otlp, otlphttp); the OpenTelemetry Collector replaced it by debug";
+const LOGGING: &str = "exporters.logging: unsupported exporter type \"logging\" (supported: debug, loadbalancing, otlp, otlphttp); the OpenTelemetry Collector replaced it by debug";
 
 fn only_traces(pipeline: &str) -> String {
     format!("service.pipelines.{pipeline}: only traces pipelines are supported (found a {pipeline} pipeline); remove it or move its data elsewhere")
@@ -195,10 +195,10 @@ fn tail_sampling_demo_names_everything_not_supported_yet() {
         "otelcol-demo-tailsampling.yaml",
         &[
             "receivers.opencensus: unsupported receiver type \"opencensus\" (supported: otlp, zipkin)",
-            "exporters.prometheus: unsupported exporter type \"prometheus\" (supported: debug, otlp, otlphttp)",
+            "exporters.prometheus: unsupported exporter type \"prometheus\" (supported: debug, loadbalancing, otlp, otlphttp)",
             LOGGING,
-            "exporters.zipkin: unsupported exporter type \"zipkin\" (supported: debug, otlp, otlphttp)",
-            "exporters.jaeger_grpc: unsupported exporter type \"jaeger_grpc\" (supported: debug, otlp, otlphttp)",
+            "exporters.zipkin: unsupported exporter type \"zipkin\" (supported: debug, loadbalancing, otlp, otlphttp)",
+            "exporters.jaeger_grpc: unsupported exporter type \"jaeger_grpc\" (supported: debug, loadbalancing, otlp, otlphttp)",
             "processors.tail_sampling: unsupported processor type \"tail_sampling\" (supported: attributes, batch, memory_limiter, probabilistic_sampler, redaction, resource)",
             PPROF,
             ZPAGES,

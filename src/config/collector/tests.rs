@@ -261,7 +261,7 @@ service:
         "extensions.pprof: unsupported extension type \"pprof\" (supported: file_storage, health_check)",
         "receivers.jaeger: unsupported receiver type \"jaeger\" (supported: otlp, zipkin)",
         "processors.k8sattributes: unsupported processor type \"k8sattributes\" (supported: attributes, batch, memory_limiter, probabilistic_sampler, redaction, resource)",
-        "exporters.logging: unsupported exporter type \"logging\" (supported: debug, otlp, otlphttp); the OpenTelemetry Collector replaced it by debug",
+        "exporters.logging: unsupported exporter type \"logging\" (supported: debug, loadbalancing, otlp, otlphttp); the OpenTelemetry Collector replaced it by debug",
         "service.pipelines.metrics: only traces pipelines are supported (found a metrics pipeline); remove it or move its data elsewhere",
     ];
     for message in expected {

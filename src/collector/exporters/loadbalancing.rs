@@ -1,0 +1,539 @@
+//! `loadbalancing`: every span goes to one of several OTLP/gRPC backends, chosen by a
+//! consistent hash of its trace ID (`routing_key: traceID`) or of its resource's
+//! `service.name` (`routing_key: service`), so all spans of a trace (or service) reach
+//! the same backend — what tail sampling and span metrics behind it need.
+//!
+//! The ring is the OpenTelemetry Collector contrib exporter's, so a spoor-collector and
+//! an otelcol-contrib given the same hostnames send a trace to the same backend: 36000
+//! positions; each hostname (as written, the list sorted) takes 100 points at
+//! `crc32(hostname ++ [i]) % 36000` for `i` in `0..100`, a point already taken by an
+//! earlier hostname staying with it; a key goes to the first point at or after
+//! `crc32(key) % 36000`, wrapping around. Removing a hostname moves only the keys it
+//! had; adding one moves only the keys it takes (about 1/(N+1) of them).
+//!
+//! Each backend is a queued `otlp` exporter ([`QueuedExporter`]) with the
+//! `protocol.otlp` settings: its own sending queue, consumers and retries. A batch is
+//! split by backend (resources and scopes kept) and each part is queued on its
+//! backend; the request is acknowledged when every part is (the usual contract, see
+//! [`crate::collector::delivery`]), and a full backend queue refuses (or, with
+//! `block_on_overflow`, holds up) the request as a single `otlp` exporter would.
+//!
+//! A backend that fails keeps its share, as in the OpenTelemetry Collector: its
+//! queue and retries hold the data until it is back (a persistent queue keeps it across
+//! restarts), and nothing moves to the other backends, so a trace is never split
+//! between two of them. A backend that stays down longer than `max_elapsed_time`
+//! loses what its memory queue held, exactly like a lone `otlp` exporter.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tracing::info;
+
+use super::{otlp_grpc, Exporter, ExporterError, ExporterNames, QueueItem, QueuedExporter};
+use crate::collector::batch::{partition_spans, Part};
+use crate::collector::delivery::{commit_all, fail_all};
+use crate::collector::metrics::CollectorMetrics;
+use crate::config::collector::{LoadBalancingExporterConfig, RoutingKey};
+use crate::otlp::{OtlpResource, OtlpResourceSpans, OtlpValue};
+use crate::receiver::ConsumeError;
+
+/// Positions on the ring: "360 degrees with two decimal places", as in contrib.
+const RING_POSITIONS: u32 = 36_000;
+/// Points per backend, as in contrib (which has no per-backend weights either).
+const POINTS_PER_BACKEND: usize = 100;
+/// Batches above this many spans are split on the blocking pool.
+const INLINE_SPLIT_MAX_SPANS: usize = 2048;
+/// The only resolver spoor implements (the `resolver` label of the backend gauge).
+const STATIC_RESOLVER: &str = "static";
+
+/// A consistent-hash ring of backends, identified by their index in the list it was
+/// built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HashRing {
+    /// (position, backend index), sorted by position; positions are distinct.
+    points: Vec<(u32, usize)>,
+}
+
+impl HashRing {
+    /// The ring of `hostnames`; on a shared point the earlier hostname wins, so pass
+    /// them sorted, as contrib's static resolver does.
+    pub(crate) fn new<S: AsRef<str>>(hostnames: &[S]) -> HashRing {
+        let mut points: Vec<(u32, usize)> =
+            Vec::with_capacity(hostnames.len() * POINTS_PER_BACKEND);
+        let mut taken = std::collections::HashSet::new();
+        for (index, hostname) in hostnames.iter().enumerate() {
+            for point in 0..POINTS_PER_BACKEND {
+                let mut hasher = crc32fast::Hasher::new();
+                hasher.update(hostname.as_ref().as_bytes());
+                // contrib writes Go's byte(i); POINTS_PER_BACKEND stays below 256.
+                hasher.update(&[point as u8]);
+                let position = hasher.finalize() % RING_POSITIONS;
+                if taken.insert(position) {
+                    points.push((position, index));
+                }
+            }
+        }
+        points.sort_unstable();
+        HashRing { points }
+    }
+
+    /// The backend for `key`; 0 for an empty ring.
+    pub(crate) fn backend_for(&self, key: &[u8]) -> usize {
+        let position = crc32fast::hash(key) % RING_POSITIONS;
+        let next = self.points.partition_point(|&(point, _)| point < position);
+        self.points
+            .get(next)
+            .or_else(|| self.points.first())
+            .map_or(0, |&(_, backend)| backend)
+    }
+}
+
+/// A running `loadbalancing` exporter.
+#[derive(Debug)]
+pub(crate) struct LoadBalancer {
+    id: String,
+    routing_key: RoutingKey,
+    ring: Arc<HashRing>,
+    /// By ring index: the configured backends, sorted by hostname.
+    backends: Vec<Arc<QueuedExporter>>,
+    metrics: Arc<CollectorMetrics>,
+}
+
+impl LoadBalancer {
+    /// Starts one queued `otlp` exporter per backend (replaying persistent queues).
+    pub(crate) async fn start(
+        id: String,
+        config: &LoadBalancingExporterConfig,
+        metrics: Arc<CollectorMetrics>,
+    ) -> Result<LoadBalancer, ExporterError> {
+        let mut backends = Vec::with_capacity(config.backends.len());
+        for backend in &config.backends {
+            let names = ExporterNames {
+                id: id.clone(),
+                name: format!("{id}/{}", backend.hostname),
+                backend: Some(backend.hostname.clone()),
+            };
+            let started = match otlp_grpc::OtlpGrpcExporter::new(&backend.exporter) {
+                Ok(exporter) => {
+                    QueuedExporter::start(
+                        names,
+                        Exporter::Otlp(exporter),
+                        &backend.exporter.queue,
+                        backend.exporter.retry.clone(),
+                        Arc::clone(&metrics),
+                    )
+                    .await
+                }
+                Err(message) => Err(ExporterError::Setup {
+                    exporter: names.name,
+                    message,
+                }),
+            };
+            match started {
+                Ok(queued) => backends.push(queued),
+                Err(error) => {
+                    let now = Instant::now();
+                    for started in &backends {
+                        started.shutdown(now).await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        let hostnames: Vec<&str> = config
+            .backends
+            .iter()
+            .map(|backend| backend.hostname.as_str())
+            .collect();
+        metrics.loadbalancer_backends_changed(STATIC_RESOLVER, backends.len() as i64);
+        info!(
+            exporter = %id,
+            resolver = STATIC_RESOLVER,
+            backends = ?hostnames,
+            "load balancing over backends"
+        );
+        Ok(LoadBalancer {
+            id,
+            routing_key: config.routing_key,
+            ring: Arc::new(HashRing::new(&hostnames)),
+            backends,
+            metrics,
+        })
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Splits the batch by backend and queues each part on its backend; each part
+    /// holds every ack of the batch, so a request is acknowledged once all of its
+    /// parts are safe.
+    pub(crate) async fn enqueue_item(&self, item: QueueItem) {
+        let QueueItem {
+            tenant,
+            spans,
+            num_spans,
+            mut acks,
+        } = item;
+        // Shared with the pipeline's other exporters, if any: then split a copy.
+        let spans = Arc::unwrap_or_clone(spans);
+        let parts = if num_spans <= INLINE_SPLIT_MAX_SPANS {
+            route(&self.ring, self.routing_key, spans)
+        } else {
+            let ring = Arc::clone(&self.ring);
+            let routing_key = self.routing_key;
+            match tokio::task::spawn_blocking(move || route(&ring, routing_key, spans)).await {
+                Ok(parts) => parts,
+                Err(error) => {
+                    fail_all(
+                        acks,
+                        &ConsumeError::Internal(format!("splitting a batch failed: {error}")),
+                    );
+                    return;
+                }
+            }
+        };
+        let mut parts = parts.into_iter().peekable();
+        if parts.peek().is_none() {
+            commit_all(acks);
+            return;
+        }
+        while let Some(part) = parts.next() {
+            let part_acks = if parts.peek().is_some() {
+                acks.clone()
+            } else {
+                std::mem::take(&mut acks)
+            };
+            let Some(backend) = self.backends.get(part.index) else {
+                // The ring only knows indexes of `backends`.
+                debug_assert!(false, "ring index {} out of range", part.index);
+                fail_all(part_acks, &ConsumeError::Internal("no backend".to_owned()));
+                continue;
+            };
+            backend
+                .enqueue_item(QueueItem {
+                    tenant: tenant.clone(),
+                    spans: Arc::new(part.resource_spans),
+                    num_spans: part.num_spans,
+                    acks: part_acks,
+                })
+                .await;
+        }
+    }
+
+    /// Whether every backend's queue answers (watchdog).
+    pub(crate) async fn probe(&self) -> bool {
+        for backend in &self.backends {
+            if !backend.probe().await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Drains every backend's queue at once, with the same deadline.
+    pub(crate) async fn shutdown(&self, deadline: Instant) {
+        futures::future::join_all(
+            self.backends
+                .iter()
+                .map(|backend| backend.shutdown(deadline)),
+        )
+        .await;
+        self.metrics
+            .loadbalancer_backends_changed(STATIC_RESOLVER, -(self.backends.len() as i64));
+    }
+}
+
+/// Splits spans by the backend their routing key hashes to.
+fn route(ring: &HashRing, routing_key: RoutingKey, spans: Vec<OtlpResourceSpans>) -> Vec<Part> {
+    match routing_key {
+        RoutingKey::TraceId => partition_spans(spans, |_, span| ring.backend_for(&span.trace_id)),
+        RoutingKey::Service => partition_spans(spans, |resource, _| {
+            ring.backend_for(service_name(resource).as_bytes())
+        }),
+    }
+}
+
+/// The resource's `service.name`; empty when it has none (all such spans share a
+/// backend, where contrib refuses them).
+fn service_name(resource: Option<&OtlpResource>) -> &str {
+    resource
+        .into_iter()
+        .flat_map(|resource| &resource.attributes)
+        .find(|attribute| attribute.key == "service.name")
+        .and_then(|attribute| attribute.value.as_ref()?.value.as_ref())
+        .map_or("", |value| match value {
+            OtlpValue::StringValue(name) => name.as_str(),
+            _ => "",
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::delivery::Delivery;
+    use crate::otlp::{OtlpAnyValue, OtlpKeyValue, OtlpScopeSpans, OtlpSpan};
+    use crate::tenant::TenantId;
+
+    /// Deterministic pseudo-random trace IDs (splitmix64).
+    fn trace_ids(count: usize, seed: u64) -> Vec<[u8; 16]> {
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        (0..count)
+            .map(|_| {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&next().to_le_bytes());
+                id[8..].copy_from_slice(&next().to_le_bytes());
+                id
+            })
+            .collect()
+    }
+
+    fn hostnames(count: usize) -> Vec<String> {
+        let mut names: Vec<String> = (1..=count).map(|n| format!("backend-{n}:4317")).collect();
+        names.sort();
+        names
+    }
+
+    /// Which hostname each ID goes to.
+    fn assign<'a>(hostnames: &'a [String], ids: &[[u8; 16]]) -> Vec<&'a str> {
+        let ring = HashRing::new(hostnames);
+        ids.iter()
+            .map(|id| hostnames[ring.backend_for(id)].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn positions_follow_contrib() {
+        // CRC-32/IEEE, the checksum Go's hash/crc32.NewIEEE computes.
+        assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
+        let ring = HashRing::new(&["endpoint-1"]);
+        assert_eq!(ring.points.len(), POINTS_PER_BACKEND);
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(b"endpoint-1");
+        hasher.update(&[7]);
+        let position = hasher.finalize() % RING_POSITIONS;
+        assert!(ring.points.contains(&(position, 0)));
+        // A key right at a point goes to that point's backend; past the last point it
+        // wraps around to the first.
+        let two = HashRing::new(&["a", "b"]);
+        for window in two.points.windows(2) {
+            assert!(window[0].0 < window[1].0);
+        }
+        assert_eq!(HashRing::new::<&str>(&[]).backend_for(b"anything"), 0);
+    }
+
+    #[test]
+    fn same_hostnames_same_assignment() {
+        let ids = trace_ids(2000, 1);
+        let names = hostnames(4);
+        assert_eq!(assign(&names, &ids), assign(&names.clone(), &ids));
+    }
+
+    #[test]
+    fn removing_a_backend_moves_only_its_traces() {
+        let ids = trace_ids(20_000, 2);
+        for count in [2, 3, 5, 8] {
+            let all = hostnames(count);
+            let before = assign(&all, &ids);
+            for removed in &all {
+                let rest: Vec<String> = all
+                    .iter()
+                    .filter(|name| *name != removed)
+                    .cloned()
+                    .collect();
+                let after = assign(&rest, &ids);
+                for (old, new) in before.iter().zip(&after) {
+                    if old != removed {
+                        assert_eq!(old, new, "{count} backends, {removed} removed");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn adding_a_backend_moves_about_its_share_to_it() {
+        let ids = trace_ids(20_000, 3);
+        for count in [2, 3, 5, 8] {
+            let all = hostnames(count + 1);
+            for added in &all {
+                let before_names: Vec<String> =
+                    all.iter().filter(|name| *name != added).cloned().collect();
+                let before = assign(&before_names, &ids);
+                let after = assign(&all, &ids);
+                let mut moved = 0;
+                for (old, new) in before.iter().zip(&after) {
+                    if old != new {
+                        assert_eq!(new, added, "a trace moved between old backends");
+                        moved += 1;
+                    }
+                }
+                let share = moved as f64 / ids.len() as f64;
+                let fair = 1.0 / (count + 1) as f64;
+                assert!(
+                    share > fair * 0.5 && share < fair * 1.6,
+                    "{added} added to {count}: took {share:.3}, fair share {fair:.3}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn shares_are_within_tolerance_of_uniform() {
+        // 100 points per backend on 36000 positions: shares vary by up to about ±35%
+        // of the fair share (the same ring as contrib, hence the same spread).
+        let ids = trace_ids(60_000, 4);
+        for count in [2, 3, 5, 10] {
+            let names = hostnames(count);
+            let assigned = assign(&names, &ids);
+            let fair = 1.0 / count as f64;
+            for name in &names {
+                let share = assigned.iter().filter(|a| **a == name.as_str()).count() as f64
+                    / ids.len() as f64;
+                assert!(
+                    share > fair * 0.65 && share < fair * 1.35,
+                    "{name} of {count}: {share:.3}, fair share {fair:.3}"
+                );
+            }
+        }
+    }
+
+    fn span(trace_id: [u8; 16], n: u8) -> OtlpSpan {
+        OtlpSpan {
+            trace_id: trace_id.to_vec(),
+            span_id: vec![n; 8],
+            ..Default::default()
+        }
+    }
+
+    fn resource(service: &str, spans: Vec<OtlpSpan>) -> OtlpResourceSpans {
+        OtlpResourceSpans {
+            resource: Some(OtlpResource {
+                attributes: vec![OtlpKeyValue {
+                    key: "service.name".to_owned(),
+                    value: Some(OtlpAnyValue {
+                        value: Some(OtlpValue::StringValue(service.to_owned())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![OtlpScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }
+    }
+
+    #[test]
+    fn routes_by_trace_id_or_service() {
+        let names = hostnames(3);
+        let ring = HashRing::new(&names);
+        let ids = trace_ids(30, 5);
+        let batch = vec![
+            resource("api", ids.iter().map(|id| span(*id, 1)).collect()),
+            resource("db", ids.iter().map(|id| span(*id, 2)).collect()),
+        ];
+        let parts = route(&ring, RoutingKey::TraceId, batch.clone());
+        assert!(parts.len() > 1);
+        for part in &parts {
+            for rs in &part.resource_spans {
+                for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                    assert_eq!(ring.backend_for(&span.trace_id), part.index);
+                }
+            }
+        }
+        let parts = route(&ring, RoutingKey::Service, batch);
+        for part in &parts {
+            for rs in &part.resource_spans {
+                let service = service_name(rs.resource.as_ref());
+                assert_eq!(ring.backend_for(service.as_bytes()), part.index);
+                assert_eq!(
+                    rs.scope_spans[0].spans.len(),
+                    30,
+                    "a service is never split"
+                );
+            }
+        }
+        assert_eq!(service_name(None), "");
+    }
+
+    #[tokio::test]
+    async fn a_request_is_acknowledged_once_every_backend_holds_its_part() {
+        use crate::config::collector::{
+            LoadBalancingBackend, OtlpExporterConfig, QueueConfig, QueueSizer, RetryConfig,
+        };
+        let backend = |hostname: &str| LoadBalancingBackend {
+            hostname: hostname.to_owned(),
+            exporter: OtlpExporterConfig {
+                // Nothing listens there: parts stay queued, which is what is tested.
+                endpoint: "http://127.0.0.1:9".to_owned(),
+                tls: None,
+                compression: crate::config::collector::Compression::None,
+                headers: Vec::new(),
+                timeout: std::time::Duration::from_secs(1),
+                retry: RetryConfig {
+                    enabled: true,
+                    initial_interval: std::time::Duration::from_secs(60),
+                    randomization_factor: 0.0,
+                    multiplier: 1.0,
+                    max_interval: std::time::Duration::from_secs(60),
+                    max_elapsed_time: None,
+                },
+                queue: QueueConfig {
+                    enabled: true,
+                    num_consumers: 1,
+                    queue_size: 10,
+                    sizer: QueueSizer::Requests,
+                    block_on_overflow: false,
+                    wait_for_result: false,
+                    persistent: None,
+                },
+            },
+        };
+        let metrics = Arc::new(CollectorMetrics::new());
+        let config = LoadBalancingExporterConfig {
+            routing_key: RoutingKey::TraceId,
+            backends: vec![backend("a"), backend("b"), backend("c")],
+        };
+        let balancer =
+            LoadBalancer::start("loadbalancing".to_owned(), &config, Arc::clone(&metrics))
+                .await
+                .expect("starts");
+        let ids = trace_ids(60, 6);
+        let spans = vec![resource("api", ids.iter().map(|id| span(*id, 1)).collect())];
+        let (delivery, ack) = Delivery::new(Vec::new());
+        balancer
+            .enqueue_item(QueueItem {
+                tenant: TenantId::single(),
+                spans: Arc::new(spans),
+                num_spans: 60,
+                acks: vec![ack],
+            })
+            .await;
+        assert!(delivery.wait().await.is_ok());
+        let text = metrics.encode();
+        assert!(
+            text.contains("otelcol_loadbalancer_num_backends{resolver=\"static\"} 3"),
+            "{text}"
+        );
+        for hostname in ["a", "b", "c"] {
+            let line = format!(
+                "otelcol_exporter_queue_size{{exporter=\"loadbalancing/{hostname}\",data_type=\"traces\"}}"
+            );
+            assert!(text.contains(&line), "missing {line} in {text}");
+        }
+        balancer.shutdown(Instant::now()).await;
+        assert!(metrics
+            .encode()
+            .contains("otelcol_loadbalancer_num_backends{resolver=\"static\"} 0"));
+    }
+}
