@@ -326,8 +326,8 @@ impl CollectorMetrics {
             .inc_by(delta);
     }
 
-    /// One batch for a `loadbalancing` backend: sent, or refused, dropped or kept for
-    /// later after its retries.
+    /// One export attempt to a `loadbalancing` backend (or a batch its full queue
+    /// refused).
     pub(crate) fn loadbalancer_backend_outcome(&self, endpoint: &str, success: bool) {
         self.loadbalancer_backend_outcome
             .get_or_create(&BackendOutcomeLabels {

@@ -349,7 +349,8 @@ impl QueuedExporter {
         Ok(runtime)
     }
 
-    /// The outcome of one batch, for `otelcol_loadbalancer_backend_outcome`.
+    /// One export attempt's outcome (or a refusal by the full queue), for
+    /// `otelcol_loadbalancer_backend_outcome`.
     fn backend_outcome(&self, success: bool) {
         if let Some(backend) = &self.names.backend {
             self.metrics.loadbalancer_backend_outcome(backend, success);
@@ -399,14 +400,10 @@ impl QueuedExporter {
             &self.retry,
             &self.cancel,
             &self.names.name,
+            |success| self.backend_outcome(success),
         )
         .await;
         let num_spans = item.num_spans;
-        match &outcome {
-            Outcome::Sent(_) => self.backend_outcome(true),
-            Outcome::Permanent(_) | Outcome::Exhausted(_) => self.backend_outcome(false),
-            Outcome::Cancelled => {}
-        }
         match outcome {
             Outcome::Sent(exported) => {
                 let rejected = usize::try_from(exported.rejected_spans)

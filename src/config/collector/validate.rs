@@ -913,12 +913,14 @@ fn loadbalancing_exporter(
     let settings = otlp_settings(problems, &protocol_key, id, raw.protocol.otlp, storage);
 
     let resolver_key = format!("{key}.resolver");
+    let mut unsupported_resolver = false;
     for (name, configured) in [
         ("dns", raw.resolver.dns.is_some()),
         ("k8s", raw.resolver.k8s.is_some()),
         ("aws_cloud_map", raw.resolver.aws_cloud_map.is_some()),
     ] {
         if configured {
+            unsupported_resolver = true;
             problems.invalid(
                 &format!("{resolver_key}.{name}"),
                 format!("unsupported resolver {name:?} (supported: static)"),
@@ -942,6 +944,8 @@ fn loadbalancing_exporter(
                 );
             }
         }
+        // Already reported as unsupported.
+        None if unsupported_resolver => {}
         None => problems.invalid(
             &resolver_key,
             "a static resolver with hostnames is required",
