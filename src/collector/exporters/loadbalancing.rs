@@ -79,7 +79,11 @@ impl HashRing {
 
     /// The backend for `key`; 0 for an empty ring.
     pub(crate) fn backend_for(&self, key: &[u8]) -> usize {
-        let position = crc32fast::hash(key) % RING_POSITIONS;
+        self.backend_at(crc32fast::hash(key) % RING_POSITIONS)
+    }
+
+    /// The backend of the first point at or after `position`, wrapping around.
+    fn backend_at(&self, position: u32) -> usize {
         let next = self.points.partition_point(|&(point, _)| point < position);
         self.points
             .get(next)
@@ -320,13 +324,45 @@ mod tests {
         hasher.update(&[7]);
         let position = hasher.finalize() % RING_POSITIONS;
         assert!(ring.points.contains(&(position, 0)));
-        // A key right at a point goes to that point's backend; past the last point it
-        // wraps around to the first.
-        let two = HashRing::new(&["a", "b"]);
-        for window in two.points.windows(2) {
-            assert!(window[0].0 < window[1].0);
+        // A position at a point goes to that point's backend, one past it to the next
+        // point's, and past the last point it wraps around to the first.
+        let ring = HashRing::new(&hostnames(3));
+        assert_eq!(
+            ring.points.len(),
+            3 * POINTS_PER_BACKEND - 3,
+            "three collisions"
+        );
+        for window in ring.points.windows(2) {
+            let ((here, backend), (_, next_backend)) = (window[0], window[1]);
+            assert_eq!(ring.backend_at(here), backend);
+            assert_eq!(ring.backend_at(here + 1), next_backend);
         }
+        let (first, last) = (ring.points[0], ring.points[ring.points.len() - 1]);
+        assert_eq!(ring.backend_at(last.0 + 1), first.1);
+        assert_eq!(ring.backend_at(0), first.1);
         assert_eq!(HashRing::new::<&str>(&[]).backend_for(b"anything"), 0);
+    }
+
+    /// Owners computed independently (Python's zlib.crc32, contrib's algorithm as read
+    /// in consistent_hashing.go), so this pins the ring to contrib's choices.
+    #[test]
+    fn assignments_match_contrib() {
+        let names = hostnames(3);
+        let ring = HashRing::new(&names);
+        let expected = [
+            "backend-3:4317",
+            "backend-3:4317",
+            "backend-2:4317",
+            "backend-1:4317",
+            "backend-2:4317",
+            "backend-2:4317",
+            "backend-2:4317",
+            "backend-1:4317",
+        ];
+        for (byte, owner) in (0u8..).zip(expected) {
+            assert_eq!(names[ring.backend_for(&[byte; 16])], owner, "trace {byte}");
+        }
+        assert_eq!(names[ring.backend_for(b"checkout")], "backend-2:4317");
     }
 
     #[test]
@@ -387,8 +423,9 @@ mod tests {
 
     #[test]
     fn shares_are_within_tolerance_of_uniform() {
-        // 100 points per backend on 36000 positions: shares vary by up to about ±35%
-        // of the fair share (the same ring as contrib, hence the same spread).
+        // 100 points per backend on 36000 positions: shares are typically within ±10%
+        // of the fair share, up to about ±35% for unlucky hostnames (the same ring as
+        // contrib, hence the same spread).
         let ids = trace_ids(60_000, 4);
         for count in [2, 3, 5, 10] {
             let names = hostnames(count);
@@ -466,32 +503,36 @@ mod tests {
         assert_eq!(service_name(None), "");
     }
 
+    /// A request is acknowledged once every backend's queue holds its part, and a full
+    /// backend queue refuses the request as a lone `otlp` exporter's would.
     #[tokio::test]
-    async fn a_request_is_acknowledged_once_every_backend_holds_its_part() {
+    async fn acknowledged_when_queued_on_every_backend_and_refused_when_one_is_full() {
         use crate::config::collector::{
-            LoadBalancingBackend, OtlpExporterConfig, QueueConfig, QueueSizer, RetryConfig,
+            Compression, LoadBalancingBackend, OtlpExporterConfig, QueueConfig, QueueSizer,
+            RetryConfig,
         };
+        use std::time::Duration;
         let backend = |hostname: &str| LoadBalancingBackend {
             hostname: hostname.to_owned(),
             exporter: OtlpExporterConfig {
-                // Nothing listens there: parts stay queued, which is what is tested.
+                // Nothing listens there: each consumer holds one batch in its backoff.
                 endpoint: "http://127.0.0.1:9".to_owned(),
                 tls: None,
-                compression: crate::config::collector::Compression::None,
+                compression: Compression::None,
                 headers: Vec::new(),
-                timeout: std::time::Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
                 retry: RetryConfig {
                     enabled: true,
-                    initial_interval: std::time::Duration::from_secs(60),
+                    initial_interval: Duration::from_secs(60),
                     randomization_factor: 0.0,
                     multiplier: 1.0,
-                    max_interval: std::time::Duration::from_secs(60),
+                    max_interval: Duration::from_secs(60),
                     max_elapsed_time: None,
                 },
                 queue: QueueConfig {
                     enabled: true,
                     num_consumers: 1,
-                    queue_size: 10,
+                    queue_size: 1,
                     sizer: QueueSizer::Requests,
                     block_on_overflow: false,
                     wait_for_result: false,
@@ -499,37 +540,68 @@ mod tests {
                 },
             },
         };
+        let names = ["a", "b", "c"];
         let metrics = Arc::new(CollectorMetrics::new());
         let config = LoadBalancingExporterConfig {
             routing_key: RoutingKey::TraceId,
-            backends: vec![backend("a"), backend("b"), backend("c")],
+            backends: names.iter().map(|name| backend(name)).collect(),
         };
         let balancer =
             LoadBalancer::start("loadbalancing".to_owned(), &config, Arc::clone(&metrics))
                 .await
                 .expect("starts");
         let ids = trace_ids(60, 6);
-        let spans = vec![resource("api", ids.iter().map(|id| span(*id, 1)).collect())];
-        let (delivery, ack) = Delivery::new(Vec::new());
-        balancer
-            .enqueue_item(QueueItem {
-                tenant: TenantId::single(),
-                spans: Arc::new(spans),
-                num_spans: 60,
-                acks: vec![ack],
-            })
-            .await;
-        assert!(delivery.wait().await.is_ok());
+        let ring = HashRing::new(&names);
+        let used: std::collections::BTreeSet<usize> =
+            ids.iter().map(|id| ring.backend_for(id)).collect();
+        assert_eq!(used.len(), 3, "the request has a part for every backend");
+        let send = || async {
+            let spans = vec![resource("api", ids.iter().map(|id| span(*id, 1)).collect())];
+            let (delivery, ack) = Delivery::new(Vec::new());
+            balancer
+                .enqueue_item(QueueItem {
+                    tenant: TenantId::single(),
+                    spans: Arc::new(spans),
+                    num_spans: 60,
+                    acks: vec![ack],
+                })
+                .await;
+            delivery.wait().await
+        };
+        let queue_size = |name: &str| {
+            format!(
+                "otelcol_exporter_queue_size{{exporter=\"loadbalancing/{name}\",data_type=\"traces\"}} "
+            )
+        };
+
+        // The first request's parts are taken by the consumers, the second's fill the
+        // queues (one batch each); the third finds them full.
+        assert!(send().await.is_ok());
+        for _ in 0..200 {
+            let text = metrics.encode();
+            if names
+                .iter()
+                .all(|name| text.contains(&format!("{}0", queue_size(name))))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(send().await.is_ok());
+        assert!(matches!(send().await, Err(ConsumeError::Full { .. })));
         let text = metrics.encode();
         assert!(
             text.contains("otelcol_loadbalancer_num_backends{resolver=\"static\"} 3"),
             "{text}"
         );
-        for hostname in ["a", "b", "c"] {
-            let line = format!(
-                "otelcol_exporter_queue_size{{exporter=\"loadbalancing/{hostname}\",data_type=\"traces\"}}"
-            );
-            assert!(text.contains(&line), "missing {line} in {text}");
+        assert!(
+            text.contains(
+                "otelcol_exporter_enqueue_failed_spans_total{exporter=\"loadbalancing\"} 60"
+            ),
+            "{text}"
+        );
+        for name in names {
+            assert!(text.contains(&format!("{}1", queue_size(name))), "{text}");
         }
         balancer.shutdown(Instant::now()).await;
         assert!(metrics
