@@ -892,7 +892,7 @@ fn loadbalancing_exporter(
     storage: &StorageLookup<'_>,
 ) -> ExporterConfig {
     let routing_key = match raw.routing_key.as_str() {
-        "traceID" => RoutingKey::TraceId,
+        "traceID" | "" => RoutingKey::TraceId,
         "service" => RoutingKey::Service,
         other => {
             problems.invalid(
