@@ -1,8 +1,10 @@
 //! The `loadbalancing` exporter through the real spoor-collector binary, in front of
-//! three OTLP/gRPC backends on loopback: every trace reaches exactly one backend, the
-//! backends share the traces, and a backend that goes away keeps its share — the
-//! other backends carry on undisturbed, and once it is back it receives everything
-//! that was acknowledged meanwhile, exactly once.
+//! three OTLP/gRPC backends on loopback: every trace reaches exactly one backend and
+//! the backends share the traces. A backend that goes away keeps its share (the
+//! default, as in the OpenTelemetry Collector): the other backends carry on
+//! undisturbed, and once it is back it receives everything that was acknowledged
+//! meanwhile, exactly once. With `failover`, its share (what was queued for it too)
+//! goes to the other backends until it is back, and only its share moves.
 #![allow(clippy::unwrap_used)]
 
 mod collector_common;
@@ -31,7 +33,13 @@ struct Collector {
 }
 
 impl Collector {
-    async fn start(backend_ports: &[u16]) -> Collector {
+    /// `failover`: the exporter's `failover` section, or `None` for the default;
+    /// `queue_directory`: a persistent queue there, or memory queues.
+    async fn start(
+        backend_ports: &[u16],
+        failover: Option<&str>,
+        queue_directory: Option<&std::path::Path>,
+    ) -> Collector {
         let grpc_port = free_port();
         let metrics_port = free_port();
         let hostnames: Vec<String> = backend_ports
@@ -58,10 +66,14 @@ exporters:
           randomization_factor: 0
           multiplier: 2
           max_interval: 500ms
-          max_elapsed_time: 0
+          max_elapsed_time: {max_elapsed_time}
+        sending_queue:
+          num_consumers: 20
+          {persistent}
     resolver:
       static:
         hostnames: [{}]
+    failover: {failover}
 service:
   pipelines:
     traces:
@@ -73,7 +85,14 @@ service:
     metrics:
       address: 127.0.0.1:{metrics_port}
 "#,
-            hostnames.join(", ")
+            hostnames.join(", "),
+            // Without failover, retry until the backend is back; with it, hand over soon.
+            max_elapsed_time = if failover.is_some() { "1s" } else { "0" },
+            failover = failover.unwrap_or("{enabled: false}"),
+            persistent = queue_directory.map_or(String::new(), |directory| format!(
+                "persistent: {{directory: {}}}",
+                directory.display()
+            )),
         );
         let mut config = tempfile::NamedTempFile::new().unwrap();
         std::io::Write::write_all(&mut config, yaml.as_bytes()).unwrap();
@@ -209,7 +228,7 @@ async fn traces_stick_to_one_backend_and_a_stopped_backend_keeps_its_share() {
         .iter()
         .map(|backend| backend.as_ref().unwrap().address.port())
         .collect();
-    let collector = Collector::start(&ports).await;
+    let collector = Collector::start(&ports, None, None).await;
 
     // Round 1: all backends up.
     let first = send_round(&collector, 1).await;
@@ -234,11 +253,15 @@ async fn traces_stick_to_one_backend_and_a_stopped_backend_keeps_its_share() {
             traces.len()
         );
     }
-    assert_eq!(
-        collector
-            .metric("otelcol_exporter_sent_spans_total{exporter=\"loadbalancing\"}")
-            .await,
-        first.len() as f64
+    // Counted once the backend's answer is in, a moment after it recorded the spans.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            collector
+                .metric("otelcol_exporter_sent_spans_total{exporter=\"loadbalancing\"}")
+                .await
+                == first.len() as f64
+        })
+        .await
     );
     assert_eq!(
         collector
@@ -282,7 +305,12 @@ async fn traces_stick_to_one_backend_and_a_stopped_backend_keeps_its_share() {
         "otelcol_loadbalancer_backend_outcome_total{{endpoint=\"127.0.0.1:{}\",success=\"false\"}}",
         ports[stopped]
     );
-    assert!(collector.metric(&failed_attempts).await > 0.0);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            collector.metric(&failed_attempts).await > 0.0
+        })
+        .await
+    );
 
     // The backend comes back on its address: what was acknowledged arrives, once.
     running[stopped] = Some(
@@ -306,15 +334,139 @@ async fn traces_stick_to_one_backend_and_a_stopped_backend_keeps_its_share() {
             "backend {index} kept its traces"
         );
     }
-    assert!(
-        collector
-            .metric(&format!(
-                "otelcol_loadbalancer_backend_outcome_total{{endpoint=\"127.0.0.1:{}\",success=\"true\"}}",
-                ports[stopped]
-            ))
-            .await
-            > 0.0
+    let succeeded = format!(
+        "otelcol_loadbalancer_backend_outcome_total{{endpoint=\"127.0.0.1:{}\",success=\"true\"}}",
+        ports[stopped]
     );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            collector.metric(&succeeded).await > 0.0
+        })
+        .await
+    );
+
+    drop(collector);
+    for backend in running.into_iter().flatten() {
+        backend.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_failover_a_stopped_backend_hands_its_share_to_the_others_until_back() {
+    failover_scenario(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_failover_persistent_queues_hand_over_too() {
+    let directory = tempfile::tempdir().unwrap();
+    failover_scenario(Some(directory.path())).await;
+}
+
+async fn failover_scenario(queue_directory: Option<&std::path::Path>) {
+    let backends: Vec<Arc<FakeBackend>> = (0..3).map(|_| FakeBackend::new(Vec::new())).collect();
+    let mut running: Vec<Option<RunningBackend>> = Vec::new();
+    for backend in &backends {
+        running.push(Some(
+            start_backend(Arc::clone(backend), "127.0.0.1:0").await,
+        ));
+    }
+    let ports: Vec<u16> = running
+        .iter()
+        .map(|backend| backend.as_ref().unwrap().address.port())
+        .collect();
+    let collector = Collector::start(
+        &ports,
+        Some("{enabled: true, unhealthy_after: 500ms, probe_interval: 200ms}"),
+        queue_directory,
+    )
+    .await;
+
+    let first = send_round(&collector, 1).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            arrived_exactly_once(&backends, &first)
+        })
+        .await
+    );
+    let owners: Vec<BTreeSet<Vec<u8>>> = backends.iter().map(|b| traces_of(b)).collect();
+    assert!(owners.iter().all(|traces| !traces.is_empty()));
+
+    // Round 2 right after the stop (queued for the stopped backend, handed over once its
+    // retries are exhausted), round 3 once it counts as down (routed past it at once):
+    // every span is acknowledged and arrives exactly once at the other two.
+    let stopped = 1;
+    running[stopped].take().unwrap().stop().await;
+    let second = send_round(&collector, 2).await;
+    let failed_attempts = format!(
+        "otelcol_loadbalancer_backend_outcome_total{{endpoint=\"127.0.0.1:{}\",success=\"false\"}}",
+        ports[stopped]
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            collector.metric(&failed_attempts).await > 0.0
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let third = send_round(&collector, 3).await;
+    let others: Vec<Arc<FakeBackend>> = backends
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| *index != stopped)
+        .map(|(_, backend)| Arc::clone(backend))
+        .collect();
+    for (round, sent) in [(2, &second), (3, &third)] {
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                arrived_exactly_once(&others, sent)
+            })
+            .await,
+            "round {round}: every span reaches the backends that are up, once"
+        );
+    }
+    // Only the stopped backend's share moved.
+    for (index, backend) in backends.iter().enumerate() {
+        if index != stopped {
+            assert!(traces_of(backend)
+                .is_subset(&owners[index].union(&owners[stopped]).cloned().collect()));
+        }
+    }
+
+    // Back on its address: the probe sees it, and its share returns to it.
+    running[stopped] = Some(
+        start_backend(
+            Arc::clone(&backends[stopped]),
+            &format!("127.0.0.1:{}", ports[stopped]),
+        )
+        .await,
+    );
+    let recovered = format!(
+        "otelcol_loadbalancer_backend_outcome_total{{endpoint=\"127.0.0.1:{}\",success=\"true\"}}",
+        ports[stopped]
+    );
+    let before = collector.metric(&recovered).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            collector.metric(&recovered).await > before
+        })
+        .await,
+        "the probe reaches the backend again"
+    );
+    let fourth = send_round(&collector, 4).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            arrived_exactly_once(&backends, &fourth)
+        })
+        .await
+    );
+    let back_home: BTreeSet<(Vec<u8>, Vec<u8>)> = fourth
+        .iter()
+        .filter(|(trace_id, _)| owners[stopped].contains(trace_id))
+        .cloned()
+        .collect();
+    let at_stopped: BTreeSet<(Vec<u8>, Vec<u8>)> =
+        backends[stopped].span_counts().into_keys().collect();
+    assert!(back_home.is_subset(&at_stopped), "its traces return to it");
 
     drop(collector);
     for backend in running.into_iter().flatten() {

@@ -18,24 +18,39 @@
 //! [`crate::collector::delivery`]), and a full backend queue refuses (or, with
 //! `block_on_overflow`, holds up) the request as a single `otlp` exporter would.
 //!
-//! A backend that fails keeps its share, as in the OpenTelemetry Collector: its
-//! queue and retries hold the data until it is back (a persistent queue keeps it across
-//! restarts), and nothing moves to the other backends, so a trace is never split
-//! between two of them. A backend that stays down longer than `max_elapsed_time`
-//! loses what its memory queue held, exactly like a lone `otlp` exporter.
+//! By default a backend that fails keeps its share, as in the OpenTelemetry Collector:
+//! its queue and retries hold the data until it is back, and nothing moves to the other
+//! backends, so a trace is never split between two of them.
+//!
+//! With `failover` (spoor's), a backend whose every attempt failed for
+//! `unhealthy_after` is down ([`Backend::attempted`]): new batches skip it on the ring,
+//! so only its share moves, to the next backends that are up; a batch in its queue
+//! whose retries are exhausted is split again and queued on them
+//! ([`Backend::hand_over`]), leaving its queue only once they all hold it; a probe (an
+//! empty export) every `probe_interval` notices when it is back. During a failover a
+//! trace may be split between two backends: the price of the others' ingest never
+//! stopping for one backend.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::info;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
-use super::{otlp_grpc, Exporter, ExporterError, ExporterNames, QueueItem, QueuedExporter};
+use super::{
+    otlp_grpc, ExportError, Exporter, ExporterError, ExporterNames, QueueItem, QueuedExporter,
+};
 use crate::collector::batch::{partition_spans, Part};
-use crate::collector::delivery::{commit_all, fail_all};
+use crate::collector::delivery::{commit_all, fail_all, AckRef, Delivery};
 use crate::collector::metrics::CollectorMetrics;
-use crate::config::collector::{LoadBalancingExporterConfig, RoutingKey};
+use crate::collector::queue::Dispatched;
+use crate::config::collector::{FailoverConfig, LoadBalancingExporterConfig, RoutingKey};
 use crate::otlp::{OtlpResource, OtlpResourceSpans, OtlpValue};
 use crate::receiver::ConsumeError;
+use crate::tenant::TenantId;
 
 /// Positions on the ring: "360 degrees with two decimal places", as in contrib.
 const RING_POSITIONS: u32 = 36_000;
@@ -77,117 +92,143 @@ impl HashRing {
         HashRing { points }
     }
 
-    /// The backend for `key`; 0 for an empty ring.
-    pub(crate) fn backend_for(&self, key: &[u8]) -> usize {
-        self.backend_at(crc32fast::hash(key) % RING_POSITIONS)
+    /// The backend for `key`: the owner of the first point at or after the key's
+    /// position, wrapping around, skipping backends marked in `down` (all down: the
+    /// owner). 0 for an empty ring.
+    pub(crate) fn backend_for(&self, key: &[u8], down: &[bool]) -> usize {
+        self.backend_at(crc32fast::hash(key) % RING_POSITIONS, down)
     }
 
-    /// The backend of the first point at or after `position`, wrapping around.
-    fn backend_at(&self, position: u32) -> usize {
-        let next = self.points.partition_point(|&(point, _)| point < position);
-        self.points
-            .get(next)
-            .or_else(|| self.points.first())
-            .map_or(0, |&(_, backend)| backend)
+    fn backend_at(&self, position: u32, down: &[bool]) -> usize {
+        let num_points = self.points.len();
+        if num_points == 0 {
+            return 0;
+        }
+        let first = self.points.partition_point(|&(point, _)| point < position);
+        let owner = self.points[first % num_points].1;
+        (0..num_points)
+            .map(|step| self.points[(first + step) % num_points].1)
+            .find(|&backend| !down.get(backend).copied().unwrap_or(false))
+            .unwrap_or(owner)
     }
 }
 
-/// A running `loadbalancing` exporter.
+/// One backend as the router sees it; its queued exporter reports every export
+/// attempt here.
 #[derive(Debug)]
-pub(crate) struct LoadBalancer {
-    id: String,
-    routing_key: RoutingKey,
-    ring: Arc<HashRing>,
-    /// By ring index: the configured backends, sorted by hostname.
-    backends: Vec<Arc<QueuedExporter>>,
+pub(crate) struct Backend {
+    /// Its index in the router's list (and on the ring).
+    index: usize,
+    exporter_id: String,
+    hostname: String,
+    failover: Option<FailoverConfig>,
+    /// When the current run of failed attempts began; `None` after a success.
+    failing_since: Mutex<Option<std::time::Instant>>,
+    /// Whether this outage was logged.
+    announced_down: AtomicBool,
+    /// Set once the router exists; used to hand batches over (failover only).
+    router: OnceLock<Weak<Router>>,
     metrics: Arc<CollectorMetrics>,
 }
 
-impl LoadBalancer {
-    /// Starts one queued `otlp` exporter per backend (replaying persistent queues).
-    pub(crate) async fn start(
-        id: String,
-        config: &LoadBalancingExporterConfig,
-        metrics: Arc<CollectorMetrics>,
-    ) -> Result<LoadBalancer, ExporterError> {
-        let mut backends = Vec::with_capacity(config.backends.len());
-        for backend in &config.backends {
-            let names = ExporterNames {
-                id: id.clone(),
-                name: format!("{id}/{}", backend.hostname),
-                backend: Some(backend.hostname.clone()),
-            };
-            let started = match otlp_grpc::OtlpGrpcExporter::new(&backend.exporter) {
-                Ok(exporter) => {
-                    QueuedExporter::start(
-                        names,
-                        Exporter::Otlp(exporter),
-                        &backend.exporter.queue,
-                        backend.exporter.retry.clone(),
-                        Arc::clone(&metrics),
-                    )
-                    .await
-                }
-                Err(message) => Err(ExporterError::Setup {
-                    exporter: names.name,
-                    message,
-                }),
-            };
-            match started {
-                Ok(queued) => backends.push(queued),
-                Err(error) => {
-                    let now = Instant::now();
-                    for started in &backends {
-                        started.shutdown(now).await;
-                    }
-                    return Err(error);
-                }
+impl Backend {
+    /// Records an export attempt: `otelcol_loadbalancer_backend_outcome`, and the
+    /// backend's health when failover is on.
+    pub(crate) fn attempted(&self, success: bool) {
+        self.metrics
+            .loadbalancer_backend_outcome(&self.hostname, success);
+        let Some(failover) = self.failover else {
+            return;
+        };
+        let mut failing_since = self.failing_since.lock();
+        if success {
+            *failing_since = None;
+            if self.announced_down.swap(false, Ordering::Relaxed) {
+                info!(
+                    exporter = %self.exporter_id,
+                    backend = %self.hostname,
+                    "backend is back; its share of the traces returns to it"
+                );
             }
+            return;
         }
-        let hostnames: Vec<&str> = config
-            .backends
-            .iter()
-            .map(|backend| backend.hostname.as_str())
-            .collect();
-        metrics.loadbalancer_backends_changed(STATIC_RESOLVER, backends.len() as i64);
-        info!(
-            exporter = %id,
-            resolver = STATIC_RESOLVER,
-            backends = ?hostnames,
-            "load balancing over backends"
-        );
-        Ok(LoadBalancer {
-            id,
-            routing_key: config.routing_key,
-            ring: Arc::new(HashRing::new(&hostnames)),
-            backends,
-            metrics,
+        let failing_for = failing_since
+            .get_or_insert_with(std::time::Instant::now)
+            .elapsed();
+        if failing_for >= failover.unhealthy_after
+            && !self.announced_down.swap(true, Ordering::Relaxed)
+        {
+            warn!(
+                exporter = %self.exporter_id,
+                backend = %self.hostname,
+                failing_for = ?failing_for,
+                "backend is down; its share of the traces goes to the next backends on the ring"
+            );
+        }
+    }
+
+    /// Whether the backend is down: failover is on and every attempt failed for
+    /// `unhealthy_after`.
+    fn is_down(&self) -> bool {
+        self.failover.is_some_and(|failover| {
+            self.failing_since
+                .lock()
+                .is_some_and(|since| since.elapsed() >= failover.unhealthy_after)
         })
     }
 
-    pub(crate) fn id(&self) -> &str {
-        &self.id
+    /// With failover on, queues a batch this backend could not send on the next
+    /// backends on the ring that are up; true once they all hold it.
+    pub(crate) async fn hand_over(&self, item: &Dispatched) -> bool {
+        if self.failover.is_none() {
+            return false;
+        }
+        match self.router.get().and_then(Weak::upgrade) {
+            Some(router) => router.hand_over(self.index, item).await,
+            None => false,
+        }
     }
+}
 
-    /// Splits the batch by backend and queues each part on its backend; each part
-    /// holds every ack of the batch, so a request is acknowledged once all of its
-    /// parts are safe.
-    pub(crate) async fn enqueue_item(&self, item: QueueItem) {
-        let QueueItem {
-            tenant,
-            spans,
-            num_spans,
-            mut acks,
-        } = item;
-        // Shared with the pipeline's other exporters, if any: then split a copy.
-        let spans = Arc::unwrap_or_clone(spans);
+/// Routes batches to the backends' queues.
+#[derive(Debug)]
+struct Router {
+    routing_key: RoutingKey,
+    ring: HashRing,
+    /// By ring index: the configured backends, sorted by hostname.
+    backends: Vec<(Arc<Backend>, Arc<QueuedExporter>)>,
+}
+
+impl Router {
+    /// Splits the batch by backend (the next one up on the ring for a backend that is
+    /// down, never `avoid`) and queues each part on its backend; each part holds every
+    /// ack of the batch, so a request is acknowledged once all of its parts are safe.
+    async fn dispatch(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        spans: Vec<OtlpResourceSpans>,
+        num_spans: usize,
+        mut acks: Vec<AckRef>,
+        avoid: Option<usize>,
+    ) {
+        let mut down: Vec<bool> = self
+            .backends
+            .iter()
+            .map(|(backend, _)| backend.is_down() || Some(backend.index) == avoid)
+            .collect();
         let parts = if num_spans <= INLINE_SPLIT_MAX_SPANS {
-            route(&self.ring, self.routing_key, spans)
+            route(&self.ring, self.routing_key, spans, &down)
         } else {
-            let ring = Arc::clone(&self.ring);
-            let routing_key = self.routing_key;
-            match tokio::task::spawn_blocking(move || route(&ring, routing_key, spans)).await {
-                Ok(parts) => parts,
+            let router = Arc::clone(self);
+            let routing = tokio::task::spawn_blocking(move || {
+                let parts = route(&router.ring, router.routing_key, spans, &down);
+                (parts, down)
+            });
+            match routing.await {
+                Ok((parts, returned)) => {
+                    down = returned;
+                    parts
+                }
                 Err(error) => {
                     fail_all(
                         acks,
@@ -197,6 +238,13 @@ impl LoadBalancer {
                 }
             }
         };
+        // Every backend is down (or avoided): the ring falls back to the owners; a hand
+        // over must not come back to where it started.
+        if avoid.is_some_and(|avoid| parts.iter().any(|part| part.index == avoid)) {
+            debug_assert!(down.iter().all(|&is_down| is_down));
+            fail_all(acks, &ConsumeError::Closed);
+            return;
+        }
         let mut parts = parts.into_iter().peekable();
         if parts.peek().is_none() {
             commit_all(acks);
@@ -208,13 +256,13 @@ impl LoadBalancer {
             } else {
                 std::mem::take(&mut acks)
             };
-            let Some(backend) = self.backends.get(part.index) else {
+            let Some((_, queued)) = self.backends.get(part.index) else {
                 // The ring only knows indexes of `backends`.
                 debug_assert!(false, "ring index {} out of range", part.index);
                 fail_all(part_acks, &ConsumeError::Internal("no backend".to_owned()));
                 continue;
             };
-            backend
+            queued
                 .enqueue_item(QueueItem {
                     tenant: tenant.clone(),
                     spans: Arc::new(part.resource_spans),
@@ -225,10 +273,152 @@ impl LoadBalancer {
         }
     }
 
+    /// Queues a batch backend `from` could not send on the other backends; true once
+    /// they all hold it.
+    async fn hand_over(self: &Arc<Self>, from: usize, item: &Dispatched) -> bool {
+        let payload = item.payload.clone();
+        let decoded = if item.num_spans <= INLINE_SPLIT_MAX_SPANS {
+            payload.decoded()
+        } else {
+            tokio::task::spawn_blocking(move || payload.decoded())
+                .await
+                .unwrap_or_else(|error| Err(ExportError::permanent(error.to_string())))
+        };
+        let Ok(spans) = decoded else {
+            return false;
+        };
+        let (delivery, ack) = Delivery::new(Vec::new());
+        self.dispatch(
+            item.tenant.clone(),
+            Arc::unwrap_or_clone(spans),
+            item.num_spans,
+            vec![ack],
+            Some(from),
+        )
+        .await;
+        delivery.wait().await.is_ok()
+    }
+}
+
+/// A running `loadbalancing` exporter.
+#[derive(Debug)]
+pub(crate) struct LoadBalancer {
+    id: String,
+    router: Arc<Router>,
+    metrics: Arc<CollectorMetrics>,
+    /// Stops the probes of backends that are down (failover only).
+    probes_cancel: CancellationToken,
+    probes: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl LoadBalancer {
+    /// Starts one queued `otlp` exporter per backend (replaying persistent queues) and,
+    /// with failover, the probes of backends that are down.
+    pub(crate) async fn start(
+        id: String,
+        config: &LoadBalancingExporterConfig,
+        metrics: Arc<CollectorMetrics>,
+    ) -> Result<LoadBalancer, ExporterError> {
+        let mut backends = Vec::with_capacity(config.backends.len());
+        for (index, backend_config) in config.backends.iter().enumerate() {
+            let backend = Arc::new(Backend {
+                index,
+                exporter_id: id.clone(),
+                hostname: backend_config.hostname.clone(),
+                failover: config.failover,
+                failing_since: Mutex::new(None),
+                announced_down: AtomicBool::new(false),
+                router: OnceLock::new(),
+                metrics: Arc::clone(&metrics),
+            });
+            let names = ExporterNames {
+                id: id.clone(),
+                name: format!("{id}/{}", backend_config.hostname),
+            };
+            let started = match otlp_grpc::OtlpGrpcExporter::new(&backend_config.exporter) {
+                Ok(exporter) => {
+                    QueuedExporter::start(
+                        names,
+                        Exporter::Otlp(exporter),
+                        &backend_config.exporter.queue,
+                        backend_config.exporter.retry.clone(),
+                        Some(Arc::clone(&backend)),
+                        Arc::clone(&metrics),
+                    )
+                    .await
+                }
+                Err(message) => Err(ExporterError::Setup {
+                    exporter: names.name,
+                    message,
+                }),
+            };
+            match started {
+                Ok(queued) => backends.push((backend, queued)),
+                Err(error) => {
+                    let now = Instant::now();
+                    for (_, started) in &backends {
+                        started.shutdown(now).await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        let hostnames: Vec<&str> = config
+            .backends
+            .iter()
+            .map(|backend| backend.hostname.as_str())
+            .collect();
+        let router = Arc::new(Router {
+            routing_key: config.routing_key,
+            ring: HashRing::new(&hostnames),
+            backends,
+        });
+        for (backend, _) in &router.backends {
+            // Each OnceLock is new and set only here.
+            let _ = backend.router.set(Arc::downgrade(&router));
+        }
+        metrics.loadbalancer_backends_changed(STATIC_RESOLVER, router.backends.len() as i64);
+        info!(
+            exporter = %id,
+            resolver = STATIC_RESOLVER,
+            backends = ?hostnames,
+            failover = config.failover.is_some(),
+            "load balancing over backends"
+        );
+        let probes_cancel = CancellationToken::new();
+        let probes = config.failover.map(|failover| {
+            tokio::spawn(probe_down_backends(
+                Arc::clone(&router),
+                failover.probe_interval,
+                probes_cancel.clone(),
+            ))
+        });
+        Ok(LoadBalancer {
+            id,
+            router,
+            metrics,
+            probes_cancel,
+            probes: Mutex::new(probes),
+        })
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// See [`Router::dispatch`].
+    pub(crate) async fn enqueue_item(&self, item: QueueItem) {
+        // Shared with the pipeline's other exporters, if any: then split a copy.
+        let spans = Arc::unwrap_or_clone(item.spans);
+        self.router
+            .dispatch(item.tenant, spans, item.num_spans, item.acks, None)
+            .await;
+    }
+
     /// Whether every backend's queue answers (watchdog).
     pub(crate) async fn probe(&self) -> bool {
-        for backend in &self.backends {
-            if !backend.probe().await {
+        for (_, queued) in &self.router.backends {
+            if !queued.probe().await {
                 return false;
             }
         }
@@ -237,23 +427,62 @@ impl LoadBalancer {
 
     /// Drains every backend's queue at once, with the same deadline.
     pub(crate) async fn shutdown(&self, deadline: Instant) {
+        self.probes_cancel.cancel();
+        let probes = self.probes.lock().take();
+        if let Some(probes) = probes {
+            let _ = probes.await;
+        }
         futures::future::join_all(
-            self.backends
+            self.router
+                .backends
                 .iter()
-                .map(|backend| backend.shutdown(deadline)),
+                .map(|(_, queued)| queued.shutdown(deadline)),
         )
         .await;
         self.metrics
-            .loadbalancer_backends_changed(STATIC_RESOLVER, -(self.backends.len() as i64));
+            .loadbalancer_backends_changed(STATIC_RESOLVER, -(self.router.backends.len() as i64));
     }
 }
 
-/// Splits spans by the backend their routing key hashes to.
-fn route(ring: &HashRing, routing_key: RoutingKey, spans: Vec<OtlpResourceSpans>) -> Vec<Part> {
+/// Every `interval`, sends an empty export to each backend that is down: the first
+/// success brings its share back, even when it has nothing queued to retry.
+async fn probe_down_backends(
+    router: Arc<Router>,
+    interval: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        for (backend, queued) in &router.backends {
+            if backend.is_down() {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    () = queued.send_probe() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Splits spans by the backend their routing key hashes to, skipping backends that
+/// are down.
+fn route(
+    ring: &HashRing,
+    routing_key: RoutingKey,
+    spans: Vec<OtlpResourceSpans>,
+    down: &[bool],
+) -> Vec<Part> {
     match routing_key {
-        RoutingKey::TraceId => partition_spans(spans, |_, span| ring.backend_for(&span.trace_id)),
+        RoutingKey::TraceId => {
+            partition_spans(spans, |_, span| ring.backend_for(&span.trace_id, down))
+        }
         RoutingKey::Service => partition_spans(spans, |resource, _| {
-            ring.backend_for(service_name(resource).as_bytes())
+            ring.backend_for(service_name(resource).as_bytes(), down)
         }),
     }
 }
@@ -309,7 +538,7 @@ mod tests {
     fn assign<'a>(hostnames: &'a [String], ids: &[[u8; 16]]) -> Vec<&'a str> {
         let ring = HashRing::new(hostnames);
         ids.iter()
-            .map(|id| hostnames[ring.backend_for(id)].as_str())
+            .map(|id| hostnames[ring.backend_for(id, &[])].as_str())
             .collect()
     }
 
@@ -334,13 +563,13 @@ mod tests {
         );
         for window in ring.points.windows(2) {
             let ((here, backend), (_, next_backend)) = (window[0], window[1]);
-            assert_eq!(ring.backend_at(here), backend);
-            assert_eq!(ring.backend_at(here + 1), next_backend);
+            assert_eq!(ring.backend_at(here, &[]), backend);
+            assert_eq!(ring.backend_at(here + 1, &[]), next_backend);
         }
         let (first, last) = (ring.points[0], ring.points[ring.points.len() - 1]);
-        assert_eq!(ring.backend_at(last.0 + 1), first.1);
-        assert_eq!(ring.backend_at(0), first.1);
-        assert_eq!(HashRing::new::<&str>(&[]).backend_for(b"anything"), 0);
+        assert_eq!(ring.backend_at(last.0 + 1, &[]), first.1);
+        assert_eq!(ring.backend_at(0, &[]), first.1);
+        assert_eq!(HashRing::new::<&str>(&[]).backend_for(b"anything", &[]), 0);
     }
 
     /// Owners computed independently (Python's zlib.crc32, contrib's algorithm as read
@@ -360,9 +589,41 @@ mod tests {
             "backend-1:4317",
         ];
         for (byte, owner) in (0u8..).zip(expected) {
-            assert_eq!(names[ring.backend_for(&[byte; 16])], owner, "trace {byte}");
+            assert_eq!(
+                names[ring.backend_for(&[byte; 16], &[])],
+                owner,
+                "trace {byte}"
+            );
         }
-        assert_eq!(names[ring.backend_for(b"checkout")], "backend-2:4317");
+        assert_eq!(names[ring.backend_for(b"checkout", &[])], "backend-2:4317");
+    }
+
+    #[test]
+    fn a_backend_that_is_down_hands_only_its_traces_to_the_others() {
+        let ids = trace_ids(20_000, 7);
+        let names = hostnames(4);
+        let ring = HashRing::new(&names);
+        let owners: Vec<usize> = ids.iter().map(|id| ring.backend_for(id, &[])).collect();
+        for down_index in 0..names.len() {
+            let mut down = vec![false; names.len()];
+            down[down_index] = true;
+            let mut moved = 0;
+            for (id, &owner) in ids.iter().zip(&owners) {
+                let routed = ring.backend_for(id, &down);
+                assert_ne!(routed, down_index);
+                if owner != down_index {
+                    assert_eq!(routed, owner, "only the down backend's traces move");
+                } else {
+                    moved += 1;
+                }
+            }
+            assert!(moved > 0);
+        }
+        // Every backend down: the owners, as without failover.
+        let all_down = vec![true; names.len()];
+        for (id, &owner) in ids.iter().zip(&owners).take(100) {
+            assert_eq!(ring.backend_for(id, &all_down), owner);
+        }
     }
 
     #[test]
@@ -479,20 +740,20 @@ mod tests {
             resource("api", ids.iter().map(|id| span(*id, 1)).collect()),
             resource("db", ids.iter().map(|id| span(*id, 2)).collect()),
         ];
-        let parts = route(&ring, RoutingKey::TraceId, batch.clone());
+        let parts = route(&ring, RoutingKey::TraceId, batch.clone(), &[]);
         assert!(parts.len() > 1);
         for part in &parts {
             for rs in &part.resource_spans {
                 for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
-                    assert_eq!(ring.backend_for(&span.trace_id), part.index);
+                    assert_eq!(ring.backend_for(&span.trace_id, &[]), part.index);
                 }
             }
         }
-        let parts = route(&ring, RoutingKey::Service, batch);
+        let parts = route(&ring, RoutingKey::Service, batch, &[]);
         for part in &parts {
             for rs in &part.resource_spans {
                 let service = service_name(rs.resource.as_ref());
-                assert_eq!(ring.backend_for(service.as_bytes()), part.index);
+                assert_eq!(ring.backend_for(service.as_bytes(), &[]), part.index);
                 assert_eq!(
                     rs.scope_spans[0].spans.len(),
                     30,
@@ -545,6 +806,7 @@ mod tests {
         let config = LoadBalancingExporterConfig {
             routing_key: RoutingKey::TraceId,
             backends: names.iter().map(|name| backend(name)).collect(),
+            failover: None,
         };
         let balancer =
             LoadBalancer::start("loadbalancing".to_owned(), &config, Arc::clone(&metrics))
@@ -553,7 +815,7 @@ mod tests {
         let ids = trace_ids(60, 6);
         let ring = HashRing::new(&names);
         let used: std::collections::BTreeSet<usize> =
-            ids.iter().map(|id| ring.backend_for(id)).collect();
+            ids.iter().map(|id| ring.backend_for(id, &[])).collect();
         assert_eq!(used.len(), 3, "the request has a part for every backend");
         let send = || async {
             let spans = vec![resource("api", ids.iter().map(|id| span(*id, 1)).collect())];

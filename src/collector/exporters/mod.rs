@@ -249,9 +249,9 @@ impl ExporterRuntime {
         let names = ExporterNames {
             name: id.clone(),
             id,
-            backend: None,
         };
-        let queued = QueuedExporter::start(names, exporter, &queue_config, retry, metrics).await?;
+        let queued =
+            QueuedExporter::start(names, exporter, &queue_config, retry, None, metrics).await?;
         Ok(Arc::new(ExporterRuntime::Queued(queued)))
     }
 
@@ -296,8 +296,6 @@ pub(crate) struct ExporterNames {
     /// the ID, or `loadbalancing/<hostname>` for a backend of a `loadbalancing`
     /// exporter.
     pub(crate) name: String,
-    /// The backend's hostname when the exporter is one of a `loadbalancing` exporter's.
-    pub(crate) backend: Option<String>,
 }
 
 /// An exporter with its sending queue and the consumers draining it.
@@ -305,6 +303,8 @@ pub(crate) struct ExporterNames {
 pub(crate) struct QueuedExporter {
     names: ExporterNames,
     exporter: Exporter,
+    /// The `loadbalancing` backend this exporter serves, if any.
+    backend: Option<Arc<loadbalancing::Backend>>,
     queue: SendingQueue,
     retry: RetryConfig,
     metrics: Arc<CollectorMetrics>,
@@ -321,6 +321,7 @@ impl QueuedExporter {
         exporter: Exporter,
         queue_config: &QueueConfig,
         retry: RetryConfig,
+        backend: Option<Arc<loadbalancing::Backend>>,
         metrics: Arc<CollectorMetrics>,
     ) -> Result<Arc<QueuedExporter>, ExporterError> {
         let queue = SendingQueue::open(&names.name, queue_config, Arc::clone(&metrics))
@@ -332,6 +333,7 @@ impl QueuedExporter {
         let runtime = Arc::new(QueuedExporter {
             names,
             exporter,
+            backend,
             queue,
             retry,
             metrics,
@@ -349,11 +351,12 @@ impl QueuedExporter {
         Ok(runtime)
     }
 
-    /// One export attempt's outcome (or a refusal by the full queue), for
-    /// `otelcol_loadbalancer_backend_outcome`.
-    fn backend_outcome(&self, success: bool) {
-        if let Some(backend) = &self.names.backend {
-            self.metrics.loadbalancer_backend_outcome(backend, success);
+    /// Sends an empty export, as a `loadbalancing` backend's health probe.
+    pub(crate) async fn send_probe(&self) {
+        let probe = Payload::Encoded(Bytes::new());
+        let result = self.exporter.export(&TenantId::single(), &probe, 0).await;
+        if let Some(backend) = &self.backend {
+            backend.attempted(result.is_ok());
         }
     }
 
@@ -366,7 +369,6 @@ impl QueuedExporter {
         if let Err((refusal, acks)) = self.queue.push(item).await {
             self.metrics
                 .exporter_enqueue_failed(&self.names.id, num_spans);
-            self.backend_outcome(false);
             if self.refusal_warning.ready() {
                 warn!(
                     exporter = %self.names.name,
@@ -400,10 +402,28 @@ impl QueuedExporter {
             &self.retry,
             &self.cancel,
             &self.names.name,
-            |success| self.backend_outcome(success),
+            |success| {
+                if let Some(backend) = &self.backend {
+                    backend.attempted(success);
+                }
+            },
         )
         .await;
         let num_spans = item.num_spans;
+        if matches!(outcome, Outcome::Exhausted(_)) {
+            if let Some(backend) = &self.backend {
+                if backend.hand_over(&item).await {
+                    warn!(
+                        exporter = %self.names.name,
+                        tenant = %item.tenant,
+                        num_spans,
+                        "retries exhausted; the batch went to the next backends on the ring"
+                    );
+                    commit_all(self.queue.done(item).await);
+                    return;
+                }
+            }
+        }
         match outcome {
             Outcome::Sent(exported) => {
                 let rejected = usize::try_from(exported.rejected_spans)

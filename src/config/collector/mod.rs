@@ -271,6 +271,19 @@ pub struct LoadBalancingExporterConfig {
     /// `resolver.static.hostnames`, sorted (the ring does not depend on their order),
     /// each with the `protocol.otlp` settings.
     pub backends: Vec<LoadBalancingBackend>,
+    /// `failover` (spoor-specific), when enabled; otherwise a failing backend keeps its
+    /// share, as in the OpenTelemetry Collector.
+    pub failover: Option<FailoverConfig>,
+}
+
+/// `exporters.loadbalancing.failover`: while a backend is down, its share goes to the
+/// next backends on the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailoverConfig {
+    /// `unhealthy_after`: a backend whose every attempt failed for this long is down.
+    pub unhealthy_after: Duration,
+    /// `probe_interval`: how often a backend that is down is probed (an empty export).
+    pub probe_interval: Duration,
 }
 
 /// `exporters.loadbalancing.routing_key`: what decides a span's backend.

@@ -438,6 +438,8 @@ pub(crate) struct RawLoadBalancingExporter {
     pub(crate) protocol: RawLoadBalancingProtocol,
     /// Where the list of backends comes from.
     pub(crate) resolver: RawResolver,
+    /// spoor-specific: route a failing backend's share to the next backends on the ring.
+    pub(crate) failover: RawFailover,
 }
 
 impl Default for RawLoadBalancingExporter {
@@ -446,6 +448,7 @@ impl Default for RawLoadBalancingExporter {
             routing_key: "traceID".to_owned(),
             protocol: RawLoadBalancingProtocol::default(),
             resolver: RawResolver::default(),
+            failover: RawFailover::default(),
         }
     }
 }
@@ -466,6 +469,31 @@ impl RawComponent for RawLoadBalancingExporter {
                 aws_cloud_map: free_form(),
             },
             ..RawLoadBalancingExporter::default()
+        }
+    }
+}
+
+/// `exporters.loadbalancing.failover` (spoor-specific).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawFailover {
+    /// Off by default: a failing backend keeps its share, as in the OpenTelemetry
+    /// Collector.
+    pub(crate) enabled: bool,
+    /// How long every attempt to a backend must have failed before it counts as down.
+    #[serde(with = "duration")]
+    pub(crate) unhealthy_after: Duration,
+    /// How often a backend that is down is probed with an empty export.
+    #[serde(with = "duration")]
+    pub(crate) probe_interval: Duration,
+}
+
+impl Default for RawFailover {
+    fn default() -> Self {
+        RawFailover {
+            enabled: false,
+            unhealthy_after: Duration::from_secs(30),
+            probe_interval: Duration::from_secs(5),
         }
     }
 }

@@ -632,6 +632,7 @@ service:
         panic!("loadbalancing exporter");
     };
     assert_eq!(lb.routing_key, RoutingKey::TraceId);
+    assert_eq!(lb.failover, None);
     let summary: Vec<(&str, &str, Option<&std::path::Path>)> = lb
         .backends
         .iter()
@@ -712,6 +713,9 @@ exporters:
     protocol:
       otlp:
         tls: {insecure: true}
+    failover:
+      enabled: true
+      unhealthy_after: 0s
 service:
   pipelines:
     traces:
@@ -730,6 +734,7 @@ service:
             "exporters.loadbalancing.resolver.static.hostnames[2]: \"backend-1\" is listed twice",
             "exporters.loadbalancing.routing_key: unsupported routing_key \"metric\" (supported for traces: traceID, service)",
             "exporters.loadbalancing/empty.resolver.static.hostnames: must list at least one backend (host or host:port)",
+            "exporters.loadbalancing/none.failover.unhealthy_after: must be greater than 0",
             "exporters.loadbalancing/none.resolver: a static resolver with hostnames is required",
         ]
     );

@@ -972,9 +972,23 @@ fn loadbalancing_exporter(
         }
         backends.push(LoadBalancingBackend { hostname, exporter });
     }
+    let failover_key = format!("{key}.failover");
+    let failover = raw.failover.enabled.then(|| FailoverConfig {
+        unhealthy_after: positive_duration(
+            problems,
+            &format!("{failover_key}.unhealthy_after"),
+            raw.failover.unhealthy_after,
+        ),
+        probe_interval: positive_duration(
+            problems,
+            &format!("{failover_key}.probe_interval"),
+            raw.failover.probe_interval,
+        ),
+    });
     ExporterConfig::LoadBalancing(LoadBalancingExporterConfig {
         routing_key,
         backends,
+        failover,
     })
 }
 
