@@ -63,7 +63,7 @@ const STATIC_RESOLVER: &str = "static";
 
 /// A consistent-hash ring of backends, identified by their index in the list it was
 /// built from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct HashRing {
     /// (position, backend index), sorted by position; positions are distinct.
     points: Vec<(u32, usize)>,
@@ -211,7 +211,7 @@ impl Router {
         mut acks: Vec<AckRef>,
         avoid: Option<usize>,
     ) {
-        let mut down: Vec<bool> = self
+        let down: Vec<bool> = self
             .backends
             .iter()
             .map(|(backend, _)| backend.is_down() || Some(backend.index) == avoid)
@@ -221,14 +221,10 @@ impl Router {
         } else {
             let router = Arc::clone(self);
             let routing = tokio::task::spawn_blocking(move || {
-                let parts = route(&router.ring, router.routing_key, spans, &down);
-                (parts, down)
+                route(&router.ring, router.routing_key, spans, &down)
             });
             match routing.await {
-                Ok((parts, returned)) => {
-                    down = returned;
-                    parts
-                }
+                Ok(parts) => parts,
                 Err(error) => {
                     fail_all(
                         acks,
@@ -238,10 +234,9 @@ impl Router {
                 }
             }
         };
-        // Every backend is down (or avoided): the ring falls back to the owners; a hand
+        // Only when every backend is down does the ring fall back to the owners; a hand
         // over must not come back to where it started.
         if avoid.is_some_and(|avoid| parts.iter().any(|part| part.index == avoid)) {
-            debug_assert!(down.iter().all(|&is_down| is_down));
             fail_all(acks, &ConsumeError::Closed);
             return;
         }
