@@ -650,6 +650,38 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// For any hostnames, removing one changes the backend only of the keys it had,
+        /// and marking it down routes exactly those keys elsewhere.
+        #[test]
+        fn only_the_removed_or_down_backends_keys_move(
+            names in proptest::collection::btree_set("[a-z0-9.-]{1,20}(:[0-9]{1,5})?", 2..8),
+            removed in 0usize..8,
+            keys in proptest::collection::vec(proptest::array::uniform16(0u8..), 1..200),
+        ) {
+            let all: Vec<String> = names.into_iter().collect();
+            let removed = removed % all.len();
+            let ring = HashRing::new(&all);
+            let rest: Vec<String> = all.iter().enumerate()
+                .filter(|(index, _)| *index != removed)
+                .map(|(_, name)| name.clone())
+                .collect();
+            let smaller = HashRing::new(&rest);
+            let mut down = vec![false; all.len()];
+            down[removed] = true;
+            for key in &keys {
+                let owner = &all[ring.backend_for(key, &[])];
+                let after = &rest[smaller.backend_for(key, &[])];
+                let routed = ring.backend_for(key, &down);
+                proptest::prop_assert_ne!(routed, removed);
+                if *owner != all[removed] {
+                    proptest::prop_assert_eq!(owner, after);
+                    proptest::prop_assert_eq!(owner, &all[routed]);
+                }
+            }
+        }
+    }
+
     #[test]
     fn adding_a_backend_moves_about_its_share_to_it() {
         let ids = trace_ids(20_000, 3);
