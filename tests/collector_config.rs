@@ -11,7 +11,7 @@ use std::process::Command;
 use serde_yaml::Value;
 use spoor::config::collector::{
     load_collector_config_with_env, CollectorConfig, ComponentId, ExporterConfig, ExtensionConfig,
-    MemoryLimit, PolicyRule, ProcessorConfig, StringValues,
+    MemoryLimit, PolicyRule, ProcessorConfig, RoutingKey, StringValues,
 };
 use spoor::config::ConfigErrors;
 
@@ -56,7 +56,7 @@ const PPROF: &str =
     "extensions.pprof: unsupported extension type \"pprof\" (supported: file_storage, health_check)";
 const ZPAGES: &str =
     "extensions.zpages: unsupported extension type \"zpages\" (supported: file_storage, health_check)";
-const LOGGING: &str = "exporters.logging: unsupported exporter type \"logging\" (supported: debug, otlp, otlphttp); the OpenTelemetry Collector replaced it by debug";
+const LOGGING: &str = "exporters.logging: unsupported exporter type \"logging\" (supported: debug, loadbalancing, otlp, otlphttp); the OpenTelemetry Collector replaced it by debug";
 
 fn only_traces(pipeline: &str) -> String {
     format!("service.pipelines.{pipeline}: only traces pipelines are supported (found a {pipeline} pipeline); remove it or move its data elsewhere")
@@ -195,10 +195,10 @@ fn tail_sampling_demo_names_everything_not_supported_yet_and_loads_without_it() 
         "otelcol-demo-tailsampling.yaml",
         &[
             "receivers.opencensus: unsupported receiver type \"opencensus\" (supported: otlp, zipkin)",
-            "exporters.prometheus: unsupported exporter type \"prometheus\" (supported: debug, otlp, otlphttp)",
+            "exporters.prometheus: unsupported exporter type \"prometheus\" (supported: debug, loadbalancing, otlp, otlphttp)",
             LOGGING,
-            "exporters.zipkin: unsupported exporter type \"zipkin\" (supported: debug, otlp, otlphttp)",
-            "exporters.jaeger_grpc: unsupported exporter type \"jaeger_grpc\" (supported: debug, otlp, otlphttp)",
+            "exporters.zipkin: unsupported exporter type \"zipkin\" (supported: debug, loadbalancing, otlp, otlphttp)",
+            "exporters.jaeger_grpc: unsupported exporter type \"jaeger_grpc\" (supported: debug, loadbalancing, otlp, otlphttp)",
             PPROF,
             ZPAGES,
             &only_traces("metrics"),
@@ -441,4 +441,55 @@ fn check_config_flag_validates_and_exits() {
     for needle in [PPROF, ZPAGES, LOGGING] {
         assert!(stderr.contains(needle), "missing {needle:?} in {stderr}");
     }
+}
+
+#[test]
+fn loadbalancing_example_loads_and_other_resolvers_are_named() {
+    let config =
+        load_collector_config_with_env(Some(&data("otelcol-loadbalancing.yaml")), &BTreeMap::new())
+            .unwrap_or_else(|errors| panic!("otelcol-loadbalancing.yaml:\n{errors}"));
+    let ExporterConfig::LoadBalancing(lb) = &config.exporters[&id("loadbalancing")] else {
+        panic!("loadbalancing exporter");
+    };
+    assert_eq!(lb.routing_key, RoutingKey::TraceId);
+    let endpoints: Vec<&str> = lb
+        .backends
+        .iter()
+        .map(|backend| backend.exporter.endpoint.as_str())
+        .collect();
+    assert_eq!(
+        endpoints,
+        [
+            "https://backend-1:4317",
+            "https://backend-2:4317",
+            "https://backend-3:4317",
+            "https://backend-4:4317"
+        ]
+    );
+    assert!(lb
+        .backends
+        .iter()
+        .all(|backend| backend.exporter.timeout == std::time::Duration::from_secs(1)));
+
+    // The commented-out DNS resolver of the same example, and the Kubernetes one.
+    let mut edit = Edit::open("otelcol-loadbalancing.yaml");
+    *edit.section("exporters.loadbalancing.resolver") = serde_yaml::from_str(
+        "{dns: {hostname: otelcol-headless.observability.svc.cluster.local}, k8s: {service: lb-svc.kube-public}}",
+    )
+    .unwrap();
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        serde_yaml::to_string(&edit.tree).unwrap().as_bytes(),
+    )
+    .unwrap();
+    let errors = load_collector_config_with_env(Some(file.path()), &BTreeMap::new())
+        .expect_err("dns and k8s resolvers are not supported");
+    assert_eq!(
+        messages(&errors),
+        [
+            "exporters.loadbalancing.resolver.dns: unsupported resolver \"dns\" (supported: static)",
+            "exporters.loadbalancing.resolver.k8s: unsupported resolver \"k8s\" (supported: static)",
+        ]
+    );
 }

@@ -2,7 +2,7 @@
 //! of the requests they came from, and the span-count split that never loses a resource
 //! or a scope.
 
-use crate::otlp::{count_spans, OtlpResourceSpans, OtlpScopeSpans};
+use crate::otlp::{count_spans, OtlpResource, OtlpResourceSpans, OtlpScopeSpans, OtlpSpan};
 use crate::tenant::TenantId;
 
 use super::delivery::AckRef;
@@ -122,10 +122,100 @@ pub(crate) fn split_front(
     front
 }
 
+/// One part of a [`partition_spans`] split.
+#[derive(Debug)]
+pub(crate) struct Part {
+    /// What the assigning function returned for these spans.
+    pub(crate) index: usize,
+    pub(crate) resource_spans: Vec<OtlpResourceSpans>,
+    pub(crate) num_spans: usize,
+}
+
+/// Splits spans into parts by `part_of(resource, span)`, keeping order within each part.
+/// A resource or scope whose spans land in several parts appears in each with its full
+/// resource, scope and schema URLs; no part holds an empty resource or scope. Returns
+/// the non-empty parts by increasing index; a batch wholly in one part is moved as a
+/// whole, without copying.
+pub(crate) fn partition_spans(
+    resource_spans: Vec<OtlpResourceSpans>,
+    mut part_of: impl FnMut(Option<&OtlpResource>, &OtlpSpan) -> usize,
+) -> Vec<Part> {
+    let assigned: Vec<usize> = resource_spans
+        .iter()
+        .flat_map(|rs| {
+            rs.scope_spans
+                .iter()
+                .flat_map(|ss| &ss.spans)
+                .map(|span| (rs.resource.as_ref(), span))
+        })
+        .map(|(resource, span)| part_of(resource, span))
+        .collect();
+    let Some(&first) = assigned.first() else {
+        return Vec::new();
+    };
+    if assigned.iter().all(|&part| part == first) {
+        let mut resource_spans = resource_spans;
+        resource_spans.retain_mut(|rs| {
+            rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+            !rs.scope_spans.is_empty()
+        });
+        return vec![Part {
+            index: first,
+            num_spans: assigned.len(),
+            resource_spans,
+        }];
+    }
+    let num_parts = assigned.iter().max().map_or(0, |max| max + 1);
+    let mut parts: Vec<Part> = (0..num_parts)
+        .map(|index| Part {
+            index,
+            resource_spans: Vec::new(),
+            num_spans: 0,
+        })
+        .collect();
+    let mut assigned = assigned.into_iter();
+    for rs in resource_spans {
+        let mut pieces: Vec<Option<OtlpResourceSpans>> = (0..num_parts).map(|_| None).collect();
+        for ss in rs.scope_spans {
+            let mut scope_pieces: Vec<Vec<OtlpSpan>> = (0..num_parts).map(|_| Vec::new()).collect();
+            for span in ss.spans {
+                // `assigned` has one entry per span, in this same order.
+                let part = assigned.next().unwrap_or(first);
+                scope_pieces[part].push(span);
+            }
+            for (part, spans) in scope_pieces.into_iter().enumerate() {
+                if spans.is_empty() {
+                    continue;
+                }
+                parts[part].num_spans += spans.len();
+                pieces[part]
+                    .get_or_insert_with(|| OtlpResourceSpans {
+                        resource: rs.resource.clone(),
+                        scope_spans: Vec::new(),
+                        schema_url: rs.schema_url.clone(),
+                    })
+                    .scope_spans
+                    .push(OtlpScopeSpans {
+                        scope: ss.scope.clone(),
+                        spans,
+                        schema_url: ss.schema_url.clone(),
+                    });
+            }
+        }
+        for (part, piece) in pieces.into_iter().enumerate() {
+            if let Some(piece) = piece {
+                parts[part].resource_spans.push(piece);
+            }
+        }
+    }
+    parts.retain(|part| part.num_spans > 0);
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otlp::{OtlpResource, OtlpScope, OtlpSpan};
+    use crate::otlp::OtlpScope;
     use crate::testing::{arb_resource, arb_scope};
     use proptest::prelude::*;
 
@@ -205,6 +295,35 @@ mod tests {
             }
             let rejoined: Vec<SpanInContext> = pieces.iter().flat_map(|piece| flatten(piece)).collect();
             prop_assert_eq!(rejoined, original);
+        }
+    }
+
+    proptest! {
+        /// Each part holds exactly the spans assigned to it, in order, each with its
+        /// resource, scope and schema URLs; no part holds an empty resource or scope.
+        #[test]
+        fn partition_never_loses_resource_or_scope(batch in arb_batch(), num_parts in 1usize..5) {
+            let part_of = |span: &OtlpSpan| usize::from(span.span_id[0]) % num_parts;
+            let original = flatten(&batch);
+            let parts = partition_spans(batch, |_, span| part_of(span));
+            let mut previous = None;
+            for part in &parts {
+                prop_assert!(previous < Some(part.index), "parts in increasing order");
+                previous = Some(part.index);
+                let expected: Vec<SpanInContext> = original
+                    .iter()
+                    .filter(|(_, _, _, _, span)| part_of(span) == part.index)
+                    .cloned()
+                    .collect();
+                prop_assert!(!expected.is_empty());
+                prop_assert_eq!(part.num_spans, expected.len());
+                prop_assert_eq!(count_spans(&part.resource_spans), expected.len());
+                prop_assert!(part.resource_spans.iter().all(|rs| !rs.scope_spans.is_empty()
+                    && rs.scope_spans.iter().all(|ss| !ss.spans.is_empty())));
+                prop_assert_eq!(flatten(&part.resource_spans), expected);
+            }
+            let total: usize = parts.iter().map(|part| part.num_spans).sum();
+            prop_assert_eq!(total, original.len());
         }
     }
 

@@ -56,6 +56,17 @@ struct QueueLabels {
     data_type: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResolverLabels {
+    resolver: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendOutcomeLabels {
+    endpoint: String,
+    success: String,
+}
+
 /// Lets a warning through at most once per interval: a full queue refuses every request
 /// until it drains, and one line per refusal would flood the journal (the counters keep
 /// the exact numbers).
@@ -140,6 +151,8 @@ pub struct CollectorMetrics {
     exporter_enqueue_failed_spans: Family<ExporterLabels, Counter>,
     exporter_queue_size: Family<QueueLabels, Gauge>,
     exporter_queue_capacity: Family<QueueLabels, Gauge>,
+    loadbalancer_num_backends: Family<ResolverLabels, Gauge>,
+    loadbalancer_backend_outcome: Family<BackendOutcomeLabels, Counter>,
     process_uptime: Gauge<f64, std::sync::atomic::AtomicU64>,
     process_memory_rss: Gauge,
 }
@@ -270,6 +283,18 @@ impl CollectorMetrics {
             "Fixed capacity of the retry queue (in batches, or in the configured sizer's units)",
             exporter_queue_capacity.clone(),
         );
+        let loadbalancer_num_backends = Family::<ResolverLabels, Gauge>::default();
+        registry.register(
+            "loadbalancer_num_backends",
+            "Current number of backends in use",
+            loadbalancer_num_backends.clone(),
+        );
+        let loadbalancer_backend_outcome = Family::<BackendOutcomeLabels, Counter>::default();
+        registry.register(
+            "loadbalancer_backend_outcome",
+            "Number of successes and failures for each endpoint",
+            loadbalancer_backend_outcome.clone(),
+        );
         let process_uptime = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "process_uptime",
@@ -304,6 +329,8 @@ impl CollectorMetrics {
             exporter_enqueue_failed_spans,
             exporter_queue_size,
             exporter_queue_capacity,
+            loadbalancer_num_backends,
+            loadbalancer_backend_outcome,
             process_uptime,
             process_memory_rss,
         }
@@ -465,6 +492,27 @@ impl CollectorMetrics {
             .set(i64::try_from(capacity).unwrap_or(i64::MAX));
     }
 
+    /// Backends that started (positive) or stopped (negative) serving a `loadbalancing`
+    /// exporter with this resolver.
+    pub(crate) fn loadbalancer_backends_changed(&self, resolver: &str, delta: i64) {
+        self.loadbalancer_num_backends
+            .get_or_create(&ResolverLabels {
+                resolver: resolver.to_owned(),
+            })
+            .inc_by(delta);
+    }
+
+    /// One export attempt to a `loadbalancing` backend (or a batch its full queue
+    /// refused).
+    pub(crate) fn loadbalancer_backend_outcome(&self, endpoint: &str, success: bool) {
+        self.loadbalancer_backend_outcome
+            .get_or_create(&BackendOutcomeLabels {
+                endpoint: endpoint.to_owned(),
+                success: success.to_string(),
+            })
+            .inc();
+    }
+
     /// The Prometheus text exposition of every metric, with the process gauges refreshed.
     pub fn encode(&self) -> String {
         self.process_uptime
@@ -495,6 +543,8 @@ mod tests {
         metrics.exporter_enqueue_failed("otlp", 1);
         metrics.set_queue_size("otlp", 4);
         metrics.set_queue_capacity("otlp", 1000);
+        metrics.loadbalancer_backends_changed("static", 3);
+        metrics.loadbalancer_backend_outcome("backend-1:4317", false);
         let text = metrics.encode();
         for line in [
             "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 3",
@@ -506,6 +556,8 @@ mod tests {
             "otelcol_exporter_enqueue_failed_spans_total{exporter=\"otlp\"} 1",
             "otelcol_exporter_queue_size{exporter=\"otlp\",data_type=\"traces\"} 4",
             "otelcol_exporter_queue_capacity{exporter=\"otlp\",data_type=\"traces\"} 1000",
+            "otelcol_loadbalancer_num_backends{resolver=\"static\"} 3",
+            "otelcol_loadbalancer_backend_outcome_total{endpoint=\"backend-1:4317\",success=\"false\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -5,9 +5,11 @@
 //! acknowledged here: in memory, or written and fsynced for a persistent queue) →
 //! consumer → [`Exporter::export`] with [`retry::send_with_retry`] → removed from the
 //! queue once the backend acknowledged it or refused it permanently. New exporter types
-//! are new variants of [`Exporter`].
+//! are new variants of [`Exporter`]. A `loadbalancing` exporter ([`loadbalancing`]) is a
+//! router in front of one queued `otlp` exporter per backend.
 
 pub(crate) mod debug;
+pub(crate) mod loadbalancing;
 pub(crate) mod otlp_grpc;
 pub(crate) mod otlp_http;
 pub(crate) mod retry;
@@ -202,23 +204,18 @@ fn no_retry() -> RetryConfig {
     }
 }
 
-/// One running exporter: its queue and the consumers draining it.
+/// One running exporter, as a pipeline sees it.
 #[derive(Debug)]
-pub(crate) struct ExporterRuntime {
-    id: String,
-    exporter: Exporter,
-    queue: SendingQueue,
-    retry: RetryConfig,
-    metrics: Arc<CollectorMetrics>,
-    /// Cancelled at the shutdown deadline: in-flight sends and backoff waits stop.
-    cancel: CancellationToken,
-    consumers: Mutex<Vec<JoinHandle<()>>>,
-    refusal_warning: WarnEvery,
+pub(crate) enum ExporterRuntime {
+    /// An exporter with its own sending queue.
+    Queued(Arc<QueuedExporter>),
+    /// `loadbalancing`: a queued `otlp` exporter per backend.
+    LoadBalancing(loadbalancing::LoadBalancer),
 }
 
 impl ExporterRuntime {
-    /// Builds the exporter, opens its queue (replaying a persistent one) and starts the
-    /// consumers.
+    /// Builds the exporter, opens its queue(s) (replaying persistent ones) and starts
+    /// the consumers.
     pub(crate) async fn start(
         id: String,
         config: &ExporterConfig,
@@ -244,16 +241,99 @@ impl ExporterRuntime {
                 debug_queue_config(),
                 no_retry(),
             ),
+            ExporterConfig::LoadBalancing(config) => {
+                let balancer = loadbalancing::LoadBalancer::start(id, config, metrics).await?;
+                return Ok(Arc::new(ExporterRuntime::LoadBalancing(balancer)));
+            }
         };
-        let queue = SendingQueue::open(&id, &queue_config, Arc::clone(&metrics))
+        let names = ExporterNames {
+            name: id.clone(),
+            id,
+        };
+        let queued =
+            QueuedExporter::start(names, exporter, &queue_config, retry, None, metrics).await?;
+        Ok(Arc::new(ExporterRuntime::Queued(queued)))
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        match self {
+            ExporterRuntime::Queued(exporter) => &exporter.names.id,
+            ExporterRuntime::LoadBalancing(balancer) => balancer.id(),
+        }
+    }
+
+    /// Hands a batch to the exporter's queue(s); see [`QueuedExporter::enqueue_item`].
+    pub(crate) async fn enqueue_item(&self, item: QueueItem) {
+        match self {
+            ExporterRuntime::Queued(exporter) => exporter.enqueue_item(item).await,
+            ExporterRuntime::LoadBalancing(balancer) => balancer.enqueue_item(item).await,
+        }
+    }
+
+    /// Whether the queues' machinery answers (watchdog).
+    pub(crate) async fn probe(&self) -> bool {
+        match self {
+            ExporterRuntime::Queued(exporter) => exporter.probe().await,
+            ExporterRuntime::LoadBalancing(balancer) => balancer.probe().await,
+        }
+    }
+
+    /// See [`QueuedExporter::shutdown`].
+    pub(crate) async fn shutdown(&self, deadline: Instant) {
+        match self {
+            ExporterRuntime::Queued(exporter) => exporter.shutdown(deadline).await,
+            ExporterRuntime::LoadBalancing(balancer) => balancer.shutdown(deadline).await,
+        }
+    }
+}
+
+/// How a queued exporter is named in metrics and logs.
+#[derive(Debug, Clone)]
+pub(crate) struct ExporterNames {
+    /// The configured exporter ID: the `exporter` label of the span counters.
+    pub(crate) id: String,
+    /// The queue's name (its `exporter` label) and the `exporter` field of log lines:
+    /// the ID, or `loadbalancing/<hostname>` for a backend of a `loadbalancing`
+    /// exporter.
+    pub(crate) name: String,
+}
+
+/// An exporter with its sending queue and the consumers draining it.
+#[derive(Debug)]
+pub(crate) struct QueuedExporter {
+    names: ExporterNames,
+    exporter: Exporter,
+    /// The `loadbalancing` backend this exporter serves, if any.
+    backend: Option<Arc<loadbalancing::Backend>>,
+    queue: SendingQueue,
+    retry: RetryConfig,
+    metrics: Arc<CollectorMetrics>,
+    /// Cancelled at the shutdown deadline: in-flight sends and backoff waits stop.
+    cancel: CancellationToken,
+    consumers: Mutex<Vec<JoinHandle<()>>>,
+    refusal_warning: WarnEvery,
+}
+
+impl QueuedExporter {
+    /// Opens the queue (replaying a persistent one) and starts the consumers.
+    pub(crate) async fn start(
+        names: ExporterNames,
+        exporter: Exporter,
+        queue_config: &QueueConfig,
+        retry: RetryConfig,
+        backend: Option<Arc<loadbalancing::Backend>>,
+        metrics: Arc<CollectorMetrics>,
+    ) -> Result<Arc<QueuedExporter>, ExporterError> {
+        let queue = SendingQueue::open(&names.name, queue_config, Arc::clone(&metrics))
             .await
             .map_err(|source| ExporterError::Queue {
-                exporter: id.clone(),
+                exporter: names.name.clone(),
                 source,
             })?;
-        let runtime = Arc::new(ExporterRuntime {
-            id,
+        let runtime = Arc::new(QueuedExporter {
+            names,
             exporter,
+            backend,
             queue,
             retry,
             metrics,
@@ -271,8 +351,13 @@ impl ExporterRuntime {
         Ok(runtime)
     }
 
-    pub(crate) fn id(&self) -> &str {
-        &self.id
+    /// Sends an empty export, as a `loadbalancing` backend's health probe.
+    pub(crate) async fn send_probe(&self) {
+        let probe = Payload::Encoded(Bytes::new());
+        let result = self.exporter.export(&TenantId::single(), &probe, 0).await;
+        if let Some(backend) = &self.backend {
+            backend.attempted(result.is_ok());
+        }
     }
 
     /// Queues a batch (its spans possibly shared with other exporters); its acks are
@@ -282,10 +367,11 @@ impl ExporterRuntime {
         let num_spans = item.num_spans;
         let tenant = item.tenant.clone();
         if let Err((refusal, acks)) = self.queue.push(item).await {
-            self.metrics.exporter_enqueue_failed(&self.id, num_spans);
+            self.metrics
+                .exporter_enqueue_failed(&self.names.id, num_spans);
             if self.refusal_warning.ready() {
                 warn!(
-                    exporter = %self.id,
+                    exporter = %self.names.name,
                     tenant = %tenant,
                     num_spans,
                     error = %refusal,
@@ -315,20 +401,40 @@ impl ExporterRuntime {
             item.num_spans,
             &self.retry,
             &self.cancel,
-            &self.id,
+            &self.names.name,
+            |success| {
+                if let Some(backend) = &self.backend {
+                    backend.attempted(success);
+                }
+            },
         )
         .await;
         let num_spans = item.num_spans;
+        if matches!(outcome, Outcome::Exhausted(_)) {
+            if let Some(backend) = &self.backend {
+                if backend.hand_over(&item).await {
+                    warn!(
+                        exporter = %self.names.name,
+                        tenant = %item.tenant,
+                        num_spans,
+                        "retries exhausted; the batch went to the next backends on the ring"
+                    );
+                    commit_all(self.queue.done(item).await);
+                    return;
+                }
+            }
+        }
         match outcome {
             Outcome::Sent(exported) => {
                 let rejected = usize::try_from(exported.rejected_spans)
                     .unwrap_or(usize::MAX)
                     .min(num_spans);
-                self.metrics.exporter_sent(&self.id, num_spans - rejected);
+                self.metrics
+                    .exporter_sent(&self.names.id, num_spans - rejected);
                 if rejected > 0 {
-                    self.metrics.exporter_send_failed(&self.id, rejected);
+                    self.metrics.exporter_send_failed(&self.names.id, rejected);
                     warn!(
-                        exporter = %self.id,
+                        exporter = %self.names.name,
                         tenant = %item.tenant,
                         rejected_spans = rejected,
                         error = %exported.message,
@@ -338,9 +444,9 @@ impl ExporterRuntime {
                 commit_all(self.queue.done(item).await);
             }
             Outcome::Permanent(export_error) => {
-                self.metrics.exporter_send_failed(&self.id, num_spans);
+                self.metrics.exporter_send_failed(&self.names.id, num_spans);
                 error!(
-                    exporter = %self.id,
+                    exporter = %self.names.name,
                     tenant = %item.tenant,
                     num_spans,
                     error = %export_error.message,
@@ -351,7 +457,7 @@ impl ExporterRuntime {
             }
             Outcome::Exhausted(export_error) if self.queue.is_persistent() => {
                 warn!(
-                    exporter = %self.id,
+                    exporter = %self.names.name,
                     tenant = %item.tenant,
                     num_spans,
                     error = %export_error.message,
@@ -360,9 +466,9 @@ impl ExporterRuntime {
                 self.queue.requeue(item);
             }
             Outcome::Exhausted(export_error) => {
-                self.metrics.exporter_send_failed(&self.id, num_spans);
+                self.metrics.exporter_send_failed(&self.names.id, num_spans);
                 error!(
-                    exporter = %self.id,
+                    exporter = %self.names.name,
                     tenant = %item.tenant,
                     num_spans,
                     error = %export_error.message,
@@ -382,9 +488,9 @@ impl ExporterRuntime {
                     // Still on disk: sent after the next start.
                     self.queue.release(item);
                 } else {
-                    self.metrics.exporter_send_failed(&self.id, num_spans);
+                    self.metrics.exporter_send_failed(&self.names.id, num_spans);
                     error!(
-                        exporter = %self.id,
+                        exporter = %self.names.name,
                         tenant = %item.tenant,
                         num_spans,
                         "shutdown deadline reached before the batch was sent; dropping data"
@@ -417,14 +523,14 @@ impl ExporterRuntime {
         let dropped = self.queue.shutdown().await;
         if dropped.num_spans > 0 {
             self.metrics
-                .exporter_send_failed(&self.id, dropped.num_spans);
+                .exporter_send_failed(&self.names.id, dropped.num_spans);
             error!(
-                exporter = %self.id,
+                exporter = %self.names.name,
                 num_batches = dropped.num_batches,
                 num_spans = dropped.num_spans,
                 "shutdown deadline reached with data still in the memory queue; dropping it"
             );
         }
-        info!(exporter = %self.id, "exporter stopped");
+        info!(exporter = %self.names.name, "exporter stopped");
     }
 }

@@ -65,7 +65,9 @@ fn random_unit() -> f64 {
     bits as f64 / (1u64 << 53) as f64
 }
 
-/// Exports with retries until success, a permanent error, `max_elapsed_time`, or `cancel`.
+/// Exports with retries until success, a permanent error, `max_elapsed_time`, or
+/// `cancel`; `attempted` hears whether each attempt succeeded.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn send_with_retry(
     exporter: &Exporter,
     tenant: &TenantId,
@@ -74,6 +76,7 @@ pub(crate) async fn send_with_retry(
     config: &RetryConfig,
     cancel: &CancellationToken,
     exporter_id: &str,
+    attempted: impl Fn(bool),
 ) -> Outcome {
     let started = Instant::now();
     let mut backoff = Backoff::new(config);
@@ -83,6 +86,7 @@ pub(crate) async fn send_with_retry(
             _ = cancel.cancelled() => return Outcome::Cancelled,
             attempt = exporter.export(tenant, payload, num_spans) => attempt,
         };
+        attempted(attempt.is_ok());
         let export_error = match attempt {
             Ok(exported) => return Outcome::Sent(exported),
             Err(export_error) => export_error,

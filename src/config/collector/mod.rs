@@ -99,17 +99,22 @@ impl ComponentId {
     /// The ID as a file-name-safe string (`otlp/backup` → `otlp_backup`), for directories
     /// that belong to one component.
     pub fn file_name(&self) -> String {
-        self.to_string()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
+        file_name_safe(&self.to_string())
     }
+}
+
+/// `text` with every character other than ASCII letters, digits, `-` and `.` replaced by
+/// `_`: a directory name that cannot leave its parent.
+fn file_name_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl fmt::Display for ComponentId {
@@ -258,6 +263,54 @@ pub enum ExporterConfig {
     OtlpHttp(OtlpHttpExporterConfig),
     /// `debug`: spans to the collector's own log.
     Debug(DebugExporterConfig),
+    /// `loadbalancing`: each trace to one of several OTLP/gRPC backends.
+    LoadBalancing(LoadBalancingExporterConfig),
+}
+
+/// `exporters.loadbalancing`: spans routed by a consistent hash of their trace ID (or
+/// service name) to one backend each; one `otlp` exporter, with its own queue and
+/// retries, per backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadBalancingExporterConfig {
+    /// `routing_key`.
+    pub routing_key: RoutingKey,
+    /// `resolver.static.hostnames`, sorted (the ring does not depend on their order),
+    /// each with the `protocol.otlp` settings.
+    pub backends: Vec<LoadBalancingBackend>,
+    /// `failover` (spoor-specific), when enabled; otherwise a failing backend keeps its
+    /// share, as in the OpenTelemetry Collector.
+    pub failover: Option<FailoverConfig>,
+}
+
+/// `exporters.loadbalancing.failover`: while a backend is down, its share goes to the
+/// next backends on the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailoverConfig {
+    /// `unhealthy_after`: a backend whose every attempt failed for this long is down.
+    pub unhealthy_after: Duration,
+    /// `probe_interval`: how often a backend that is down is probed (an empty export).
+    pub probe_interval: Duration,
+}
+
+/// `exporters.loadbalancing.routing_key`: what decides a span's backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutingKey {
+    /// `traceID` (the default): every span of a trace goes to the same backend.
+    TraceId,
+    /// `service`: every span of a service (resource attribute `service.name`) goes to
+    /// the same backend.
+    Service,
+}
+
+/// One backend of a `loadbalancing` exporter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadBalancingBackend {
+    /// The hostname as written in `resolver.static.hostnames`: what places the backend
+    /// on the hash ring, as in the OpenTelemetry Collector.
+    pub hostname: String,
+    /// `protocol.otlp` with `endpoint` set to the hostname (port 4317 when it has none)
+    /// and, for a persistent queue, a directory of the backend's own.
+    pub exporter: OtlpExporterConfig,
 }
 
 /// `exporters.otlp`.

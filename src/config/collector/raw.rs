@@ -428,6 +428,107 @@ impl RawComponent for RawOtlpHttpExporter {
     }
 }
 
+/// `exporters.loadbalancing` (the OpenTelemetry Collector contrib exporter).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLoadBalancingExporter {
+    /// `traceID` (the default) or `service`.
+    pub(crate) routing_key: String,
+    /// How every backend is reached.
+    pub(crate) protocol: RawLoadBalancingProtocol,
+    /// Where the list of backends comes from.
+    pub(crate) resolver: RawResolver,
+    /// spoor-specific: route a failing backend's share to the next backends on the ring.
+    pub(crate) failover: RawFailover,
+}
+
+impl Default for RawLoadBalancingExporter {
+    fn default() -> Self {
+        RawLoadBalancingExporter {
+            routing_key: "traceID".to_owned(),
+            protocol: RawLoadBalancingProtocol::default(),
+            resolver: RawResolver::default(),
+            failover: RawFailover::default(),
+        }
+    }
+}
+
+impl RawComponent for RawLoadBalancingExporter {
+    fn key_schema() -> Self {
+        // The resolvers spoor does not implement are free-form, so that they are
+        // reported as unsupported rather than as unknown keys.
+        let free_form = || Some(serde_yaml::Value::Mapping(Default::default()));
+        RawLoadBalancingExporter {
+            protocol: RawLoadBalancingProtocol {
+                otlp: RawOtlpExporter::key_schema(),
+            },
+            resolver: RawResolver {
+                static_hosts: Some(RawStaticResolver::default()),
+                dns: free_form(),
+                k8s: free_form(),
+                aws_cloud_map: free_form(),
+            },
+            ..RawLoadBalancingExporter::default()
+        }
+    }
+}
+
+/// `exporters.loadbalancing.failover` (spoor-specific).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawFailover {
+    /// Off by default: a failing backend keeps its share, as in the OpenTelemetry
+    /// Collector.
+    pub(crate) enabled: bool,
+    /// How long every attempt to a backend must have failed before it counts as down.
+    #[serde(with = "duration")]
+    pub(crate) unhealthy_after: Duration,
+    /// How often a backend that is down is probed with an empty export.
+    #[serde(with = "duration")]
+    pub(crate) probe_interval: Duration,
+}
+
+impl Default for RawFailover {
+    fn default() -> Self {
+        RawFailover {
+            enabled: false,
+            unhealthy_after: Duration::from_secs(30),
+            probe_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `exporters.loadbalancing.protocol`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLoadBalancingProtocol {
+    /// The `otlp` exporter's settings, applied to every backend (`endpoint` is ignored).
+    pub(crate) otlp: RawOtlpExporter,
+}
+
+/// `exporters.loadbalancing.resolver`: exactly one of them.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawResolver {
+    /// A fixed list of backends.
+    #[serde(rename = "static")]
+    pub(crate) static_hosts: Option<RawStaticResolver>,
+    /// Not supported: reported as such.
+    pub(crate) dns: Option<serde_yaml::Value>,
+    /// Not supported: reported as such.
+    pub(crate) k8s: Option<serde_yaml::Value>,
+    /// Not supported: reported as such.
+    pub(crate) aws_cloud_map: Option<serde_yaml::Value>,
+}
+
+/// `exporters.loadbalancing.resolver.static`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawStaticResolver {
+    /// `host[:port]` of each backend; the port defaults to 4317.
+    pub(crate) hostnames: Vec<String>,
+}
+
 /// `exporters.debug`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

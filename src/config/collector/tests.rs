@@ -261,7 +261,7 @@ service:
         "extensions.pprof: unsupported extension type \"pprof\" (supported: file_storage, health_check)",
         "receivers.jaeger: unsupported receiver type \"jaeger\" (supported: otlp, zipkin)",
         "processors.k8sattributes: unsupported processor type \"k8sattributes\" (supported: attributes, batch, memory_limiter, probabilistic_sampler, redaction, resource, tail_sampling)",
-        "exporters.logging: unsupported exporter type \"logging\" (supported: debug, otlp, otlphttp); the OpenTelemetry Collector replaced it by debug",
+        "exporters.logging: unsupported exporter type \"logging\" (supported: debug, loadbalancing, otlp, otlphttp); the OpenTelemetry Collector replaced it by debug",
         "service.pipelines.metrics: only traces pipelines are supported (found a metrics pipeline); remove it or move its data elsewhere",
     ];
     for message in expected {
@@ -595,5 +595,147 @@ service:
             .any(|m| m.starts_with("receivers.zipkin/2.endpoint")
                 || m.starts_with("receivers.otlp.protocols.grpc.endpoint")),
         "port clash reported: {messages:#?}"
+    );
+}
+
+#[test]
+fn loadbalancing_exporter_applies_protocol_otlp_to_each_sorted_backend() {
+    let config = load_yaml(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+exporters:
+  loadbalancing:
+    protocol:
+      otlp:
+        endpoint: ignored:4317
+        timeout: 1s
+        tls: {insecure: true}
+        sending_queue:
+          persistent:
+            directory: /var/lib/q
+    resolver:
+      static:
+        hostnames: [backend-2:4317, backend-3, 'backend-1:5317']
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [loadbalancing]
+",
+        &[],
+    )
+    .expect("loads");
+    let ExporterConfig::LoadBalancing(lb) = &config.exporters[&id("loadbalancing")] else {
+        panic!("loadbalancing exporter");
+    };
+    assert_eq!(lb.routing_key, RoutingKey::TraceId);
+    assert_eq!(lb.failover, None);
+    let summary: Vec<(&str, &str, Option<&std::path::Path>)> = lb
+        .backends
+        .iter()
+        .map(|backend| {
+            (
+                backend.hostname.as_str(),
+                backend.exporter.endpoint.as_str(),
+                backend
+                    .exporter
+                    .queue
+                    .persistent
+                    .as_ref()
+                    .map(|persistent| persistent.directory.as_path()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "backend-1:5317",
+                "http://backend-1:5317",
+                Some(std::path::Path::new(
+                    "/var/lib/q/loadbalancing/backend-1_5317"
+                ))
+            ),
+            (
+                "backend-2:4317",
+                "http://backend-2:4317",
+                Some(std::path::Path::new(
+                    "/var/lib/q/loadbalancing/backend-2_4317"
+                ))
+            ),
+            (
+                "backend-3",
+                "http://backend-3:4317",
+                Some(std::path::Path::new("/var/lib/q/loadbalancing/backend-3"))
+            ),
+        ]
+    );
+    for backend in &lb.backends {
+        assert_eq!(backend.exporter.timeout, Duration::from_secs(1));
+        assert!(backend.exporter.tls.is_none());
+    }
+    assert_eq!(
+        config.warnings,
+        vec![
+            "exporters.loadbalancing.protocol.otlp.endpoint is ignored: the backends come from exporters.loadbalancing.resolver"
+                .to_owned()
+        ]
+    );
+}
+
+#[test]
+fn loadbalancing_exporter_errors_name_their_keys_all_at_once() {
+    let found = errors(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+exporters:
+  loadbalancing:
+    routing_key: metric
+    protocol:
+      otlp:
+        timeout: 0s
+    resolver:
+      dns:
+        hostname: otelcol-backends.example.com
+      static:
+        hostnames: [backend-1, 'bad host:x', backend-1]
+  loadbalancing/empty:
+    resolver:
+      static:
+        hostnames: []
+  loadbalancing/none:
+    protocol:
+      otlp:
+        tls: {insecure: true}
+    failover:
+      enabled: true
+      unhealthy_after: 0s
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [loadbalancing, loadbalancing/empty, loadbalancing/none]
+",
+    );
+    let mut found = found;
+    found.sort();
+    assert_eq!(
+        found,
+        vec![
+            "exporters.loadbalancing.protocol.otlp.timeout: must be greater than 0",
+            "exporters.loadbalancing.resolver.dns: unsupported resolver \"dns\" (supported: static)",
+            "exporters.loadbalancing.resolver.static.hostnames[1]: expected host:port like backend.example.com:4317, got \"bad host:x\"",
+            "exporters.loadbalancing.resolver.static.hostnames[2]: \"backend-1\" is listed twice",
+            "exporters.loadbalancing.routing_key: unsupported routing_key \"metric\" (supported for traces: traceID, service)",
+            "exporters.loadbalancing/empty.resolver.static.hostnames: must list at least one backend (host or host:port)",
+            "exporters.loadbalancing/none.failover.unhealthy_after: must be greater than 0",
+            "exporters.loadbalancing/none.resolver: a static resolver with hostnames is required",
+        ]
     );
 }

@@ -25,7 +25,7 @@ const SUPPORTED_PROCESSORS: &[&str] = &[
     "resource",
     "tail_sampling",
 ];
-const SUPPORTED_EXPORTERS: &[&str] = &["debug", "otlp", "otlphttp"];
+const SUPPORTED_EXPORTERS: &[&str] = &["debug", "loadbalancing", "otlp", "otlphttp"];
 const SUPPORTED_EXTENSIONS: &[&str] = &["file_storage", "health_check"];
 
 /// A single request is held whole in memory; larger limits are almost certainly typos.
@@ -211,6 +211,10 @@ pub(crate) fn validate(
                 .map(|raw| otlp_http_exporter(problems, &section.key, &id, raw, &storage)),
             "debug" => read_section::<RawDebugExporter>(section, env, problems)
                 .map(|raw| debug_exporter(problems, &section.key, raw)),
+            "loadbalancing" => read_section::<RawLoadBalancingExporter>(section, env, problems)
+                .map(|raw| {
+                    loadbalancing_exporter(problems, warnings, &section.key, &id, raw, &storage)
+                }),
             "logging" => {
                 unsupported(
                     problems,
@@ -791,59 +795,211 @@ fn otlp_exporter(
     raw: RawOtlpExporter,
     storage: &StorageLookup<'_>,
 ) -> ExporterConfig {
-    let insecure = raw.tls.insecure;
-    let tls = client_tls(problems, &format!("{key}.tls"), raw.tls);
-    let endpoint_key = format!("{key}.endpoint");
-    let endpoint_text = raw.endpoint.trim().trim_start_matches("dns:///");
-    // As in the OpenTelemetry Collector: an explicit http:// means plaintext, https://
-    // means TLS, and a bare host:port follows tls.insecure.
-    let (endpoint, plaintext) = if endpoint_text.is_empty() {
-        problems.invalid(
-            &endpoint_key,
-            "is required (host:port of the OTLP/gRPC server)",
-        );
-        (String::new(), true)
-    } else if endpoint_text.starts_with("http://") {
-        (endpoint_text.to_owned(), true)
-    } else if endpoint_text.starts_with("https://") {
-        (endpoint_text.to_owned(), false)
-    } else if insecure {
-        (format!("http://{endpoint_text}"), true)
-    } else {
-        (format!("https://{endpoint_text}"), false)
-    };
-    if !endpoint.is_empty() {
-        let valid = endpoint.parse::<http::Uri>().ok().is_some_and(|uri| {
-            uri.host().is_some_and(|host| !host.is_empty()) && uri.port().is_some()
-        });
-        if !valid {
+    let endpoint_text = raw.endpoint.clone();
+    let settings = otlp_settings(problems, key, id, raw, storage);
+    ExporterConfig::Otlp(settings.for_endpoint(
+        problems,
+        &format!("{key}.endpoint"),
+        &endpoint_text,
+    ))
+}
+
+/// An `otlp` exporter's settings except its endpoint: the `otlp` exporter itself, and
+/// `loadbalancing`'s `protocol.otlp` applied to each backend.
+struct OtlpSettings {
+    /// `tls.insecure`: a bare host:port is plaintext.
+    insecure: bool,
+    tls: ClientTlsConfig,
+    /// `endpoint` empty and `tls` unset until [`OtlpSettings::for_endpoint`].
+    config: OtlpExporterConfig,
+}
+
+fn otlp_settings(
+    problems: &mut Problems<'_>,
+    key: &str,
+    id: &ComponentId,
+    raw: RawOtlpExporter,
+    storage: &StorageLookup<'_>,
+) -> OtlpSettings {
+    OtlpSettings {
+        insecure: raw.tls.insecure,
+        tls: client_tls(problems, &format!("{key}.tls"), raw.tls),
+        config: OtlpExporterConfig {
+            endpoint: String::new(),
+            tls: None,
+            compression: compression(problems, &format!("{key}.compression"), &raw.compression),
+            headers: headers(raw.headers),
+            timeout: positive_duration(problems, &format!("{key}.timeout"), raw.timeout),
+            retry: retry(
+                problems,
+                &format!("{key}.retry_on_failure"),
+                raw.retry_on_failure,
+            ),
+            queue: queue(
+                problems,
+                &format!("{key}.sending_queue"),
+                id,
+                raw.sending_queue,
+                storage,
+            ),
+        },
+    }
+}
+
+impl OtlpSettings {
+    /// The exporter for `text` (reported under `endpoint_key` when invalid).
+    fn for_endpoint(
+        &self,
+        problems: &mut Problems<'_>,
+        endpoint_key: &str,
+        text: &str,
+    ) -> OtlpExporterConfig {
+        let endpoint_text = text.trim().trim_start_matches("dns:///");
+        // As in the OpenTelemetry Collector: an explicit http:// means plaintext, https://
+        // means TLS, and a bare host:port follows tls.insecure.
+        let (endpoint, plaintext) = if endpoint_text.is_empty() {
             problems.invalid(
-                &endpoint_key,
+                endpoint_key,
+                "is required (host:port of the OTLP/gRPC server)",
+            );
+            (String::new(), true)
+        } else if endpoint_text.starts_with("http://") {
+            (endpoint_text.to_owned(), true)
+        } else if endpoint_text.starts_with("https://") {
+            (endpoint_text.to_owned(), false)
+        } else if self.insecure {
+            (format!("http://{endpoint_text}"), true)
+        } else {
+            (format!("https://{endpoint_text}"), false)
+        };
+        if !endpoint.is_empty() {
+            let valid = endpoint.parse::<http::Uri>().ok().is_some_and(|uri| {
+                uri.host().is_some_and(|host| !host.is_empty()) && uri.port().is_some()
+            });
+            if !valid {
+                problems.invalid(
+                    endpoint_key,
+                    format!("expected host:port like backend.example.com:4317, got {text:?}"),
+                );
+            }
+        }
+        OtlpExporterConfig {
+            endpoint,
+            tls: (!plaintext).then(|| self.tls.clone()),
+            ..self.config.clone()
+        }
+    }
+}
+
+/// The backends' port when a hostname has none, as in the OpenTelemetry Collector.
+const LOADBALANCING_DEFAULT_PORT: u16 = 4317;
+
+fn loadbalancing_exporter(
+    problems: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+    key: &str,
+    id: &ComponentId,
+    raw: RawLoadBalancingExporter,
+    storage: &StorageLookup<'_>,
+) -> ExporterConfig {
+    let routing_key = match raw.routing_key.as_str() {
+        "traceID" | "" => RoutingKey::TraceId,
+        "service" => RoutingKey::Service,
+        other => {
+            problems.invalid(
+                &format!("{key}.routing_key"),
                 format!(
-                    "expected host:port like backend.example.com:4317, got {:?}",
-                    raw.endpoint
+                    "unsupported routing_key {other:?} (supported for traces: traceID, service)"
                 ),
+            );
+            RoutingKey::TraceId
+        }
+    };
+    let protocol_key = format!("{key}.protocol.otlp");
+    if !raw.protocol.otlp.endpoint.trim().is_empty() {
+        warnings.push(format!(
+            "{protocol_key}.endpoint is ignored: the backends come from {key}.resolver"
+        ));
+    }
+    let settings = otlp_settings(problems, &protocol_key, id, raw.protocol.otlp, storage);
+
+    let resolver_key = format!("{key}.resolver");
+    let mut unsupported_resolver = false;
+    for (name, configured) in [
+        ("dns", raw.resolver.dns.is_some()),
+        ("k8s", raw.resolver.k8s.is_some()),
+        ("aws_cloud_map", raw.resolver.aws_cloud_map.is_some()),
+    ] {
+        if configured {
+            unsupported_resolver = true;
+            problems.invalid(
+                &format!("{resolver_key}.{name}"),
+                format!("unsupported resolver {name:?} (supported: static)"),
             );
         }
     }
-    ExporterConfig::Otlp(OtlpExporterConfig {
-        endpoint,
-        tls: (!plaintext).then_some(tls),
-        compression: compression(problems, &format!("{key}.compression"), &raw.compression),
-        headers: headers(raw.headers),
-        timeout: positive_duration(problems, &format!("{key}.timeout"), raw.timeout),
-        retry: retry(
-            problems,
-            &format!("{key}.retry_on_failure"),
-            raw.retry_on_failure,
+    let mut hostnames: Vec<(usize, String)> = Vec::new();
+    match raw.resolver.static_hosts {
+        Some(static_hosts) => {
+            hostnames.extend(
+                static_hosts
+                    .hostnames
+                    .into_iter()
+                    .map(|hostname| hostname.trim().to_owned())
+                    .enumerate(),
+            );
+            if hostnames.is_empty() {
+                problems.invalid(
+                    &format!("{resolver_key}.static.hostnames"),
+                    "must list at least one backend (host or host:port)",
+                );
+            }
+        }
+        // Already reported as unsupported.
+        None if unsupported_resolver => {}
+        None => problems.invalid(
+            &resolver_key,
+            "a static resolver with hostnames is required",
         ),
-        queue: queue(
+    }
+    // The ring places backends in sorted order (as the OpenTelemetry Collector's static
+    // resolver does), so the order in the file does not matter.
+    hostnames.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut backends: Vec<LoadBalancingBackend> = Vec::with_capacity(hostnames.len());
+    for (index, hostname) in hostnames {
+        let hostname_key = format!("{resolver_key}.static.hostnames[{index}]");
+        if backends.iter().any(|backend| backend.hostname == hostname) {
+            problems.invalid(&hostname_key, format!("{hostname:?} is listed twice"));
+            continue;
+        }
+        let endpoint = if hostname.is_empty() || hostname.contains(':') {
+            hostname.clone()
+        } else {
+            format!("{hostname}:{LOADBALANCING_DEFAULT_PORT}")
+        };
+        let mut exporter = settings.for_endpoint(problems, &hostname_key, &endpoint);
+        if let Some(persistent) = &mut exporter.queue.persistent {
+            persistent.directory = persistent.directory.join(file_name_safe(&hostname));
+        }
+        backends.push(LoadBalancingBackend { hostname, exporter });
+    }
+    let failover_key = format!("{key}.failover");
+    let failover = raw.failover.enabled.then(|| FailoverConfig {
+        unhealthy_after: positive_duration(
             problems,
-            &format!("{key}.sending_queue"),
-            id,
-            raw.sending_queue,
-            storage,
+            &format!("{failover_key}.unhealthy_after"),
+            raw.failover.unhealthy_after,
         ),
+        probe_interval: positive_duration(
+            problems,
+            &format!("{failover_key}.probe_interval"),
+            raw.failover.probe_interval,
+        ),
+    });
+    ExporterConfig::LoadBalancing(LoadBalancingExporterConfig {
+        routing_key,
+        backends,
+        failover,
     })
 }
 
