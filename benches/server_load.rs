@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use support::{
-    cpu_seconds, dir_bytes, env_or, load, percentile, start_server, status_kib, stop,
-    wait_flushed, wait_ready, LoadShape,
+    cpu_seconds, dir_bytes, env_or, load, percentile, start_server, status_kib, stop, wait_flushed,
+    wait_ready, LoadShape,
 };
 
 #[tokio::main]

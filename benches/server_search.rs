@@ -64,9 +64,7 @@ fn cases(start: u64, end: u64) -> Vec<Case> {
     }
     cases.push(Case {
         label: "tag values resource.service.name (v2)".into(),
-        path: format!(
-            "/api/v2/search/tag/resource.service.name/values?start={start}&end={end}"
-        ),
+        path: format!("/api/v2/search/tag/resource.service.name/values?start={start}&end={end}"),
     });
     cases.push(Case {
         label: "{ } | rate() by (resource.service.name), 1 h, step 60s".into(),
@@ -104,7 +102,9 @@ async fn main() {
     let runs = env_or("BENCH_SEARCH_RUNS", 20) as usize;
     let reuse = std::env::var("BENCH_SEARCH_DATA").ok().map(PathBuf::from);
     let tempdir = tempfile::tempdir().unwrap();
-    let data = reuse.clone().unwrap_or_else(|| tempdir.path().to_path_buf());
+    let data = reuse
+        .clone()
+        .unwrap_or_else(|| tempdir.path().to_path_buf());
     let mut server = start_server(&data, &[]);
     wait_ready(&server.api).await;
 
@@ -182,6 +182,9 @@ async fn main() {
     stop(&mut server);
     if reuse.is_none() && std::env::var_os("BENCH_KEEP_DATA").is_some() {
         let kept = tempdir.keep();
-        println!("data kept in {} (BENCH_SEARCH_DATA reuses it)", kept.display());
+        println!(
+            "data kept in {} (BENCH_SEARCH_DATA reuses it)",
+            kept.display()
+        );
     }
 }

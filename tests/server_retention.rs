@@ -59,15 +59,22 @@ async fn expired_blocks_are_deleted_and_recent_ones_stay() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(deleted, "the 2023 block outlived retention:\n{}", server.log());
-    let recent = server.get_trace(new_id, None).await.expect("recent trace kept");
+    assert!(
+        deleted,
+        "the 2023 block outlived retention:\n{}",
+        server.log()
+    );
+    let recent = server
+        .get_trace(new_id, None)
+        .await
+        .expect("recent trace kept");
     assert_eq!(span_count(&recent), 3);
     let metrics = server.metrics().await;
     assert!(
-        metrics
-            .lines()
-            .any(|line| line.starts_with("spoor_retention_blocks_deleted_total")
-                && !line.ends_with(" 0")),
+        metrics.lines().any(
+            |line| line.starts_with("spoor_retention_blocks_deleted_total")
+                && !line.ends_with(" 0")
+        ),
         "deletion counted:\n{metrics}"
     );
     assert!(server.log().contains("retention: deleted expired block"));
