@@ -17,14 +17,14 @@ use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, S
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-pub fn env_or(name: &str, default: u64) -> u64 {
+pub(crate) fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -32,7 +32,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub fn kv(key: &str, value: any_value::Value) -> KeyValue {
+pub(crate) fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(value) }),
@@ -40,11 +40,11 @@ pub fn kv(key: &str, value: any_value::Value) -> KeyValue {
     }
 }
 
-pub fn s(key: &str, value: &str) -> KeyValue {
+pub(crate) fn s(key: &str, value: &str) -> KeyValue {
     kv(key, any_value::Value::StringValue(value.into()))
 }
 
-pub fn i(key: &str, value: i64) -> KeyValue {
+pub(crate) fn i(key: &str, value: i64) -> KeyValue {
     kv(key, any_value::Value::IntValue(value))
 }
 
@@ -66,7 +66,7 @@ const ROUTES: [&str; 5] = [
 
 /// One realistic trace: frontend → checkout → (cart, payment → db, shipping), ~10 spans,
 /// grouped per service as SDKs send them; it starts up to 5 s before `now_ns`.
-pub fn make_trace(rng: &mut SmallRng, now_ns: u64) -> Vec<ResourceSpans> {
+pub(crate) fn make_trace(rng: &mut SmallRng, now_ns: u64) -> Vec<ResourceSpans> {
     let trace_id: [u8; 16] = rng.random();
     let start = now_ns - rng.random_range(0..5_000_000_000u64);
     let route = ROUTES[rng.random_range(0..ROUTES.len())];
@@ -162,7 +162,7 @@ pub fn make_trace(rng: &mut SmallRng, now_ns: u64) -> Vec<ResourceSpans> {
 }
 
 /// utime + stime of a process in seconds, from /proc.
-pub fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit(')')
@@ -178,7 +178,7 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-pub fn status_kib(pid: u32, field: &str) -> u64 {
+pub(crate) fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
@@ -188,7 +188,7 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-pub fn dir_bytes(path: &Path) -> u64 {
+pub(crate) fn dir_bytes(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
     };
@@ -205,22 +205,22 @@ pub fn dir_bytes(path: &Path) -> u64 {
         .sum()
 }
 
-pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-pub struct Server {
-    pub child: Child,
-    pub api: String,
-    pub grpc: String,
-    pub data: PathBuf,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) api: String,
+    pub(crate) grpc: String,
+    pub(crate) data: PathBuf,
 }
 
 /// Starts a release spoor-server on loopback ports; `env` adds `SPOOR_*` settings.
-pub fn start_server(data: &Path, env: &[(&str, &str)]) -> Server {
+pub(crate) fn start_server(data: &Path, env: &[(&str, &str)]) -> Server {
     let bin = std::env::var("SPOOR_SERVER_BIN").unwrap_or_else(|_| {
         let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
         format!("{target}/release/spoor-server")
@@ -250,7 +250,7 @@ pub fn start_server(data: &Path, env: &[(&str, &str)]) -> Server {
     }
 }
 
-pub async fn wait_ready(api: &str) {
+pub(crate) async fn wait_ready(api: &str) {
     for _ in 0..600 {
         if let Ok(r) = reqwest::get(format!("{api}/ready")).await {
             if r.status() == 200 {
@@ -262,7 +262,7 @@ pub async fn wait_ready(api: &str) {
     panic!("server not ready");
 }
 
-pub async fn metric(api: &str, name: &str) -> f64 {
+pub(crate) async fn metric(api: &str, name: &str) -> f64 {
     let text = reqwest::get(format!("{api}/metrics"))
         .await
         .unwrap()
@@ -277,25 +277,25 @@ pub async fn metric(api: &str, name: &str) -> f64 {
 
 /// How a load run sends its traces.
 #[derive(Debug, Clone, Copy)]
-pub struct LoadShape {
-    pub total_spans: u64,
-    pub concurrency: u64,
-    pub traces_per_request: u64,
+pub(crate) struct LoadShape {
+    pub(crate) total_spans: u64,
+    pub(crate) concurrency: u64,
+    pub(crate) traces_per_request: u64,
     /// Trace start times advance evenly from `now - spread` to `now` over the run, as
     /// a service's traffic does over that time (zero: all within the last 5 s).
-    pub spread: Duration,
+    pub(crate) spread: Duration,
 }
 
 /// What a load run sent: every trace ID, the span count and the wall time.
-pub struct LoadResult {
-    pub trace_ids: Vec<Vec<u8>>,
-    pub spans: u64,
-    pub elapsed: Duration,
+pub(crate) struct LoadResult {
+    pub(crate) trace_ids: Vec<Vec<u8>>,
+    pub(crate) spans: u64,
+    pub(crate) elapsed: Duration,
 }
 
 /// Sends `shape.total_spans` spans in 10-span traces over OTLP gRPC, retrying refused
 /// requests (RESOURCE_EXHAUSTED) after 50 ms, as an SDK's exporter does.
-pub async fn load(grpc: &str, shape: LoadShape) -> LoadResult {
+pub(crate) async fn load(grpc: &str, shape: LoadShape) -> LoadResult {
     let sent_spans = Arc::new(AtomicU64::new(0));
     let requests_per_worker = shape.total_spans / 10 / shape.traces_per_request / shape.concurrency;
     let now_ns = std::time::SystemTime::now()
@@ -348,7 +348,7 @@ pub async fn load(grpc: &str, shape: LoadShape) -> LoadResult {
 }
 
 /// Waits until the head is empty (everything is in blocks), at most `limit`.
-pub async fn wait_flushed(api: &str, limit: Duration) {
+pub(crate) async fn wait_flushed(api: &str, limit: Duration) {
     let started = Instant::now();
     while metric(api, "spoor_head_bytes").await > 0.0 && started.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -356,7 +356,7 @@ pub async fn wait_flushed(api: &str, limit: Duration) {
 }
 
 /// Asks the server to stop (SIGTERM) and waits for it.
-pub fn stop(server: &mut Server) {
+pub(crate) fn stop(server: &mut Server) {
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(server.child.id().to_string())
