@@ -371,13 +371,14 @@ fn error_response(format: WireFormat, error: &ExportError) -> Response {
 }
 
 /// The HTTP status and `Retry-After` value for a refusal. Shared by every HTTP receiver
-/// (OTLP and Zipkin), so backpressure reads the same to all clients.
+/// (OTLP, Zipkin and Jaeger), so backpressure reads the same to all clients.
 pub(crate) fn refusal_status(error: &ExportError) -> (StatusCode, Option<HeaderValue>) {
     let code = error.error_code();
     let status = match error {
         // RFC 9110 §15.5.16: 415 covers unsupported content codings too.
         ExportError::UnsupportedContentType { .. }
         | ExportError::UnsupportedZipkinContentType { .. }
+        | ExportError::UnsupportedJaegerContentType { .. }
         | ExportError::UnsupportedContentEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         _ => code.http(),
     };
