@@ -86,7 +86,7 @@ async fn bind(what: String, address: SocketAddr) -> Result<TcpListener, Collecto
         })
 }
 
-async fn bind_udp(
+fn bind_udp(
     what: String,
     address: SocketAddr,
     socket_buffer_size: usize,
@@ -152,8 +152,7 @@ async fn bind_jaeger(
                 format!("receivers.{id} {name}"),
                 udp_config.endpoint,
                 udp_config.socket_buffer_size,
-            )
-            .await?;
+            )?;
             let options = UdpOptions {
                 queue_size: udp_config.queue_size,
                 max_packet_size: udp_config.max_packet_size,

@@ -905,3 +905,118 @@ async fn udp_packets_are_decoded_and_bad_ones_counted() {
     drops.sort_by_key(|reason| reason.as_str());
     assert_eq!(drops, [DropReason::Invalid, DropReason::TooLarge]);
 }
+
+// ------------------------------------------------------------ real clients
+
+/// What OpenTelemetry Python's `opentelemetry-exporter-jaeger-thrift` 1.21.0 sent for a
+/// server span `checkout` with an event and a client child `charge` with a link and an
+/// error status (captured by `tests/data/jaeger/capture.py`): agent UDP packets in the
+/// compact protocol and collector HTTP bodies in the binary protocol, one span each.
+#[test]
+fn payloads_of_the_python_jaeger_exporter_translate_as_contrib_does() {
+    let agent: [&[u8]; 2] = [
+        include_bytes!("../../../tests/data/jaeger/python-agent-compact-0.bin"),
+        include_bytes!("../../../tests/data/jaeger/python-agent-compact-1.bin"),
+    ];
+    let http: [&[u8]; 2] = [
+        include_bytes!("../../../tests/data/jaeger/python-collector-binary-0.bin"),
+        include_bytes!("../../../tests/data/jaeger/python-collector-binary-1.bin"),
+    ];
+    let from_agent = agent
+        .iter()
+        .map(|packet| decode_agent_message(packet, ThriftProtocol::Compact).unwrap());
+    let from_http = http
+        .iter()
+        .map(|body| decode_batch(body, ThriftProtocol::Binary).unwrap());
+    for (transport, batches) in [
+        ("agent", from_agent.collect::<Vec<_>>()),
+        ("http", from_http.collect()),
+    ] {
+        let otlp = batches_to_otlp(batches).unwrap();
+        assert_eq!(otlp.resource_spans.len(), 1, "{transport}: one process");
+        let resource = otlp.resource_spans[0].resource.as_ref().unwrap();
+        // The exporter sends only the service name as the process, no resource attributes.
+        assert_eq!(keys(&resource.attributes), ["service.name"]);
+        assert_eq!(
+            find(&resource.attributes, "service.name"),
+            string_value("py-shop").as_ref()
+        );
+        let scope_spans = &otlp.resource_spans[0].scope_spans;
+        assert_eq!(scope_spans.len(), 1, "{transport}");
+        let scope = scope_spans[0].scope.as_ref().unwrap();
+        assert_eq!(
+            (scope.name.as_str(), scope.version.as_str()),
+            ("shop.checkout", "1.4.0")
+        );
+        let spans = &scope_spans[0].spans;
+        let checkout = spans.iter().find(|s| s.name == "checkout").unwrap();
+        let charge = spans.iter().find(|s| s.name == "charge").unwrap();
+
+        assert_eq!(checkout.kind, OtlpSpanKind::Server as i32);
+        assert!(checkout.parent_span_id.is_empty());
+        assert_eq!(checkout.status, None);
+        assert_eq!(
+            attribute(&checkout.attributes, "s"),
+            Some(&OtlpValue::StringValue("v".to_owned()))
+        );
+        assert_eq!(
+            attribute(&checkout.attributes, "i"),
+            Some(&OtlpValue::IntValue(7))
+        );
+        assert_eq!(
+            attribute(&checkout.attributes, "f"),
+            Some(&OtlpValue::DoubleValue(1.5))
+        );
+        assert_eq!(
+            attribute(&checkout.attributes, "b"),
+            Some(&OtlpValue::BoolValue(true))
+        );
+        // The exporter writes the event name as a `message` field and contrib reads the
+        // name from `event`: the name stays an attribute.
+        assert_eq!(checkout.events.len(), 1);
+        assert_eq!(checkout.events[0].name, "");
+        assert_eq!(keys(&checkout.events[0].attributes), ["items", "message"]);
+        assert!(checkout.end_time_unix_nano > checkout.start_time_unix_nano);
+
+        assert_eq!(charge.trace_id, checkout.trace_id);
+        assert_eq!(charge.parent_span_id, checkout.span_id);
+        assert_eq!(charge.kind, OtlpSpanKind::Client as i32);
+        assert_eq!(
+            charge.status,
+            Some(OtlpStatus {
+                code: OtlpStatusCode::Error as i32,
+                message: "card declined".to_owned()
+            })
+        );
+        // Links become FOLLOWS_FROM references (their attributes are lost on the way).
+        assert_eq!(charge.links.len(), 1);
+        assert_eq!(
+            charge.links[0].trace_id,
+            hex::decode("0af7651916cd43dd8448eb211c80319c").unwrap()
+        );
+        assert_eq!(
+            charge.links[0].span_id,
+            hex::decode("b7ad6b7169203331").unwrap()
+        );
+        assert_eq!(
+            charge.links[0].attributes[0].value,
+            string_value("follows_from")
+        );
+        // The exporter writes resource attributes as span tags, and contrib keeps them
+        // there; otel.library.* stay attributes next to the otel.scope.* the scope came from.
+        assert_eq!(
+            keys(&charge.attributes),
+            [
+                "telemetry.sdk.language",
+                "telemetry.sdk.name",
+                "telemetry.sdk.version",
+                "service.instance.id",
+                "service.name",
+                "deployment.environment",
+                "otel.library.name",
+                "otel.library.version"
+            ],
+            "{transport}"
+        );
+    }
+}

@@ -37,8 +37,6 @@ impl ThriftError {
     fn within(mut self, segment: &str) -> ThriftError {
         self.path = if self.path.is_empty() {
             segment.to_owned()
-        } else if self.path.starts_with('[') {
-            format!("{segment}{}", self.path)
         } else {
             format!("{segment}.{}", self.path)
         };
@@ -684,23 +682,24 @@ where
     Ok(items)
 }
 
+const ZIPKIN_BATCH_UNSUPPORTED: &str =
+    "Agent.emitZipkinBatch is not supported (send Zipkin v2 JSON to the zipkin receiver)";
+
 fn read_emit_batch<'a, P: Protocol<'a>>(p: &mut P) -> Result<Batch> {
     let (name, message_type) = p.message_begin()?;
+    let offset = p.offset();
     if message_type != MESSAGE_CALL && message_type != MESSAGE_ONEWAY {
         return Err(ThriftError::new(
-            0,
+            offset,
             format!("message type {message_type} is not a call"),
         ));
     }
     match name {
         b"emitBatch" => {}
-        b"emitZipkinBatch" => return Err(ThriftError::new(
-            0,
-            "Agent.emitZipkinBatch is not supported (send Zipkin v2 JSON to the zipkin receiver)",
-        )),
+        b"emitZipkinBatch" => return Err(ThriftError::new(offset, ZIPKIN_BATCH_UNSUPPORTED)),
         other => {
             return Err(ThriftError::new(
-                0,
+                offset,
                 format!(
                     "unknown method {:?} (expected Agent.emitBatch)",
                     String::from_utf8_lossy(other)
