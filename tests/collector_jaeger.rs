@@ -1,5 +1,5 @@
-//! The jaeger receiver end to end: a Thrift `Batch` over HTTP, an `emitBatch` UDP packet in
-//! the compact protocol and a gRPC `PostSpans` call to a running spoor-collector arrive at
+//! The jaeger receiver end to end: a Thrift `Batch` over HTTP, `emitBatch` UDP packets in
+//! the compact and binary protocols and a gRPC `PostSpans` call to a running spoor-collector arrive at
 //! the exporter's backend as the translated OTLP spans, with contrib's transport labels.
 #![allow(clippy::unwrap_used)]
 
@@ -80,6 +80,7 @@ async fn jaeger_transports_reach_the_exporter_as_otlp() {
     let backend = FakeBackend::new(Vec::new());
     let running_backend = start_backend(Arc::clone(&backend), "127.0.0.1:0").await;
     let udp_port = free_port();
+    let binary_port = free_port();
     let collector = RunningCollector::start(&format!(
         r#"
 receivers:
@@ -91,6 +92,8 @@ receivers:
         endpoint: 127.0.0.1:${{env:HTTP_PORT}}
       thrift_compact:
         endpoint: 127.0.0.1:{udp_port}
+      thrift_binary:
+        endpoint: 127.0.0.1:{binary_port}
 exporters:
   otlp:
     endpoint: http://127.0.0.1:{}
@@ -147,6 +150,14 @@ service:
     let packet = encode_emit_batch(&batch("udp-svc", 2, "via-udp"), ThriftProtocol::Compact);
     udp.send_to(&packet, ("127.0.0.1", udp_port)).await.unwrap();
     udp.send_to(b"not thrift", ("127.0.0.1", udp_port))
+        .await
+        .unwrap();
+    // thrift_binary: the same in the binary protocol.
+    let packet = encode_emit_batch(
+        &batch("udp-binary-svc", 4, "via-udp-binary"),
+        ThriftProtocol::Binary,
+    );
+    udp.send_to(&packet, ("127.0.0.1", binary_port))
         .await
         .unwrap();
 
@@ -206,10 +217,10 @@ service:
 
     assert!(
         eventually(Duration::from_secs(10), || async {
-            backend.span_counts().values().sum::<usize>() == 3
+            backend.span_counts().values().sum::<usize>() == 4
         })
         .await,
-        "all three transports exported: {:?}",
+        "all four transports exported: {:?}",
         backend.span_counts()
     );
     let received = backend.received();
@@ -239,8 +250,11 @@ service:
         );
     }
     services.sort();
-    assert_eq!(services, ["grpc-svc", "http-svc", "udp-svc"]);
-    for name in ["via-http", "via-udp"] {
+    assert_eq!(
+        services,
+        ["grpc-svc", "http-svc", "udp-binary-svc", "udp-svc"]
+    );
+    for name in ["via-http", "via-udp", "via-udp-binary"] {
         let span = span_named(&spans, name);
         assert_eq!(
             span.trace_id,
@@ -261,6 +275,7 @@ service:
     for (transport, count) in [
         ("collector_http", 1.0),
         ("udp_thrift_compact", 1.0),
+        ("udp_thrift_binary", 1.0),
         ("grpc", 1.0),
     ] {
         assert_eq!(

@@ -372,7 +372,7 @@ fn error_response(format: WireFormat, error: &ExportError) -> Response {
 
 /// The HTTP status and `Retry-After` value for a refusal. Shared by every HTTP receiver
 /// (OTLP, Zipkin and Jaeger), so backpressure reads the same to all clients.
-pub(crate) fn refusal_status(error: &ExportError) -> (StatusCode, Option<HeaderValue>) {
+fn refusal_status(error: &ExportError) -> (StatusCode, Option<HeaderValue>) {
     let code = error.error_code();
     let status = match error {
         // RFC 9110 §15.5.16: 415 covers unsupported content codings too.
@@ -386,6 +386,25 @@ pub(crate) fn refusal_status(error: &ExportError) -> (StatusCode, Option<HeaderV
         .retry_after()
         .map(|delay| HeaderValue::from(retry_after_header_secs(delay)));
     (status, retry_after)
+}
+
+/// A refusal in `text/plain`, the body Zipkin and Jaeger clients log, with the shared
+/// status mapping. Consumer refusals were already logged by `export`, with the span count.
+pub(crate) fn plain_text_refusal(transport: Transport, error: &ExportError) -> Response {
+    if !matches!(error, ExportError::Consume(_)) {
+        log_refusal(transport, None, None, error);
+    }
+    let (status, retry_after) = refusal_status(error);
+    let mut response = (
+        status,
+        [(CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
+        error.to_string(),
+    )
+        .into_response();
+    if let Some(retry_after) = retry_after {
+        response.headers_mut().insert(RETRY_AFTER, retry_after);
+    }
+    response
 }
 
 #[cfg(test)]

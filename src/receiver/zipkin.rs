@@ -19,16 +19,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::serve::ListenerExt as _;
 use axum::Router;
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::export::{export, log_refusal, tenant_from_header, ExportError, Transport};
+use super::export::{export, tenant_from_header, ExportError, Transport};
 use super::http::{
-    declared_length, decompress_capped, read_body, refusal_status, ContentEncoding,
+    declared_length, decompress_capped, plain_text_refusal, read_body, ContentEncoding,
     ASSUMED_COMPRESSION_RATIO, INLINE_DECODE_MAX_BYTES,
 };
 use super::{ReceiverError, TraceConsumer};
@@ -657,23 +657,7 @@ async fn post_spans(
 ) -> Response {
     match post_spans_inner(&state, &headers, body).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(error) => {
-            // Consumer refusals were logged by `export`, with the span count.
-            if !matches!(error, ExportError::Consume(_)) {
-                log_refusal(Transport::Zipkin, None, None, &error);
-            }
-            let (status, retry_after) = refusal_status(&error);
-            let mut response = (
-                status,
-                [(CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
-                error.to_string(),
-            )
-                .into_response();
-            if let Some(retry_after) = retry_after {
-                response.headers_mut().insert(RETRY_AFTER, retry_after);
-            }
-            response
-        }
+        Err(error) => plain_text_refusal(Transport::Zipkin, &error),
     }
 }
 

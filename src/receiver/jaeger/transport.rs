@@ -21,15 +21,15 @@ use axum::routing::post;
 use axum::serve::ListenerExt as _;
 use axum::Router;
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::super::export::{export, log_refusal, tenant_from_header, ExportError, Transport};
-use super::super::http::{declared_length, read_body, refusal_status, INLINE_DECODE_MAX_BYTES};
+use super::super::export::{export, tenant_from_header, ExportError, Transport};
+use super::super::http::{declared_length, plain_text_refusal, read_body, INLINE_DECODE_MAX_BYTES};
 use super::super::{ReceiverError, TraceConsumer};
 use super::thrift::{decode_agent_message, decode_batch, ThriftProtocol};
 use super::{batches_to_otlp, JaegerDecodeError};
@@ -114,23 +114,7 @@ async fn post_traces(
 ) -> Response {
     match post_traces_inner(&state, &headers, body).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(error) => {
-            // Consumer refusals were logged by `export`, with the span count.
-            if !matches!(error, ExportError::Consume(_)) {
-                log_refusal(Transport::Jaeger, None, None, &error);
-            }
-            let (status, retry_after) = refusal_status(&error);
-            let mut response = (
-                status,
-                [(CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
-                error.to_string(),
-            )
-                .into_response();
-            if let Some(retry_after) = retry_after {
-                response.headers_mut().insert(RETRY_AFTER, retry_after);
-            }
-            response
-        }
+        Err(error) => plain_text_refusal(Transport::Jaeger, &error),
     }
 }
 
