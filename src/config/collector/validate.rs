@@ -12,6 +12,7 @@ use super::processors;
 use super::raw::*;
 use super::*;
 use crate::config::validate::{addresses_overlap, Problems};
+use crate::config::values::ByteSize;
 use crate::config::{LogConfig, LogFormat};
 
 const SUPPORTED_RECEIVERS: &[&str] = &["jaeger", "otlp", "zipkin"];
@@ -398,25 +399,17 @@ fn otlp_receiver(
             );
         }
         let size_key = format!("{key}.protocols.grpc.max_recv_msg_size_mib");
-        let max_bytes = grpc.max_recv_msg_size_mib.saturating_mul(1 << 20);
-        if grpc.max_recv_msg_size_mib == 0 || max_bytes > MAX_REQUEST_BYTES {
-            problems.invalid(&size_key, "must be between 1 and 1024");
-        }
         GrpcReceiverConfig {
             endpoint: endpoint.unwrap_or(PLACEHOLDER_ADDRESS),
-            max_recv_msg_bytes: to_usize(max_bytes),
+            max_recv_msg_bytes: grpc_message_limit(problems, &size_key, grpc.max_recv_msg_size_mib),
         }
     });
     let http = raw.protocols.http.map(|http| {
         let endpoint_key = format!("{key}.protocols.http.endpoint");
         let endpoint = listen_endpoint(problems, &endpoint_key, &http.endpoint);
-        let size = http.max_request_body_size.bytes();
-        if size == 0 || size > MAX_REQUEST_BYTES {
-            problems.invalid(
-                &format!("{key}.protocols.http.max_request_body_size"),
-                "must be between 1 byte and 1GiB",
-            );
-        }
+        let size_key = format!("{key}.protocols.http.max_request_body_size");
+        let max_request_body_bytes =
+            http_body_limit(problems, &size_key, http.max_request_body_size);
         if http.traces_url_path != crate::receiver::http::TRACES_PATH {
             problems.invalid(
                 &format!("{key}.protocols.http.traces_url_path"),
@@ -429,7 +422,7 @@ fn otlp_receiver(
         }
         HttpReceiverConfig {
             endpoint: endpoint.unwrap_or(PLACEHOLDER_ADDRESS),
-            max_request_body_bytes: to_usize(size),
+            max_request_body_bytes,
         }
     });
     if grpc.is_none() && http.is_none() {
@@ -440,6 +433,24 @@ fn otlp_receiver(
         return None;
     }
     Some(ReceiverConfig::Otlp(OtlpReceiverConfig { grpc, http }))
+}
+
+/// `max_recv_msg_size_mib` in bytes, reported unless 1–1024.
+fn grpc_message_limit(problems: &mut Problems<'_>, key: &str, mib: u64) -> usize {
+    let bytes = mib.saturating_mul(1 << 20);
+    if mib == 0 || bytes > MAX_REQUEST_BYTES {
+        problems.invalid(key, "must be between 1 and 1024");
+    }
+    to_usize(bytes)
+}
+
+/// `max_request_body_size` in bytes, reported unless 1 byte–1GiB.
+fn http_body_limit(problems: &mut Problems<'_>, key: &str, size: ByteSize) -> usize {
+    let bytes = size.bytes();
+    if bytes == 0 || bytes > MAX_REQUEST_BYTES {
+        problems.invalid(key, "must be between 1 byte and 1GiB");
+    }
+    to_usize(bytes)
 }
 
 fn zipkin_receiver(
@@ -473,16 +484,10 @@ fn jaeger_receiver(
         let prefix = format!("{key}.protocols.grpc");
         let endpoint = grpc.endpoint.as_deref().unwrap_or(JAEGER_GRPC_ENDPOINT);
         let endpoint = listen_endpoint(problems, &format!("{prefix}.endpoint"), endpoint);
-        let max_bytes = grpc.max_recv_msg_size_mib.saturating_mul(1 << 20);
-        if grpc.max_recv_msg_size_mib == 0 || max_bytes > MAX_REQUEST_BYTES {
-            problems.invalid(
-                &format!("{prefix}.max_recv_msg_size_mib"),
-                "must be between 1 and 1024",
-            );
-        }
+        let size_key = format!("{prefix}.max_recv_msg_size_mib");
         GrpcReceiverConfig {
             endpoint: endpoint.unwrap_or(PLACEHOLDER_ADDRESS),
-            max_recv_msg_bytes: to_usize(max_bytes),
+            max_recv_msg_bytes: grpc_message_limit(problems, &size_key, grpc.max_recv_msg_size_mib),
         }
     });
     let thrift_http = protocols.thrift_http.map(|http| {
@@ -492,16 +497,14 @@ fn jaeger_receiver(
             .as_deref()
             .unwrap_or(JAEGER_THRIFT_HTTP_ENDPOINT);
         let endpoint = listen_endpoint(problems, &format!("{prefix}.endpoint"), endpoint);
-        let size = http.max_request_body_size.bytes();
-        if size == 0 || size > MAX_REQUEST_BYTES {
-            problems.invalid(
-                &format!("{prefix}.max_request_body_size"),
-                "must be between 1 byte and 1GiB",
-            );
-        }
+        let size_key = format!("{prefix}.max_request_body_size");
         HttpReceiverConfig {
             endpoint: endpoint.unwrap_or(PLACEHOLDER_ADDRESS),
-            max_request_body_bytes: to_usize(size),
+            max_request_body_bytes: http_body_limit(
+                problems,
+                &size_key,
+                http.max_request_body_size,
+            ),
         }
     });
     let mut udp = |name: &str, default_endpoint: &str, raw: RawJaegerUdp| {
