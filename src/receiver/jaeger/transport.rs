@@ -48,6 +48,9 @@ const THRIFT_CONTENT_TYPES: [&str; 2] = [
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
 
+/// Pause after a failed UDP receive.
+const RECEIVE_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Decodes a `thrift_http` body (a Thrift binary `Batch`) to OTLP.
 ///
 /// # Errors
@@ -273,8 +276,10 @@ pub async fn serve_jaeger_udp(
         let length = match received {
             Ok((length, _peer)) => length,
             Err(error) => {
-                // ICMP errors from earlier sends and the like; the socket stays usable.
+                // ICMP errors from earlier sends and the like; the socket stays usable. The
+                // pause keeps a persistent error from spinning.
                 debug!(addr = %local_addr, %error, "udp receive failed");
+                tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
                 continue;
             }
         };
