@@ -1,7 +1,8 @@
 //! The Thrift transports: `thrift_http` (`POST /api/traces`, the Jaeger collector's HTTP
 //! endpoint) and the agent's UDP ports (`thrift_compact`, `thrift_binary`).
 //!
-//! HTTP answers like the Zipkin receiver: `202 Accepted` as Jaeger does, `400` naming the
+//! HTTP reads bodies like the other HTTP receivers (`Content-Encoding` gzip, zstd, deflate,
+//! capped sizes) and answers like the Zipkin receiver: `202 Accepted` as Jaeger does, `400` naming the
 //! field for a malformed body, `415` for another content type, and the OTLP/HTTP receiver's
 //! refusal mapping (429 + `Retry-After` when full, 503 when shutting down).
 //!
@@ -29,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::super::export::{export, tenant_from_header, ExportError, Transport};
-use super::super::http::{declared_length, plain_text_refusal, read_body, INLINE_DECODE_MAX_BYTES};
+use super::super::http::{plain_text_refusal, read_and_decode};
 use super::super::{ReceiverError, TraceConsumer};
 use super::thrift::{decode_agent_message, decode_batch, ThriftProtocol};
 use super::{batches_to_otlp, JaegerDecodeError};
@@ -128,19 +129,11 @@ async fn post_traces_inner(
 ) -> Result<(), ExportError> {
     check_content_type(headers)?;
     let tenant = tenant_from_header(headers.get(TENANT_HEADER).map(HeaderValue::as_bytes))?;
-    let limit = state.max_request_body_bytes;
-    if declared_length(headers).is_some_and(|length| length > limit) {
-        return Err(ExportError::BodyTooLarge { limit });
-    }
-    let raw_body = read_body(body, limit).await?;
-    let num_bytes = raw_body.len();
-    let request = if num_bytes <= INLINE_DECODE_MAX_BYTES {
-        decode_thrift_http(&raw_body)?
-    } else {
-        tokio::task::spawn_blocking(move || decode_thrift_http(&raw_body))
-            .await
-            .map_err(|join_error| ExportError::DecodeTask(join_error.to_string()))??
-    };
+    let (request, num_bytes) =
+        read_and_decode(headers, body, state.max_request_body_bytes, |bytes| {
+            Ok(decode_thrift_http(bytes)?)
+        })
+        .await?;
     export(
         state.consumer.as_ref(),
         Transport::Jaeger,
