@@ -194,7 +194,7 @@ fn tail_sampling_demo_names_everything_not_supported_yet_and_loads_without_it() 
     expect_errors(
         "otelcol-demo-tailsampling.yaml",
         &[
-            "receivers.opencensus: unsupported receiver type \"opencensus\" (supported: otlp, zipkin)",
+            "receivers.opencensus: unsupported receiver type \"opencensus\" (supported: jaeger, otlp, zipkin)",
             "exporters.prometheus: unsupported exporter type \"prometheus\" (supported: debug, loadbalancing, otlp, otlphttp)",
             LOGGING,
             "exporters.zipkin: unsupported exporter type \"zipkin\" (supported: debug, loadbalancing, otlp, otlphttp)",

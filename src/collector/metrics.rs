@@ -22,6 +22,13 @@ struct ReceiverLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PacketLabels {
+    receiver: String,
+    transport: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProcessorLabels {
     processor: String,
 }
@@ -134,6 +141,7 @@ pub struct CollectorMetrics {
     started: Instant,
     receiver_accepted_spans: Family<ReceiverLabels, Counter>,
     receiver_refused_spans: Family<ReceiverLabels, Counter>,
+    receiver_udp_dropped_packets: Family<PacketLabels, Counter>,
     processor_batch_send_size: Family<ProcessorLabels, Histogram, fn() -> Histogram>,
     processor_batch_size_trigger: Family<ProcessorLabels, Counter>,
     processor_batch_timeout_trigger: Family<ProcessorLabels, Counter>,
@@ -177,6 +185,13 @@ impl CollectorMetrics {
             "receiver_refused_spans",
             "Number of spans that could not be pushed into the pipeline",
             receiver_refused_spans.clone(),
+        );
+        // spoor's own: UDP has no backpressure and a dropped packet's spans are unknown.
+        let receiver_udp_dropped_packets = Family::<PacketLabels, Counter>::default();
+        registry.register(
+            "receiver_udp_dropped_packets",
+            "Number of UDP packets dropped by a receiver (too large, queue full, invalid, refused)",
+            receiver_udp_dropped_packets.clone(),
         );
         let processor_batch_send_size =
             Family::<ProcessorLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -312,6 +327,7 @@ impl CollectorMetrics {
             started: Instant::now(),
             receiver_accepted_spans,
             receiver_refused_spans,
+            receiver_udp_dropped_packets,
             processor_batch_send_size,
             processor_batch_size_trigger,
             processor_batch_timeout_trigger,
@@ -353,6 +369,16 @@ impl CollectorMetrics {
         self.receiver_refused_spans
             .get_or_create(&Self::receiver_labels(receiver, transport))
             .inc_by(num_spans as u64);
+    }
+
+    pub(crate) fn receiver_dropped_packet(&self, receiver: &str, transport: &str, reason: &str) {
+        self.receiver_udp_dropped_packets
+            .get_or_create(&PacketLabels {
+                receiver: receiver.to_owned(),
+                transport: transport.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     pub(crate) fn batch_sent(&self, processor: &str, num_spans: usize, by_timeout: bool) {

@@ -32,19 +32,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::collector::{
-    CollectorConfig, ComponentId, ExtensionConfig, ProcessorConfig, ReceiverConfig,
+    CollectorConfig, ComponentId, ExtensionConfig, JaegerReceiverConfig, ProcessorConfig,
+    ReceiverConfig,
 };
+use crate::receiver::jaeger::{DropReason, OnDrop, ThriftProtocol, UdpOptions};
 use crate::receiver::{TraceConsumer, ZipkinOptions};
 use crate::runtime::systemd;
 use exporters::ExporterRuntime;
 use head::ReceiverConsumer;
-use metrics::CollectorMetrics;
+use metrics::{CollectorMetrics, WarnEvery};
 use pipeline::{spawn_pipeline, PipelineHead, PipelineProbe};
 use processors::batch::Batcher;
 use processors::memory_limiter::MemoryLimiter;
@@ -84,12 +86,86 @@ async fn bind(what: String, address: SocketAddr) -> Result<TcpListener, Collecto
         })
 }
 
+fn bind_udp(
+    what: String,
+    address: SocketAddr,
+    socket_buffer_size: usize,
+) -> Result<UdpSocket, CollectorError> {
+    crate::receiver::jaeger::bind_udp(address, socket_buffer_size).map_err(|source| {
+        CollectorError::Bind {
+            what,
+            address,
+            source,
+        }
+    })
+}
+
 /// A receiver's bound listeners.
 struct BoundReceiver {
     id: ComponentId,
     grpc: Option<(TcpListener, usize)>,
     http: Option<(TcpListener, usize)>,
     zipkin: Option<(TcpListener, usize, ZipkinOptions)>,
+    jaeger: Option<BoundJaeger>,
+}
+
+/// A jaeger receiver's bound sockets, by protocol.
+struct BoundJaeger {
+    grpc: Option<(TcpListener, usize)>,
+    thrift_http: Option<(TcpListener, usize)>,
+    udp: Vec<(UdpSocket, ThriftProtocol, UdpOptions)>,
+}
+
+async fn bind_jaeger(
+    id: &ComponentId,
+    config: &JaegerReceiverConfig,
+) -> Result<BoundJaeger, CollectorError> {
+    let grpc = match &config.grpc {
+        Some(grpc) => Some((
+            bind(format!("receivers.{id} grpc"), grpc.endpoint).await?,
+            grpc.max_recv_msg_bytes,
+        )),
+        None => None,
+    };
+    let thrift_http = match &config.thrift_http {
+        Some(http) => Some((
+            bind(format!("receivers.{id} thrift_http"), http.endpoint).await?,
+            http.max_request_body_bytes,
+        )),
+        None => None,
+    };
+    let mut udp = Vec::new();
+    for (name, protocol, udp_config) in [
+        (
+            "thrift_compact",
+            ThriftProtocol::Compact,
+            &config.thrift_compact,
+        ),
+        (
+            "thrift_binary",
+            ThriftProtocol::Binary,
+            &config.thrift_binary,
+        ),
+    ] {
+        if let Some(udp_config) = udp_config {
+            let socket = bind_udp(
+                format!("receivers.{id} {name}"),
+                udp_config.endpoint,
+                udp_config.socket_buffer_size,
+            )?;
+            let options = UdpOptions {
+                queue_size: udp_config.queue_size,
+                max_packet_size: udp_config.max_packet_size,
+                workers: udp_config.workers,
+            };
+            udp.push((socket, protocol, options));
+        }
+    }
+    Ok(BoundJaeger {
+        grpc,
+        thrift_http,
+        udp,
+    })
 }
 
 /// Runs spoor-collector until `shutdown` is cancelled, then drains in order.
@@ -125,6 +201,17 @@ pub async fn run(
                     grpc: None,
                     http: None,
                     zipkin: Some((listener, zipkin.max_request_body_bytes, options)),
+                    jaeger: None,
+                });
+                continue;
+            }
+            Some(ReceiverConfig::Jaeger(jaeger)) => {
+                bound_receivers.push(BoundReceiver {
+                    id: (*id).clone(),
+                    grpc: None,
+                    http: None,
+                    zipkin: None,
+                    jaeger: Some(bind_jaeger(id, jaeger).await?),
                 });
                 continue;
             }
@@ -149,6 +236,7 @@ pub async fn run(
             grpc,
             http,
             zipkin: None,
+            jaeger: None,
         });
     }
     let mut health_listeners = Vec::new();
@@ -256,6 +344,16 @@ pub async fn run(
                     }
                 }),
             ));
+        }
+        if let Some(jaeger) = bound.jaeger {
+            start_jaeger(
+                &receiver,
+                jaeger,
+                &heads,
+                &metrics,
+                &receivers_cancel,
+                &mut receiver_tasks,
+            );
         }
         if let Some((listener, max_bytes)) = bound.http {
             let consumer: Arc<dyn TraceConsumer> = Arc::new(ReceiverConsumer::new(
@@ -379,6 +477,94 @@ pub async fn run(
     }
     info!(took = ?started.elapsed(), "spoor-collector stopped");
     Ok(())
+}
+
+/// Starts a jaeger receiver's protocols, each with its own consumer so the receiver
+/// metrics carry contrib's transport names.
+fn start_jaeger(
+    receiver: &str,
+    bound: BoundJaeger,
+    heads: &[PipelineHead],
+    metrics: &Arc<CollectorMetrics>,
+    cancel: &CancellationToken,
+    tasks: &mut Vec<(String, JoinHandle<()>)>,
+) {
+    let consumer = |transport: &'static str| -> Arc<dyn TraceConsumer> {
+        Arc::new(ReceiverConsumer::new(
+            receiver.to_owned(),
+            transport,
+            heads.to_vec(),
+            Arc::clone(metrics),
+        ))
+    };
+    if let Some((listener, max_bytes)) = bound.grpc {
+        let (consumer, cancel) = (consumer("grpc"), cancel.clone());
+        let name = receiver.to_owned();
+        tasks.push((
+            format!("{receiver} grpc"),
+            tokio::spawn(async move {
+                let served = crate::receiver::jaeger::serve_jaeger_grpc(
+                    listener, consumer, max_bytes, cancel,
+                )
+                .await;
+                if let Err(error) = served {
+                    error!(receiver = %name, transport = "grpc", %error, "receiver failed");
+                }
+            }),
+        ));
+    }
+    if let Some((listener, max_bytes)) = bound.thrift_http {
+        let (consumer, cancel) = (consumer("collector_http"), cancel.clone());
+        let name = receiver.to_owned();
+        tasks.push((
+            format!("{receiver} thrift_http"),
+            tokio::spawn(async move {
+                let served = crate::receiver::jaeger::serve_jaeger_http(
+                    listener, consumer, max_bytes, cancel,
+                )
+                .await;
+                if let Err(error) = served {
+                    error!(receiver = %name, transport = "collector_http", %error, "receiver failed");
+                }
+            }),
+        ));
+    }
+    for (socket, protocol, options) in bound.udp {
+        let transport = match protocol {
+            ThriftProtocol::Compact => "udp_thrift_compact",
+            ThriftProtocol::Binary => "udp_thrift_binary",
+        };
+        let (consumer, cancel) = (consumer(transport), cancel.clone());
+        let on_drop: OnDrop = {
+            let metrics = Arc::clone(metrics);
+            let name = receiver.to_owned();
+            let warning = WarnEvery::new(Duration::from_secs(10));
+            Arc::new(move |reason: DropReason| {
+                metrics.receiver_dropped_packet(&name, transport, reason.as_str());
+                if warning.ready() {
+                    warn!(
+                        receiver = %name,
+                        transport,
+                        reason = reason.as_str(),
+                        "udp packets dropped (counted in otelcol_receiver_udp_dropped_packets_total)"
+                    );
+                }
+            })
+        };
+        let name = receiver.to_owned();
+        tasks.push((
+            format!("{receiver} {transport}"),
+            tokio::spawn(async move {
+                let served = crate::receiver::jaeger::serve_jaeger_udp(
+                    socket, protocol, consumer, options, on_drop, cancel,
+                )
+                .await;
+                if let Err(error) = served {
+                    error!(receiver = %name, transport, %error, "receiver failed");
+                }
+            }),
+        ));
+    }
 }
 
 type RunningPipelines = Vec<(

@@ -6,6 +6,7 @@ use std::io;
 
 use tracing::{debug, warn};
 
+use super::jaeger::JaegerDecodeError;
 use super::json::JsonDecodeError;
 use super::zipkin::ZipkinDecodeError;
 use super::{ConsumeError, TraceBatch, TraceConsumer};
@@ -19,6 +20,7 @@ pub(crate) enum Transport {
     Grpc,
     Http,
     Zipkin,
+    Jaeger,
 }
 
 impl Transport {
@@ -27,6 +29,7 @@ impl Transport {
             Transport::Grpc => "grpc",
             Transport::Http => "http",
             Transport::Zipkin => "zipkin",
+            Transport::Jaeger => "jaeger",
         }
     }
 }
@@ -42,6 +45,8 @@ pub(crate) enum ExportError {
     UnsupportedContentEncoding { found: String },
     #[error("unsupported content type {found:?}: the zipkin receiver accepts application/json (Zipkin v2 JSON)")]
     UnsupportedZipkinContentType { found: String },
+    #[error("unsupported content type {found:?}: the jaeger receiver accepts application/x-thrift or application/vnd.apache.thrift.binary (a Thrift binary Batch)")]
+    UnsupportedJaegerContentType { found: String },
     #[error("invalid {TENANT_HEADER} header: {0}")]
     Tenant(#[from] TenantError),
     #[error("invalid {TENANT_HEADER} header: not valid UTF-8")]
@@ -62,6 +67,8 @@ pub(crate) enum ExportError {
     Json(#[from] JsonDecodeError),
     #[error("failed to decode Zipkin request body: {0}")]
     Zipkin(#[from] ZipkinDecodeError),
+    #[error("failed to decode Jaeger request: {0}")]
+    Jaeger(#[from] JaegerDecodeError),
     #[error("request decoding task failed: {0}")]
     DecodeTask(String),
     #[error(transparent)]
@@ -75,6 +82,7 @@ impl ServiceError for ExportError {
             // code for; gRPC never produces them (tonic negotiates its own encodings).
             ExportError::UnsupportedContentType { .. }
             | ExportError::UnsupportedZipkinContentType { .. }
+            | ExportError::UnsupportedJaegerContentType { .. }
             | ExportError::UnsupportedContentEncoding { .. } => ErrorCode::InvalidArgument,
             ExportError::Tenant(_)
             | ExportError::TenantNotUtf8
@@ -82,7 +90,8 @@ impl ServiceError for ExportError {
             | ExportError::Decompress { .. }
             | ExportError::Protobuf(_)
             | ExportError::Json(_)
-            | ExportError::Zipkin(_) => ErrorCode::InvalidArgument,
+            | ExportError::Zipkin(_)
+            | ExportError::Jaeger(_) => ErrorCode::InvalidArgument,
             ExportError::BodyTooLarge { .. } => ErrorCode::PayloadTooLarge,
             ExportError::DecodeTask(_) => ErrorCode::Internal,
             ExportError::Consume(error) => error.error_code(),

@@ -46,11 +46,11 @@ const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// Bodies whose decoding work is estimated above this many bytes are decoded on the blocking
 /// pool; below it, the hop would cost more than the work (well under the ~500 µs budget).
-pub(crate) const INLINE_DECODE_MAX_BYTES: usize = 64 * 1024;
+const INLINE_DECODE_MAX_BYTES: usize = 64 * 1024;
 
 /// Assumed expansion of a compressed body when estimating decode work: OTLP protobuf
 /// compresses about 5-10x, JSON more.
-pub(crate) const ASSUMED_COMPRESSION_RATIO: usize = 8;
+const ASSUMED_COMPRESSION_RATIO: usize = 8;
 
 /// Smallest zstd window accepted regardless of the body limit: what `zstd -19` uses, so
 /// ordinary clients always fit.
@@ -111,7 +111,7 @@ impl WireFormat {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ContentEncoding {
+enum ContentEncoding {
     Identity,
     Gzip,
     Zstd,
@@ -119,7 +119,7 @@ pub(crate) enum ContentEncoding {
 }
 
 impl ContentEncoding {
-    pub(crate) fn from_headers(headers: &HeaderMap) -> Result<ContentEncoding, ExportError> {
+    fn from_headers(headers: &HeaderMap) -> Result<ContentEncoding, ExportError> {
         let Some(value) = headers.get(CONTENT_ENCODING) else {
             return Ok(ContentEncoding::Identity);
         };
@@ -244,24 +244,11 @@ async fn export_traces_inner(
     body: Body,
     tenant: TenantId,
 ) -> Result<OtlpExportResponse, ExportError> {
-    let encoding = ContentEncoding::from_headers(headers)?;
-    let limit = state.max_request_body_bytes;
-    if declared_length(headers).is_some_and(|length| length > limit) {
-        return Err(ExportError::BodyTooLarge { limit });
-    }
-    let raw_body = read_body(body, limit).await?;
-
-    let estimated_work = match encoding {
-        ContentEncoding::Identity => raw_body.len(),
-        _ => raw_body.len().saturating_mul(ASSUMED_COMPRESSION_RATIO),
-    };
-    let (request, num_bytes) = if estimated_work <= INLINE_DECODE_MAX_BYTES {
-        decode_body(format, encoding, raw_body, limit)?
-    } else {
-        tokio::task::spawn_blocking(move || decode_body(format, encoding, raw_body, limit))
-            .await
-            .map_err(|join_error| ExportError::DecodeTask(join_error.to_string()))??
-    };
+    let (request, num_bytes) =
+        read_and_decode(headers, body, state.max_request_body_bytes, move |bytes| {
+            format.decode(bytes)
+        })
+        .await?;
     Ok(export(
         state.consumer.as_ref(),
         Transport::Http,
@@ -272,7 +259,7 @@ async fn export_traces_inner(
     .await?)
 }
 
-pub(crate) fn declared_length(headers: &HeaderMap) -> Option<usize> {
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
     headers
         .get(CONTENT_LENGTH)?
         .to_str()
@@ -282,7 +269,7 @@ pub(crate) fn declared_length(headers: &HeaderMap) -> Option<usize> {
         .ok()
 }
 
-pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ExportError> {
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ExportError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
@@ -293,20 +280,46 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ExportE
 }
 
 /// Decompresses (capped at `limit`) and decodes; returns the request and its decoded size.
-fn decode_body(
-    format: WireFormat,
-    encoding: ContentEncoding,
-    raw_body: Bytes,
+/// Reads and decodes an upload's body, for every HTTP receiver: `Content-Encoding`, the
+/// declared length (413), the body capped at `limit` (413), decompression capped at the
+/// same limit, then `decode`. Anything but small bodies is decompressed and decoded on the
+/// blocking pool so the async workers keep serving other connections. Returns the decoded
+/// value and the decompressed size.
+pub(crate) async fn read_and_decode<T, F>(
+    headers: &HeaderMap,
+    body: Body,
     limit: usize,
-) -> Result<(OtlpExportRequest, usize), ExportError> {
-    let decompressed = decompress_capped(encoding, raw_body, limit)?;
-    let request = format.decode(&decompressed)?;
-    Ok((request, decompressed.len()))
+    decode: F,
+) -> Result<(T, usize), ExportError>
+where
+    T: Send + 'static,
+    F: FnOnce(&[u8]) -> Result<T, ExportError> + Send + 'static,
+{
+    let encoding = ContentEncoding::from_headers(headers)?;
+    if declared_length(headers).is_some_and(|length| length > limit) {
+        return Err(ExportError::BodyTooLarge { limit });
+    }
+    let raw_body = read_body(body, limit).await?;
+    let estimated_work = match encoding {
+        ContentEncoding::Identity => raw_body.len(),
+        _ => raw_body.len().saturating_mul(ASSUMED_COMPRESSION_RATIO),
+    };
+    let work = move || -> Result<(T, usize), ExportError> {
+        let decompressed = decompress_capped(encoding, raw_body, limit)?;
+        Ok((decode(&decompressed)?, decompressed.len()))
+    };
+    if estimated_work <= INLINE_DECODE_MAX_BYTES {
+        work()
+    } else {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|join_error| ExportError::DecodeTask(join_error.to_string()))?
+    }
 }
 
 /// Decompresses into at most `limit` bytes. Reading stops one byte past the limit, so the
 /// memory a hostile body can claim is bounded by the limit, not by its compression ratio.
-pub(crate) fn decompress_capped(
+fn decompress_capped(
     encoding: ContentEncoding,
     raw_body: Bytes,
     limit: usize,
@@ -371,13 +384,14 @@ fn error_response(format: WireFormat, error: &ExportError) -> Response {
 }
 
 /// The HTTP status and `Retry-After` value for a refusal. Shared by every HTTP receiver
-/// (OTLP and Zipkin), so backpressure reads the same to all clients.
-pub(crate) fn refusal_status(error: &ExportError) -> (StatusCode, Option<HeaderValue>) {
+/// (OTLP, Zipkin and Jaeger), so backpressure reads the same to all clients.
+fn refusal_status(error: &ExportError) -> (StatusCode, Option<HeaderValue>) {
     let code = error.error_code();
     let status = match error {
         // RFC 9110 §15.5.16: 415 covers unsupported content codings too.
         ExportError::UnsupportedContentType { .. }
         | ExportError::UnsupportedZipkinContentType { .. }
+        | ExportError::UnsupportedJaegerContentType { .. }
         | ExportError::UnsupportedContentEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         _ => code.http(),
     };
@@ -385,6 +399,25 @@ pub(crate) fn refusal_status(error: &ExportError) -> (StatusCode, Option<HeaderV
         .retry_after()
         .map(|delay| HeaderValue::from(retry_after_header_secs(delay)));
     (status, retry_after)
+}
+
+/// A refusal in `text/plain`, the body Zipkin and Jaeger clients log, with the shared
+/// status mapping. Consumer refusals were already logged by `export`, with the span count.
+pub(crate) fn plain_text_refusal(transport: Transport, error: &ExportError) -> Response {
+    if !matches!(error, ExportError::Consume(_)) {
+        log_refusal(transport, None, None, error);
+    }
+    let (status, retry_after) = refusal_status(error);
+    let mut response = (
+        status,
+        [(CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
+        error.to_string(),
+    )
+        .into_response();
+    if let Some(retry_after) = retry_after {
+        response.headers_mut().insert(RETRY_AFTER, retry_after);
+    }
+    response
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@
 //! The collector's Zipkin receiver ([`zipkin`], `POST /api/v2/spans`) translates Zipkin v2
 //! JSON to the same OTLP request and shares the HTTP receiver's limits and refusal mapping.
 //!
+//! The collector's Jaeger receiver ([`jaeger`]) takes Jaeger's gRPC `PostSpans`, Thrift
+//! over HTTP (`POST /api/traces`) and the agent's UDP Thrift ports, translated to OTLP.
+//!
 //! Both servers take an already-bound listener, so the binary can bind everything before it
 //! reports readiness, and a [`CancellationToken`](tokio_util::sync::CancellationToken) that
 //! stops accepting while in-flight requests complete.
@@ -24,6 +27,7 @@ use crate::tenant::TenantId;
 mod export;
 pub mod grpc;
 pub mod http;
+pub mod jaeger;
 pub mod json;
 mod status;
 pub mod zipkin;

@@ -19,18 +19,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::serve::ListenerExt as _;
 use axum::Router;
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::export::{export, log_refusal, tenant_from_header, ExportError, Transport};
-use super::http::{
-    declared_length, decompress_capped, read_body, refusal_status, ContentEncoding,
-    ASSUMED_COMPRESSION_RATIO, INLINE_DECODE_MAX_BYTES,
-};
+use super::export::{export, tenant_from_header, ExportError, Transport};
+use super::http::{plain_text_refusal, read_and_decode};
 use super::{ReceiverError, TraceConsumer};
 use crate::otlp::{
     OtlpAnyValue, OtlpEvent, OtlpExportRequest, OtlpKeyValue, OtlpLink, OtlpResource,
@@ -657,23 +654,7 @@ async fn post_spans(
 ) -> Response {
     match post_spans_inner(&state, &headers, body).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(error) => {
-            // Consumer refusals were logged by `export`, with the span count.
-            if !matches!(error, ExportError::Consume(_)) {
-                log_refusal(Transport::Zipkin, None, None, &error);
-            }
-            let (status, retry_after) = refusal_status(&error);
-            let mut response = (
-                status,
-                [(CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
-                error.to_string(),
-            )
-                .into_response();
-            if let Some(retry_after) = retry_after {
-                response.headers_mut().insert(RETRY_AFTER, retry_after);
-            }
-            response
-        }
+        Err(error) => plain_text_refusal(Transport::Zipkin, &error),
     }
 }
 
@@ -684,30 +665,12 @@ async fn post_spans_inner(
 ) -> Result<(), ExportError> {
     check_content_type(headers)?;
     let tenant = tenant_from_header(headers.get(TENANT_HEADER).map(HeaderValue::as_bytes))?;
-    let encoding = ContentEncoding::from_headers(headers)?;
-    let limit = state.max_request_body_bytes;
-    if declared_length(headers).is_some_and(|length| length > limit) {
-        return Err(ExportError::BodyTooLarge { limit });
-    }
-    let raw_body = read_body(body, limit).await?;
-    let estimated_work = match encoding {
-        ContentEncoding::Identity => raw_body.len(),
-        _ => raw_body.len().saturating_mul(ASSUMED_COMPRESSION_RATIO),
-    };
     let options = state.options;
-    let decode = move || -> Result<(OtlpExportRequest, usize), ExportError> {
-        let decompressed = decompress_capped(encoding, raw_body, limit)?;
-        let request = decode_spans(&decompressed, options)?;
-        Ok((request, decompressed.len()))
-    };
-    // Same rule as OTLP/HTTP: large bodies are decoded off the async workers.
-    let (request, num_bytes) = if estimated_work <= INLINE_DECODE_MAX_BYTES {
-        decode()?
-    } else {
-        tokio::task::spawn_blocking(decode)
-            .await
-            .map_err(|join_error| ExportError::DecodeTask(join_error.to_string()))??
-    };
+    let (request, num_bytes) =
+        read_and_decode(headers, body, state.max_request_body_bytes, move |bytes| {
+            Ok(decode_spans(bytes, options)?)
+        })
+        .await?;
     export(
         state.consumer.as_ref(),
         Transport::Zipkin,

@@ -153,6 +153,36 @@ pub enum ReceiverConfig {
     Otlp(OtlpReceiverConfig),
     /// `zipkin`: Zipkin v2 JSON over HTTP.
     Zipkin(ZipkinReceiverConfig),
+    /// `jaeger`: Jaeger gRPC, Thrift over HTTP and the agent's UDP Thrift ports.
+    Jaeger(JaegerReceiverConfig),
+}
+
+/// `receivers.jaeger`: only the protocols listed are served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JaegerReceiverConfig {
+    /// `protocols.grpc` (`jaeger.api_v2.CollectorService`).
+    pub grpc: Option<GrpcReceiverConfig>,
+    /// `protocols.thrift_http` (`POST /api/traces`).
+    pub thrift_http: Option<HttpReceiverConfig>,
+    /// `protocols.thrift_compact` (UDP, the agent's compact port).
+    pub thrift_compact: Option<JaegerUdpConfig>,
+    /// `protocols.thrift_binary` (UDP, the agent's binary port).
+    pub thrift_binary: Option<JaegerUdpConfig>,
+}
+
+/// `receivers.jaeger.protocols.thrift_compact` / `thrift_binary`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JaegerUdpConfig {
+    /// `endpoint`.
+    pub endpoint: SocketAddr,
+    /// `queue_size`: packets waiting to be decoded.
+    pub queue_size: usize,
+    /// `max_packet_size`, in bytes.
+    pub max_packet_size: usize,
+    /// `workers`: tasks decoding packets.
+    pub workers: usize,
+    /// `socket_buffer_size` (`SO_RCVBUF`), 0 for the system default.
+    pub socket_buffer_size: usize,
 }
 
 /// `receivers.zipkin`.

@@ -141,6 +141,112 @@ impl RawComponent for RawZipkinReceiver {
     }
 }
 
+/// `receivers.jaeger`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawJaegerReceiver {
+    /// Which transports to serve; a protocol is enabled by being present.
+    pub(crate) protocols: RawJaegerProtocols,
+}
+
+/// `receivers.jaeger.protocols`. Endpoints default per protocol (see `validate`), hence
+/// `Option` here.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawJaegerProtocols {
+    pub(crate) grpc: Option<RawJaegerGrpc>,
+    pub(crate) thrift_http: Option<RawJaegerThriftHttp>,
+    pub(crate) thrift_compact: Option<RawJaegerUdp>,
+    pub(crate) thrift_binary: Option<RawJaegerUdp>,
+}
+
+/// `receivers.jaeger.protocols.grpc`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawJaegerGrpc {
+    /// Default `127.0.0.1:14250`.
+    pub(crate) endpoint: Option<String>,
+    pub(crate) max_recv_msg_size_mib: u64,
+}
+
+impl Default for RawJaegerGrpc {
+    fn default() -> Self {
+        RawJaegerGrpc {
+            endpoint: None,
+            max_recv_msg_size_mib: RawGrpcProtocol::default().max_recv_msg_size_mib,
+        }
+    }
+}
+
+/// `receivers.jaeger.protocols.thrift_http`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawJaegerThriftHttp {
+    /// Default `127.0.0.1:14268`.
+    pub(crate) endpoint: Option<String>,
+    pub(crate) max_request_body_size: ByteSize,
+}
+
+impl Default for RawJaegerThriftHttp {
+    fn default() -> Self {
+        RawJaegerThriftHttp {
+            endpoint: None,
+            max_request_body_size: RawHttpProtocol::default().max_request_body_size,
+        }
+    }
+}
+
+/// `receivers.jaeger.protocols.thrift_compact` / `thrift_binary` (contrib's defaults).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawJaegerUdp {
+    /// Default `127.0.0.1:6831` (compact) / `127.0.0.1:6832` (binary).
+    pub(crate) endpoint: Option<String>,
+    /// Packets waiting to be decoded; more are dropped.
+    pub(crate) queue_size: u32,
+    /// Larger packets are dropped.
+    pub(crate) max_packet_size: ByteSize,
+    /// Tasks decoding packets.
+    pub(crate) workers: u32,
+    /// `SO_RCVBUF`; 0 keeps the system default.
+    pub(crate) socket_buffer_size: ByteSize,
+}
+
+impl Default for RawJaegerUdp {
+    fn default() -> Self {
+        RawJaegerUdp {
+            endpoint: None,
+            queue_size: 1000,
+            max_packet_size: ByteSize(65_000),
+            workers: 10,
+            socket_buffer_size: ByteSize(0),
+        }
+    }
+}
+
+impl RawComponent for RawJaegerReceiver {
+    fn key_schema() -> Self {
+        let udp = || RawJaegerUdp {
+            endpoint: Some(String::new()),
+            ..RawJaegerUdp::default()
+        };
+        RawJaegerReceiver {
+            protocols: RawJaegerProtocols {
+                grpc: Some(RawJaegerGrpc {
+                    endpoint: Some(String::new()),
+                    ..RawJaegerGrpc::default()
+                }),
+                thrift_http: Some(RawJaegerThriftHttp {
+                    endpoint: Some(String::new()),
+                    ..RawJaegerThriftHttp::default()
+                }),
+                thrift_compact: Some(udp()),
+                thrift_binary: Some(udp()),
+            },
+        }
+    }
+}
+
 // --------------------------------------------------------------- processors
 
 /// `processors.batch`.

@@ -234,9 +234,8 @@ receivers:
   otlp:
     protocols:
       grpc:
-  jaeger:
-    protocols:
-      grpc:
+  kafka:
+    brokers: [localhost:9092]
 processors:
   k8sattributes:
   batch:
@@ -249,7 +248,7 @@ service:
   extensions: [pprof]
   pipelines:
     traces:
-      receivers: [otlp, jaeger]
+      receivers: [otlp, kafka]
       processors: [k8sattributes, batch]
       exporters: [debug, logging]
     metrics:
@@ -259,7 +258,7 @@ service:
     );
     let expected = [
         "extensions.pprof: unsupported extension type \"pprof\" (supported: file_storage, health_check)",
-        "receivers.jaeger: unsupported receiver type \"jaeger\" (supported: otlp, zipkin)",
+        "receivers.kafka: unsupported receiver type \"kafka\" (supported: jaeger, otlp, zipkin)",
         "processors.k8sattributes: unsupported processor type \"k8sattributes\" (supported: attributes, batch, memory_limiter, probabilistic_sampler, redaction, resource, tail_sampling)",
         "exporters.logging: unsupported exporter type \"logging\" (supported: debug, loadbalancing, otlp, otlphttp); the OpenTelemetry Collector replaced it by debug",
         "service.pipelines.metrics: only traces pipelines are supported (found a metrics pipeline); remove it or move its data elsewhere",
@@ -738,4 +737,99 @@ service:
             "exporters.loadbalancing/none.resolver: a static resolver with hostnames is required",
         ]
     );
+}
+
+#[test]
+fn jaeger_receiver_starts_listed_protocols_with_contrib_keys() {
+    let config = load_yaml(
+        "
+receivers:
+  jaeger:
+    protocols:
+      grpc:
+      thrift_http:
+        endpoint: :14269
+      thrift_compact:
+        queue_size: 10
+        max_packet_size: 1000
+        workers: 2
+        socket_buffer_size: 1MiB
+  jaeger/binary:
+    protocols:
+      thrift_binary:
+exporters:
+  debug:
+service:
+  pipelines:
+    traces:
+      receivers: [jaeger, jaeger/binary]
+      exporters: [debug]
+",
+        &[],
+    )
+    .expect("valid");
+    let ReceiverConfig::Jaeger(jaeger) = &config.receivers[&id("jaeger")] else {
+        panic!("jaeger receiver");
+    };
+    let grpc = jaeger.grpc.as_ref().expect("grpc");
+    assert_eq!(grpc.endpoint, "127.0.0.1:14250".parse().expect("addr"));
+    assert_eq!(grpc.max_recv_msg_bytes, 4 << 20);
+    let http = jaeger.thrift_http.as_ref().expect("thrift_http");
+    assert_eq!(http.endpoint, "0.0.0.0:14269".parse().expect("addr"));
+    assert_eq!(
+        jaeger.thrift_compact,
+        Some(JaegerUdpConfig {
+            endpoint: "127.0.0.1:6831".parse().expect("addr"),
+            queue_size: 10,
+            max_packet_size: 1000,
+            workers: 2,
+            socket_buffer_size: 1 << 20,
+        })
+    );
+    assert!(jaeger.thrift_binary.is_none());
+    let ReceiverConfig::Jaeger(binary) = &config.receivers[&id("jaeger/binary")] else {
+        panic!("jaeger receiver");
+    };
+    assert!(binary.grpc.is_none() && binary.thrift_http.is_none());
+    assert_eq!(
+        binary.thrift_binary.as_ref().map(|udp| (
+            udp.endpoint,
+            udp.queue_size,
+            udp.max_packet_size,
+            udp.workers
+        )),
+        Some(("127.0.0.1:6832".parse().expect("addr"), 1000, 65_000, 10))
+    );
+
+    let messages = errors(
+        "
+receivers:
+  jaeger:
+    protocols:
+      thrift_compact:
+        max_packet_size: 70000
+        workers: 0
+        remote_sampling: {}
+  jaeger/none:
+    protocols: {}
+exporters:
+  debug:
+service:
+  pipelines:
+    traces:
+      receivers: [jaeger, jaeger/none]
+      exporters: [debug]
+",
+    );
+    for expected in [
+        "receivers.jaeger.protocols.thrift_compact.max_packet_size",
+        "receivers.jaeger.protocols.thrift_compact.workers",
+        "receivers.jaeger.protocols.thrift_compact.remote_sampling",
+        "receivers.jaeger/none.protocols",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.starts_with(expected)),
+            "{expected} in {messages:#?}"
+        );
+    }
 }

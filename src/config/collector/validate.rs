@@ -13,9 +13,10 @@ use super::raw::*;
 use super::tail_sampling;
 use super::*;
 use crate::config::validate::{addresses_overlap, Problems};
+use crate::config::values::ByteSize;
 use crate::config::{LogConfig, LogFormat};
 
-const SUPPORTED_RECEIVERS: &[&str] = &["otlp", "zipkin"];
+const SUPPORTED_RECEIVERS: &[&str] = &["jaeger", "otlp", "zipkin"];
 const SUPPORTED_PROCESSORS: &[&str] = &[
     "attributes",
     "batch",
@@ -114,6 +115,8 @@ pub(crate) fn validate(
                 .and_then(|raw| otlp_receiver(problems, &section.key, raw)),
             "zipkin" => read_section::<RawZipkinReceiver>(section, env, problems)
                 .and_then(|raw| zipkin_receiver(problems, &section.key, &raw)),
+            "jaeger" => read_section::<RawJaegerReceiver>(section, env, problems)
+                .and_then(|raw| jaeger_receiver(problems, &section.key, raw)),
             other => {
                 unsupported(
                     problems,
@@ -411,25 +414,17 @@ fn otlp_receiver(
             );
         }
         let size_key = format!("{key}.protocols.grpc.max_recv_msg_size_mib");
-        let max_bytes = grpc.max_recv_msg_size_mib.saturating_mul(1 << 20);
-        if grpc.max_recv_msg_size_mib == 0 || max_bytes > MAX_REQUEST_BYTES {
-            problems.invalid(&size_key, "must be between 1 and 1024");
-        }
         GrpcReceiverConfig {
             endpoint: endpoint.unwrap_or(PLACEHOLDER_ADDRESS),
-            max_recv_msg_bytes: to_usize(max_bytes),
+            max_recv_msg_bytes: grpc_message_limit(problems, &size_key, grpc.max_recv_msg_size_mib),
         }
     });
     let http = raw.protocols.http.map(|http| {
         let endpoint_key = format!("{key}.protocols.http.endpoint");
         let endpoint = listen_endpoint(problems, &endpoint_key, &http.endpoint);
-        let size = http.max_request_body_size.bytes();
-        if size == 0 || size > MAX_REQUEST_BYTES {
-            problems.invalid(
-                &format!("{key}.protocols.http.max_request_body_size"),
-                "must be between 1 byte and 1GiB",
-            );
-        }
+        let size_key = format!("{key}.protocols.http.max_request_body_size");
+        let max_request_body_bytes =
+            http_body_limit(problems, &size_key, http.max_request_body_size);
         if http.traces_url_path != crate::receiver::http::TRACES_PATH {
             problems.invalid(
                 &format!("{key}.protocols.http.traces_url_path"),
@@ -442,7 +437,7 @@ fn otlp_receiver(
         }
         HttpReceiverConfig {
             endpoint: endpoint.unwrap_or(PLACEHOLDER_ADDRESS),
-            max_request_body_bytes: to_usize(size),
+            max_request_body_bytes,
         }
     });
     if grpc.is_none() && http.is_none() {
@@ -455,6 +450,24 @@ fn otlp_receiver(
     Some(ReceiverConfig::Otlp(OtlpReceiverConfig { grpc, http }))
 }
 
+/// `max_recv_msg_size_mib` in bytes, reported unless 1–1024.
+fn grpc_message_limit(problems: &mut Problems<'_>, key: &str, mib: u64) -> usize {
+    let bytes = mib.saturating_mul(1 << 20);
+    if mib == 0 || bytes > MAX_REQUEST_BYTES {
+        problems.invalid(key, "must be between 1 and 1024");
+    }
+    to_usize(bytes)
+}
+
+/// `max_request_body_size` in bytes, reported unless 1 byte–1GiB.
+fn http_body_limit(problems: &mut Problems<'_>, key: &str, size: ByteSize) -> usize {
+    let bytes = size.bytes();
+    if bytes == 0 || bytes > MAX_REQUEST_BYTES {
+        problems.invalid(key, "must be between 1 byte and 1GiB");
+    }
+    to_usize(bytes)
+}
+
 fn zipkin_receiver(
     problems: &mut Problems<'_>,
     key: &str,
@@ -465,6 +478,103 @@ fn zipkin_receiver(
         endpoint,
         parse_string_tags: raw.parse_string_tags,
         max_request_body_bytes: to_usize(RawHttpProtocol::default().max_request_body_size.bytes()),
+    }))
+}
+
+/// Loopback defaults, as for the other receivers (contrib listens on `0.0.0.0`).
+const JAEGER_GRPC_ENDPOINT: &str = "127.0.0.1:14250";
+const JAEGER_THRIFT_HTTP_ENDPOINT: &str = "127.0.0.1:14268";
+const JAEGER_THRIFT_COMPACT_ENDPOINT: &str = "127.0.0.1:6831";
+const JAEGER_THRIFT_BINARY_ENDPOINT: &str = "127.0.0.1:6832";
+/// Largest UDP payload.
+const MAX_UDP_PACKET: u64 = 65_507;
+
+fn jaeger_receiver(
+    problems: &mut Problems<'_>,
+    key: &str,
+    raw: RawJaegerReceiver,
+) -> Option<ReceiverConfig> {
+    let protocols = raw.protocols;
+    let grpc = protocols.grpc.map(|grpc| {
+        let prefix = format!("{key}.protocols.grpc");
+        let endpoint = grpc.endpoint.as_deref().unwrap_or(JAEGER_GRPC_ENDPOINT);
+        let endpoint = listen_endpoint(problems, &format!("{prefix}.endpoint"), endpoint);
+        let size_key = format!("{prefix}.max_recv_msg_size_mib");
+        GrpcReceiverConfig {
+            endpoint: endpoint.unwrap_or(PLACEHOLDER_ADDRESS),
+            max_recv_msg_bytes: grpc_message_limit(problems, &size_key, grpc.max_recv_msg_size_mib),
+        }
+    });
+    let thrift_http = protocols.thrift_http.map(|http| {
+        let prefix = format!("{key}.protocols.thrift_http");
+        let endpoint = http
+            .endpoint
+            .as_deref()
+            .unwrap_or(JAEGER_THRIFT_HTTP_ENDPOINT);
+        let endpoint = listen_endpoint(problems, &format!("{prefix}.endpoint"), endpoint);
+        let size_key = format!("{prefix}.max_request_body_size");
+        HttpReceiverConfig {
+            endpoint: endpoint.unwrap_or(PLACEHOLDER_ADDRESS),
+            max_request_body_bytes: http_body_limit(
+                problems,
+                &size_key,
+                http.max_request_body_size,
+            ),
+        }
+    });
+    let mut udp = |name: &str, default_endpoint: &str, raw: RawJaegerUdp| {
+        let prefix = format!("{key}.protocols.{name}");
+        let endpoint = raw.endpoint.as_deref().unwrap_or(default_endpoint);
+        let endpoint = listen_endpoint(problems, &format!("{prefix}.endpoint"), endpoint);
+        if raw.queue_size == 0 {
+            problems.invalid(&format!("{prefix}.queue_size"), "must be at least 1");
+        }
+        let packet = raw.max_packet_size.bytes();
+        if packet == 0 || packet > MAX_UDP_PACKET {
+            problems.invalid(
+                &format!("{prefix}.max_packet_size"),
+                format!("must be between 1 and {MAX_UDP_PACKET} bytes (the largest UDP payload)"),
+            );
+        }
+        if raw.workers == 0 {
+            problems.invalid(&format!("{prefix}.workers"), "must be at least 1");
+        }
+        if raw.socket_buffer_size.bytes() > MAX_REQUEST_BYTES {
+            problems.invalid(
+                &format!("{prefix}.socket_buffer_size"),
+                "must be at most 1GiB",
+            );
+        }
+        JaegerUdpConfig {
+            endpoint: endpoint.unwrap_or(PLACEHOLDER_ADDRESS),
+            queue_size: raw.queue_size as usize,
+            max_packet_size: to_usize(packet),
+            workers: raw.workers as usize,
+            socket_buffer_size: to_usize(raw.socket_buffer_size.bytes()),
+        }
+    };
+    let thrift_compact = protocols
+        .thrift_compact
+        .map(|raw| udp("thrift_compact", JAEGER_THRIFT_COMPACT_ENDPOINT, raw));
+    let thrift_binary = protocols
+        .thrift_binary
+        .map(|raw| udp("thrift_binary", JAEGER_THRIFT_BINARY_ENDPOINT, raw));
+    if grpc.is_none()
+        && thrift_http.is_none()
+        && thrift_compact.is_none()
+        && thrift_binary.is_none()
+    {
+        problems.invalid(
+            &format!("{key}.protocols"),
+            "must enable at least one protocol (grpc:, thrift_http:, thrift_compact: or thrift_binary:)",
+        );
+        return None;
+    }
+    Some(ReceiverConfig::Jaeger(JaegerReceiverConfig {
+        grpc,
+        thrift_http,
+        thrift_compact,
+        thrift_binary,
     }))
 }
 
@@ -1361,11 +1471,33 @@ fn check_distinct_listeners(
     telemetry: &TelemetryConfig,
 ) {
     let mut listeners: Vec<(String, SocketAddr)> = Vec::new();
+    // UDP ports clash only with each other.
+    let mut udp_listeners: Vec<(String, SocketAddr)> = Vec::new();
     for (id, receiver) in receivers {
         let otlp = match receiver {
             ReceiverConfig::Otlp(otlp) => otlp,
             ReceiverConfig::Zipkin(zipkin) => {
                 listeners.push((format!("receivers.{id}.endpoint"), zipkin.endpoint));
+                continue;
+            }
+            ReceiverConfig::Jaeger(jaeger) => {
+                let prefix = format!("receivers.{id}.protocols");
+                if let Some(grpc) = &jaeger.grpc {
+                    listeners.push((format!("{prefix}.grpc.endpoint"), grpc.endpoint));
+                }
+                if let Some(http) = &jaeger.thrift_http {
+                    listeners.push((format!("{prefix}.thrift_http.endpoint"), http.endpoint));
+                }
+                if let Some(compact) = &jaeger.thrift_compact {
+                    udp_listeners.push((
+                        format!("{prefix}.thrift_compact.endpoint"),
+                        compact.endpoint,
+                    ));
+                }
+                if let Some(binary) = &jaeger.thrift_binary {
+                    udp_listeners
+                        .push((format!("{prefix}.thrift_binary.endpoint"), binary.endpoint));
+                }
                 continue;
             }
         };
@@ -1390,15 +1522,17 @@ fn check_distinct_listeners(
     if let Some(address) = telemetry.metrics_address {
         listeners.push(("service.telemetry.metrics.address".to_owned(), address));
     }
-    for (index, (key, address)) in listeners.iter().enumerate() {
-        let clash = listeners[..index]
-            .iter()
-            .find(|(_, earlier)| addresses_overlap(*earlier, *address));
-        if let Some((earlier_key, earlier)) = clash {
-            problems.invalid(
-                key,
-                format!("{address} conflicts with {earlier_key} ({earlier}): two listeners cannot share a port"),
-            );
+    for listeners in [listeners, udp_listeners] {
+        for (index, (key, address)) in listeners.iter().enumerate() {
+            let clash = listeners[..index]
+                .iter()
+                .find(|(_, earlier)| addresses_overlap(*earlier, *address));
+            if let Some((earlier_key, earlier)) = clash {
+                problems.invalid(
+                    key,
+                    format!("{address} conflicts with {earlier_key} ({earlier}): two listeners cannot share a port"),
+                );
+            }
         }
     }
 }
