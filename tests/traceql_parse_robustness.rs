@@ -285,3 +285,34 @@ fn random_and_mutated_queries_never_panic() {
     assert!(ok > ITERATIONS / 100, "only {ok} inputs compiled");
     assert!(failed > ITERATIONS / 2, "only {failed} inputs failed");
 }
+
+/// Inputs the cargo-fuzz target found (docs/benchmarks.md, "TraceQL parser fuzzing") and
+/// their neighbours: each compiles, and its canonical text compiles to itself.
+#[test]
+fn fuzz_findings_round_trip() {
+    let cases = [
+        // Found by the fuzzer: the product `1*1` was printed as "(1 * 1)", which the
+        // parser reads as a pipeline.
+        ("({} | rate()) + 1*1", "({ true } | rate()) + 1 * 1"),
+        (
+            "({} | rate()) + 2 * 3 * ({} | count_over_time())",
+            "({ true } | rate()) + 2 * 3 * ({ true } | count_over_time())",
+        ),
+        ("(({} | rate()) + 1) * 2", "(({ true } | rate()) + 1) * 2"),
+        (
+            "({} | rate()) - (({} | rate()) - 1)",
+            "({ true } | rate()) - (({ true } | rate()) - 1)",
+        ),
+        (
+            "({} | rate()) - ({} | rate()) - 1",
+            "(({ true } | rate()) - ({ true } | rate())) - 1",
+        ),
+    ];
+    for (input, canonical) in cases {
+        let compiled = compile(input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
+        let printed = compiled.query().to_string();
+        assert_eq!(printed, canonical, "{input:?}");
+        let again = compile(&printed).unwrap_or_else(|e| panic!("{printed:?}: {e}"));
+        assert_eq!(again.query().to_string(), printed);
+    }
+}

@@ -89,7 +89,13 @@ pub(crate) fn make_trace(rng: &mut SmallRng, now_ns: u64) -> Vec<ResourceSpans> 
     let mut per_service: Vec<Vec<Span>> = vec![Vec::new(); SERVICES.len()];
     for (idx, (service, parent, name, kind)) in shape.iter().enumerate() {
         let offset = idx as u64 * 1_000_000;
-        let duration = rng.random_range(200_000..40_000_000u64);
+        // Failing payments are slow (a timeout upstream), so a few percent of traces
+        // have payment spans over 100 ms for the selective search to find.
+        let duration = if error && *service == 3 {
+            rng.random_range(100_000_000..400_000_000u64)
+        } else {
+            rng.random_range(200_000..40_000_000u64)
+        };
         let mut attributes = vec![
             s("http.method", "GET"),
             s("http.route", route),

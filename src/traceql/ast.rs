@@ -1217,10 +1217,24 @@ impl Display for MetricsExpr {
     }
 }
 
+/// Math operands are printed in parentheses, so the grouping reads plainly — except a
+/// product that starts with a number, which the parser builds from `q + 2 * r` and could
+/// not read back in parentheses (it reads a parenthesised operand as a pipeline). Without
+/// them it parses to the same tree: such a product only occurs where `*` and `/` bind
+/// tighter than the operator around it.
 fn write_math_operand(f: &mut fmt::Formatter<'_>, expr: &MetricsExpr) -> fmt::Result {
+    if starts_with_number(expr) {
+        write!(f, "{expr}")
+    } else {
+        write!(f, "({expr})")
+    }
+}
+
+fn starts_with_number(expr: &MetricsExpr) -> bool {
     match expr {
-        MetricsExpr::Scalar { .. } => write!(f, "{expr}"),
-        _ => write!(f, "({expr})"),
+        MetricsExpr::Scalar { .. } => true,
+        MetricsExpr::Math { lhs, .. } => starts_with_number(lhs),
+        MetricsExpr::Query(_) | MetricsExpr::Second { .. } => false,
     }
 }
 
