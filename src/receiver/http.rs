@@ -182,17 +182,38 @@ pub async fn serve_http(
     max_request_body_bytes: usize,
     shutdown: CancellationToken,
 ) -> Result<(), ReceiverError> {
+    serve_router(
+        listener,
+        http_router(consumer, max_request_body_bytes),
+        "otlp http",
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `router` on an already-bound listener until `shutdown` is cancelled, then stops
+/// accepting and lets in-flight requests finish; `name` labels the start and stop logs.
+/// Every HTTP receiver (OTLP, Zipkin, Jaeger) is served through here.
+///
+/// # Errors
+/// The listener's address can't be read, or the server fails.
+pub(crate) async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    name: &'static str,
+    shutdown: CancellationToken,
+) -> Result<(), ReceiverError> {
     let local_addr = listener.local_addr().map_err(ReceiverError::LocalAddr)?;
     let listener = listener.tap_io(|tcp_stream| {
         // Best effort: a socket that refuses TCP_NODELAY still works, only slower.
         let _ = tcp_stream.set_nodelay(true);
     });
-    info!(addr = %local_addr, max_request_body_bytes, "otlp http receiver listening");
-    axum::serve(listener, http_router(consumer, max_request_body_bytes))
+    info!(addr = %local_addr, "{name} receiver listening");
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(ReceiverError::Http)?;
-    info!(addr = %local_addr, "otlp http receiver stopped");
+    info!(addr = %local_addr, "{name} receiver stopped");
     Ok(())
 }
 

@@ -17,17 +17,15 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::serve::ListenerExt as _;
 use axum::Router;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
 
 use super::export::{export, tenant_from_header, ExportError, Transport};
-use super::http::{plain_text_refusal, read_and_decode};
+use super::http::{plain_text_refusal, read_and_decode, serve_router};
 use super::{ReceiverError, TraceConsumer};
 use crate::otlp::{
     OtlpAnyValue, OtlpEvent, OtlpExportRequest, OtlpKeyValue, OtlpLink, OtlpResource,
@@ -630,21 +628,13 @@ pub async fn serve_zipkin(
     options: ZipkinOptions,
     shutdown: CancellationToken,
 ) -> Result<(), ReceiverError> {
-    let local_addr = listener.local_addr().map_err(ReceiverError::LocalAddr)?;
-    let listener = listener.tap_io(|tcp_stream| {
-        // Best effort: a socket that refuses TCP_NODELAY still works, only slower.
-        let _ = tcp_stream.set_nodelay(true);
-    });
-    info!(addr = %local_addr, "zipkin receiver listening");
-    axum::serve(
+    serve_router(
         listener,
         zipkin_router(consumer, max_request_body_bytes, options),
+        "zipkin",
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
     .await
-    .map_err(ReceiverError::Http)?;
-    info!(addr = %local_addr, "zipkin receiver stopped");
-    Ok(())
 }
 
 async fn post_spans(

@@ -19,7 +19,6 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::serve::ListenerExt as _;
 use axum::Router;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -30,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::super::export::{export, tenant_from_header, ExportError, Transport};
-use super::super::http::{plain_text_refusal, read_and_decode};
+use super::super::http::{plain_text_refusal, read_and_decode, serve_router};
 use super::super::{ReceiverError, TraceConsumer};
 use super::thrift::{decode_agent_message, decode_batch, ThriftProtocol};
 use super::{batches_to_otlp, JaegerDecodeError};
@@ -94,21 +93,13 @@ pub async fn serve_jaeger_http(
     max_request_body_bytes: usize,
     shutdown: CancellationToken,
 ) -> Result<(), ReceiverError> {
-    let local_addr = listener.local_addr().map_err(ReceiverError::LocalAddr)?;
-    let listener = listener.tap_io(|tcp_stream| {
-        // Best effort: a socket that refuses TCP_NODELAY still works, only slower.
-        let _ = tcp_stream.set_nodelay(true);
-    });
-    info!(addr = %local_addr, "jaeger thrift_http receiver listening");
-    axum::serve(
+    serve_router(
         listener,
         jaeger_http_router(consumer, max_request_body_bytes),
+        "jaeger thrift_http",
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
     .await
-    .map_err(ReceiverError::Http)?;
-    info!(addr = %local_addr, "jaeger thrift_http receiver stopped");
-    Ok(())
 }
 
 async fn post_traces(
