@@ -395,7 +395,9 @@ fn spoor_example_and_packaged_configs_load() {
         &BTreeMap::new(),
     )
     .unwrap_or_else(|errors| panic!("examples/collector.yaml:\n{errors}"));
-    assert_eq!(example.exporters.len(), 2);
+    assert_eq!(example.exporters.len(), 3);
+    assert_eq!(example.processors.len(), 7);
+    assert_eq!(example.receivers.len(), 3);
     let packaged = load_collector_config_with_env(
         Some(&root.join("packaging/collector.yaml")),
         &BTreeMap::new(),
