@@ -1,7 +1,7 @@
 //! Exporters: each has a sending queue (memory or persistent) drained by `num_consumers`
 //! tasks that send with retries.
 //!
-//! Flow: pipeline → [`ExporterRuntime::enqueue`] → queue (the receiver's request is
+//! Flow: pipeline → [`ExporterRuntime::enqueue_item`] → queue (the receiver's request is
 //! acknowledged here: in memory, or written and fsynced for a persistent queue) →
 //! consumer → [`Exporter::export`] with [`retry::send_with_retry`] → removed from the
 //! queue once the backend acknowledged it or refused it permanently. New exporter types
