@@ -359,11 +359,14 @@ impl Pred {
         }
     }
 
-    fn first_condition(&self) -> Option<&Condition> {
+    /// One condition every span satisfying this predicate satisfies. A disjunction
+    /// implies none of its own conditions (either side may hold without it), so the
+    /// search does not descend into one.
+    fn implied_condition(&self) -> Option<&Condition> {
         match self {
-            Pred::True => None,
+            Pred::True | Pred::Or(_) => None,
             Pred::Cond(c) => Some(c),
-            Pred::And(items) | Pred::Or(items) => items.iter().find_map(Pred::first_condition),
+            Pred::And(items) => items.iter().find_map(Pred::implied_condition),
         }
     }
 
@@ -389,7 +392,7 @@ impl Pred {
             Pred::Or(items) => {
                 let mut conditions = Vec::new();
                 for item in items {
-                    match item.first_condition() {
+                    match item.implied_condition() {
                         Some(c) => conditions.push(c.clone()),
                         None => return (Vec::new(), true),
                     }
@@ -672,6 +675,36 @@ mod tests {
         assert!(
             matches!(&p.conditions[0], Condition::Compare { field, .. } if *field == span_attr("y"))
         );
+    }
+
+    #[test]
+    fn a_disjunct_pushes_down_only_a_condition_it_implies() {
+        // Found by the differential test: `(x || name) && name` does not imply `x`, so the
+        // first disjunct must push down `name`, not the first condition found inside.
+        let p = plan_of("{ ((span.x = 1 || name = \"a\") && name = \"a\") || span.x = 1 }");
+        assert!(!p.all_conditions);
+        assert_eq!(
+            p.conditions,
+            vec![
+                Condition::Compare {
+                    field: FieldRef::Intrinsic {
+                        intrinsic: Intrinsic::Name,
+                        scoped: false
+                    },
+                    op: ConditionOp::Eq,
+                    value: Literal::String("a".into())
+                },
+                Condition::Compare {
+                    field: span_attr("x"),
+                    op: ConditionOp::Eq,
+                    value: Literal::Int(1)
+                },
+            ]
+        );
+        // A disjunct made only of disjunctions implies no single condition: no pruning.
+        let p =
+            plan_of("{ ((span.x = 1 || span.y = 2) && (span.z = 3 || span.v = 4)) || span.w = 5 }");
+        assert!(p.conditions.is_empty());
     }
 
     #[tokio::test]
