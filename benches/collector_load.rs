@@ -129,19 +129,21 @@ async fn start_spoor(dir: &Path, sink: &Sink, tail: bool) -> SpoorCollector {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {bin}: {e} (run `make release` first)"));
+    let mut collector = SpoorCollector {
+        child,
+        grpc_port,
+        metrics_port,
+    };
     let health = format!("http://127.0.0.1:{health_port}/");
     for _ in 0..600 {
         if let Ok(r) = reqwest::get(&health).await {
             if r.status() == 200 {
-                return SpoorCollector {
-                    child,
-                    grpc_port,
-                    metrics_port,
-                };
+                return collector;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    terminate(&mut collector.child);
     panic!("spoor-collector not ready");
 }
 
@@ -227,6 +229,39 @@ async fn metric(port: u16, series: &str) -> f64 {
         .sum()
 }
 
+fn print_runs(runs: &[Figures], shape: LoadShape) {
+    println!();
+    println!(
+        "collector benchmark: load generator → collector (otlp gRPC in, batch 8192/200ms, otlp gRPC out, gzip) → sink"
+    );
+    println!(
+        "  {} spans per run, {} clients x {} traces/request (10 spans/trace)",
+        shape.total_spans, shape.concurrency, shape.traces_per_request
+    );
+    println!(
+        "  {:<16} {:>12} {:>14} {:>16} {:>14}",
+        "collector", "spans/s", "collector CPU", "spans per CPU-s", "peak RSS"
+    );
+    for run in runs {
+        println!(
+            "  {:<16} {:>12.0} {:>12.2} s {:>16.0} {:>10.1} MiB",
+            run.name,
+            run.spans_per_second(),
+            run.cpu_seconds,
+            run.spans_per_cpu_second(),
+            run.peak_rss_mib()
+        );
+    }
+    if let [ours, rotel] = runs {
+        println!(
+            "  spoor/rotel: spans per CPU-s x{:.2} (target ≥ 2), peak RSS x{:.2} (target ≤ 1), spans/s x{:.2}",
+            ours.spans_per_cpu_second() / rotel.spans_per_cpu_second(),
+            ours.peak_rss_mib() / rotel.peak_rss_mib(),
+            ours.spans_per_second() / rotel.spans_per_second()
+        );
+    }
+}
+
 const ON_MEMORY: &str = "otelcol_processor_tail_sampling_sampling_traces_on_memory";
 const TOO_EARLY: &str = "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early_total";
 
@@ -256,6 +291,11 @@ async fn main() {
         )
         .await,
     );
+    println!(
+        "spoor-collector refused {} spans (RESOURCE_EXHAUSTED; the load generator resends after 50 ms); the sink took {} requests",
+        metric(spoor.metrics_port, "otelcol_receiver_refused_spans_total").await as u64,
+        sink.requests.load(Ordering::Relaxed)
+    );
     terminate(&mut spoor.child);
     println!("load average after spoor-collector: {}", load_average());
 
@@ -266,6 +306,10 @@ async fn main() {
         println!("load average after rotel: {}", load_average());
     }
 
+    if tail_traces == 0 {
+        print_runs(&runs, shape);
+        return;
+    }
     // Tail sampling: every trace is held for decision_wait (30 s) unless num_traces (50,000)
     // is reached first, so sending ≥ 50,000 traces fills it.
     let mut tail = start_spoor(dir.path(), &sink, true).await;
@@ -301,36 +345,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sampled_at_sink = sink.spans.load(Ordering::Relaxed) - at_sink_before;
 
-    println!();
-    println!(
-        "collector benchmark: load generator → collector (otlp gRPC in, batch 8192/200ms, otlp gRPC out, gzip) → sink"
-    );
-    println!(
-        "  {} spans per run, {} clients x {} traces/request (10 spans/trace)",
-        shape.total_spans, shape.concurrency, shape.traces_per_request
-    );
-    println!(
-        "  {:<16} {:>12} {:>14} {:>16} {:>14}",
-        "collector", "spans/s", "collector CPU", "spans per CPU-s", "peak RSS"
-    );
-    for run in &runs {
-        println!(
-            "  {:<16} {:>12.0} {:>12.2} s {:>16.0} {:>10.1} MiB",
-            run.name,
-            run.spans_per_second(),
-            run.cpu_seconds,
-            run.spans_per_cpu_second(),
-            run.peak_rss_mib()
-        );
-    }
-    if let [ours, rotel] = runs.as_slice() {
-        println!(
-            "  spoor/rotel: spans per CPU-s x{:.2} (target ≥ 2), peak RSS x{:.2} (target ≤ 1), spans/s x{:.2}",
-            ours.spans_per_cpu_second() / rotel.spans_per_cpu_second(),
-            ours.peak_rss_mib() / rotel.peak_rss_mib(),
-            ours.spans_per_second() / rotel.spans_per_second()
-        );
-    }
+    print_runs(&runs, shape);
     println!();
     println!(
         "tail sampling: decision_wait 30s, num_traces 50000, status_code ERROR policy, then batch"
