@@ -209,7 +209,12 @@ async fn measure(
 }
 
 fn rotel_bin() -> Option<String> {
-    let bin = std::env::var("ROTEL_BIN").ok()?;
+    let Ok(bin) = std::env::var("ROTEL_BIN") else {
+        eprintln!(
+            "ROTEL_BIN is not set; the Rotel run is skipped (`make bench-collector` sets it)"
+        );
+        return None;
+    };
     if std::fs::metadata(&bin).is_ok() {
         Some(bin)
     } else {
