@@ -9,7 +9,7 @@ PYTHON := $(VENV)/bin/python
 PY_REQUIREMENTS := tests/python/requirements.txt
 PY_STAMP := $(VENV)/.installed-$(shell sha1sum $(PY_REQUIREMENTS) 2>/dev/null | cut -c1-12)
 
-.PHONY: build release run run-collector test test-rust test-python lint fmt bench bench-ingest bench-search clean-data
+.PHONY: build release run run-collector test test-rust test-python lint fmt bench bench-ingest bench-search bench-collector clean-data
 
 build:
 	$(CARGO) build --bins
@@ -58,6 +58,13 @@ bench-ingest: release
 ## Search, tag values and TraceQL metrics latency on a store of 5M spans.
 bench-search: release
 	$(CARGO) bench --bench server_search
+
+## spoor-collector vs Rotel (the agent from the PyPI `rotel` wheel in the test venv) on the
+## same load: spans/s, spans per collector CPU-second, peak RSS; then tail sampling with
+## 50,000 live traces. Not part of `make bench`: it needs the Python venv.
+bench-collector: release $(PY_STAMP)
+	ROTEL_BIN="$${ROTEL_BIN:-$$($(PYTHON) -c 'import pathlib, rotel; print(pathlib.Path(rotel.__file__).parent / "rotel-agent")')}" \
+		$(CARGO) bench --bench collector_load
 
 clean-data:
 	rm -rf ./data

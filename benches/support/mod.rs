@@ -369,3 +369,134 @@ pub(crate) fn stop(server: &mut Server) {
         .status();
     let _ = server.child.wait();
 }
+
+/// Samples a process's VmRSS every 20 ms until finished; the peak also counts VmHWM.
+pub(crate) struct RssSampler {
+    pid: u32,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<u64>,
+}
+
+impl RssSampler {
+    pub(crate) fn start(pid: u32) -> Self {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::clone(&done);
+        let handle = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(Ordering::Relaxed) {
+                peak = peak.max(status_kib(pid, "VmRSS:"));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        });
+        RssSampler { pid, done, handle }
+    }
+
+    /// The peak resident set in KiB.
+    pub(crate) fn finish(self) -> u64 {
+        self.done.store(true, Ordering::Relaxed);
+        let sampled = self.handle.join().unwrap();
+        sampled.max(status_kib(self.pid, "VmHWM:"))
+    }
+}
+
+/// The end of the line for collector benches: an OTLP gRPC server that accepts gzip and
+/// zstd requests, decodes them and counts their spans.
+pub(crate) struct Sink {
+    pub(crate) port: u16,
+    pub(crate) spans: Arc<AtomicU64>,
+    pub(crate) requests: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+struct CountingTraceService {
+    spans: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for CountingTraceService
+{
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let num_spans: usize = request
+            .get_ref()
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        self.spans.fetch_add(num_spans as u64, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// Starts the sink on a free loopback port, in this process's runtime.
+pub(crate) async fn start_sink() -> Sink {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    use tonic::codec::CompressionEncoding;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let spans = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
+    let service = TraceServiceServer::new(CountingTraceService {
+        spans: Arc::clone(&spans),
+        requests: Arc::clone(&requests),
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .accept_compressed(CompressionEncoding::Zstd)
+    .max_decoding_message_size(256 << 20);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming),
+    );
+    Sink {
+        port,
+        spans,
+        requests,
+    }
+}
+
+/// Waits until something accepts TCP connections on the loopback `port`.
+pub(crate) async fn wait_listening(port: u16, what: &str) {
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not listen on port {port}");
+}
+
+/// The 1-minute load average, for the record: benchmarks here share two cores.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Asks a child process to stop (SIGTERM) and waits for it.
+pub(crate) fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
