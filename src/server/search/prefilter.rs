@@ -244,7 +244,8 @@ impl RowFilter {
                 actual == *status
             }
             Check::Kind(kind) => kind_of(columns.kind.value(row)) == *kind,
-            Check::Name(name) => columns.name.value(row) == name,
+            // Not read: cannot be checked.
+            Check::Name(name) => columns.name?.value(row) == name,
             Check::ServiceName(name) => {
                 !columns.service_name.is_null(row) && columns.service_name.value(row) == name
             }
@@ -357,33 +358,43 @@ pub(crate) fn build_pieces(
         .iter()
         .map(RowColumns::new)
         .collect::<Result<_, _>>()?;
-    // Pass 1: per trace, whether any row can match; rows of a trace are contiguous.
-    let mut keep: HashSet<TraceId> = HashSet::new();
-    let mut current: Option<(TraceId, RunState)> = None;
-    let finish = |run: Option<(TraceId, RunState)>, keep: &mut HashSet<TraceId>| {
-        if let Some((trace_id, state)) = run {
-            let (start, end) = filter.map_or((0, 0), |f| (f.start_unix_nanos, f.end_unix_nanos));
-            let in_window =
-                (end == 0 || state.min_start <= end) && (start == 0 || state.max_end >= start);
+    // Pass 1: per trace, whether any row can match; rows of a trace are contiguous, so
+    // each trace is a run of rows, kept or not as a whole.
+    let mut kept: Vec<(usize, usize)> = Vec::new();
+    let mut current: Option<(TraceId, usize, RunState)> = None;
+    let (window_start, window_end) =
+        filter.map_or((0, 0), |f| (f.start_unix_nanos, f.end_unix_nanos));
+    let mut finish = |run: Option<(TraceId, usize, RunState)>, end_row: usize| {
+        if let Some((_, first_row, state)) = run {
+            let in_window = (window_end == 0 || state.min_start <= window_end)
+                && (window_start == 0 || state.max_end >= window_start);
             if state.passed && in_window && (cutoff == 0 || state.min_start >= cutoff) {
-                keep.insert(trace_id);
+                kept.push((first_row, end_row));
             }
         }
     };
+    // Rows are numbered across batches.
+    let mut offsets = Vec::with_capacity(columns.len());
+    let mut global_row = 0usize;
     for cols in &columns {
+        offsets.push(global_row);
         for row in 0..cols.trace_id.len() {
+            let this_row = global_row;
+            global_row += 1;
             let trace_id = cols.trace_id_at(row)?;
             out.rows += 1;
             out.first.get_or_insert(trace_id);
             out.last = Some(trace_id);
             if only.is_some_and(|only| !only.contains(&trace_id)) {
+                // Rows of one trace are contiguous: a skipped row ends the open run.
+                finish(current.take(), this_row);
                 continue;
             }
             let start = cols.start_time.value(row);
             let end = end_from_duration(start, cols.duration.value(row)).max(start);
             let passed = filter.is_none_or(|f| f.row_may_match(cols, row));
             match &mut current {
-                Some((id, state)) if *id == trace_id => {
+                Some((id, _, state)) if *id == trace_id => {
                     state.passed |= passed;
                     state.min_start = state.min_start.min(start);
                     state.max_end = state.max_end.max(end);
@@ -392,30 +403,33 @@ pub(crate) fn build_pieces(
                     out.runs += 1;
                     let previous = current.replace((
                         trace_id,
+                        this_row,
                         RunState {
                             passed,
                             min_start: start,
                             max_end: end,
                         },
                     ));
-                    finish(previous, &mut keep);
+                    finish(previous, this_row);
                 }
             }
         }
     }
-    finish(current.take(), &mut keep);
-    if keep.is_empty() {
+    finish(current.take(), global_row);
+    if kept.is_empty() {
         return Ok(out);
     }
-    // Pass 2: decode the kept traces.
+    // Pass 2: decode the kept runs.
     let mut builder = PieceBuilder::default();
-    for cols in &columns {
-        for row in 0..cols.trace_id.len() {
+    for (first_row, end_row) in kept {
+        for global in first_row..end_row {
+            // The batch holding this row: the last one starting at or before it.
+            let batch = offsets.partition_point(|&o| o <= global) - 1;
+            let cols = &columns[batch];
+            let row = global - offsets[batch];
             let trace_id = cols.trace_id_at(row)?;
-            if keep.contains(&trace_id) {
-                out.decoded_rows += 1;
-                builder.push_row(cols, row, trace_id)?;
-            }
+            out.decoded_rows += 1;
+            builder.push_row(cols, row, trace_id)?;
         }
     }
     out.traces = builder.finish();
