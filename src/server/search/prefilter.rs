@@ -324,25 +324,36 @@ impl RowFilter {
     }
 }
 
-/// The pieces of one row group (or of a multi-trace read), and the first and last trace
-/// IDs seen in its rows (decoded or not), which may continue in neighbouring row groups.
-#[derive(Debug, Default)]
-pub(crate) struct Pieces {
-    pub(crate) traces: Vec<Trace>,
-    pub(crate) first: Option<TraceId>,
-    pub(crate) last: Option<TraceId>,
-    /// Rows and traces looked at, rows decoded.
-    pub(crate) rows: u64,
-    pub(crate) runs: u64,
-    pub(crate) decoded_rows: u64,
-}
-
 /// Per trace in a run of rows: whether a row passed, and the piece's time extent.
 #[derive(Debug, Clone, Copy)]
 struct RunState {
     passed: bool,
     min_start: u64,
     max_end: u64,
+}
+
+/// The rows of one trace in a row group, numbered across its record batches.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeptRun {
+    first_row: usize,
+    end_row: usize,
+    /// The earliest start of the run's spans.
+    pub(crate) min_start: u64,
+}
+
+/// Which traces of some record batches to decode (see [`select_runs`]), and the first
+/// and last trace IDs seen in their rows (decoded or not), which may continue in
+/// neighbouring row groups.
+#[derive(Debug, Default)]
+pub(crate) struct RunSelection {
+    /// In row order.
+    pub(crate) kept: Vec<KeptRun>,
+    /// First row number of each batch.
+    offsets: Vec<usize>,
+    pub(crate) first: Option<TraceId>,
+    pub(crate) last: Option<TraceId>,
+    pub(crate) rows: u64,
+    pub(crate) runs: u64,
 }
 
 /// Decodes the pieces whose rows pass `filter`, start at or after `cutoff` (0: none)
@@ -352,15 +363,26 @@ pub(crate) fn build_pieces(
     filter: Option<&RowFilter>,
     cutoff: u64,
     only: Option<&HashSet<TraceId>>,
-) -> Result<Pieces, ConvertError> {
-    let mut out = Pieces::default();
+) -> Result<Vec<Trace>, ConvertError> {
     let columns: Vec<RowColumns<'_>> = batches
         .iter()
         .map(RowColumns::new)
         .collect::<Result<_, _>>()?;
-    // Pass 1: per trace, whether any row can match; rows of a trace are contiguous, so
-    // each trace is a run of rows, kept or not as a whole.
-    let mut kept: Vec<(usize, usize)> = Vec::new();
+    let selection = select_runs(&columns, filter, cutoff, only)?;
+    decode_runs(&columns, &selection, &selection.kept)
+}
+
+/// The runs of rows (one per trace) [`build_pieces`] decodes, without decoding them.
+pub(crate) fn select_runs(
+    columns: &[RowColumns<'_>],
+    filter: Option<&RowFilter>,
+    cutoff: u64,
+    only: Option<&HashSet<TraceId>>,
+) -> Result<RunSelection, ConvertError> {
+    let mut out = RunSelection::default();
+    // Per trace, whether any row can match; rows of a trace are contiguous, so each
+    // trace is a run of rows, kept or not as a whole.
+    let mut kept: Vec<KeptRun> = Vec::new();
     let mut current: Option<(TraceId, usize, RunState)> = None;
     let (window_start, window_end) =
         filter.map_or((0, 0), |f| (f.start_unix_nanos, f.end_unix_nanos));
@@ -369,15 +391,17 @@ pub(crate) fn build_pieces(
             let in_window = (window_end == 0 || state.min_start <= window_end)
                 && (window_start == 0 || state.max_end >= window_start);
             if state.passed && in_window && (cutoff == 0 || state.min_start >= cutoff) {
-                kept.push((first_row, end_row));
+                kept.push(KeptRun {
+                    first_row,
+                    end_row,
+                    min_start: state.min_start,
+                });
             }
         }
     };
-    // Rows are numbered across batches.
-    let mut offsets = Vec::with_capacity(columns.len());
     let mut global_row = 0usize;
-    for cols in &columns {
-        offsets.push(global_row);
+    for cols in columns {
+        out.offsets.push(global_row);
         for row in 0..cols.trace_id.len() {
             let this_row = global_row;
             global_row += 1;
@@ -416,24 +440,28 @@ pub(crate) fn build_pieces(
         }
     }
     finish(current.take(), global_row);
-    if kept.is_empty() {
-        return Ok(out);
-    }
-    // Pass 2: decode the kept runs.
+    out.kept = kept;
+    Ok(out)
+}
+
+/// Decodes `runs` (of `selection`, in any order) into one piece each.
+pub(crate) fn decode_runs(
+    columns: &[RowColumns<'_>],
+    selection: &RunSelection,
+    runs: &[KeptRun],
+) -> Result<Vec<Trace>, ConvertError> {
     let mut builder = PieceBuilder::default();
-    for (first_row, end_row) in kept {
-        for global in first_row..end_row {
+    for run in runs {
+        for global in run.first_row..run.end_row {
             // The batch holding this row: the last one starting at or before it.
-            let batch = offsets.partition_point(|&o| o <= global) - 1;
+            let batch = selection.offsets.partition_point(|&o| o <= global) - 1;
             let cols = &columns[batch];
-            let row = global - offsets[batch];
+            let row = global - selection.offsets[batch];
             let trace_id = cols.trace_id_at(row)?;
-            out.decoded_rows += 1;
             builder.push_row(cols, row, trace_id)?;
         }
     }
-    out.traces = builder.finish();
-    Ok(out)
+    Ok(builder.finish())
 }
 
 #[cfg(test)]
