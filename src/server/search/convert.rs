@@ -424,6 +424,8 @@ pub(crate) struct PieceBuilder {
     service_resources: Vec<(Option<String>, Arc<Resource>)>,
     /// The scope of pieces whose scope blob was not read.
     default_scope: Option<Arc<InstrumentationScope>>,
+    /// Spans the next piece will hold, when known.
+    next_piece_rows: usize,
 }
 
 /// Cached resources looked up linearly; beyond this many names, new ones are not cached.
@@ -440,6 +442,11 @@ struct OpenPiece {
 }
 
 impl PieceBuilder {
+    /// Says how many rows the next piece has, so its spans are allocated once.
+    pub(crate) fn expect_piece_rows(&mut self, rows: usize) {
+        self.next_piece_rows = rows;
+    }
+
     fn resource(
         &mut self,
         columns: &RowColumns<'_>,
@@ -541,7 +548,7 @@ impl PieceBuilder {
             let next = OpenPiece {
                 trace: Trace {
                     trace_id: trace_id.0.to_vec(),
-                    spans: Vec::new(),
+                    spans: Vec::with_capacity(std::mem::take(&mut self.next_piece_rows)),
                 },
                 trace_id,
                 batch_seq,

@@ -10,7 +10,10 @@
 //!    sink's cutoff is skipped; so is a row group whose statistics rule out the window,
 //!    the cutoff or the pushed-down conditions (see [`super::plan::RowGroupFilter`]).
 //! 3. **Pieces**: the spans of one trace in one source. A piece that fails the piece
-//!    request (conditions on local fields) is dropped.
+//!    request (conditions on local fields) is dropped. In a row group, the traces whose
+//!    rows pass the prefilter are found first; searches then decode them newest first
+//!    in growing rounds, so that the cutoff the first rounds set spares decoding the
+//!    rest; piece mode decodes them in row order, in slices.
 //! 4. **Assembly**: with [`Assembly::Pieces`] pieces go to the sink as they are. Otherwise
 //!    a piece is delivered alone only when no other source can hold its trace: not the
 //!    head (a hash lookup), not another block (meta trace-ID range, then the bloom filter
@@ -48,6 +51,8 @@ const HEAD_CHUNK: usize = 256;
 /// Traces of a row group decoded in the first round of a search (see `scan_block`); each
 /// later round decodes twice as many.
 const FIRST_DECODE_ROUND: usize = 128;
+/// Pieces decoded and delivered at once in piece mode.
+const PIECES_PER_DELIVERY: usize = 1024;
 /// Deferred traces assembled per round of block reads.
 const DEFERRED_CHUNK: usize = 512;
 /// Bloom filters fetched at once when a scan needs them.
@@ -555,8 +560,16 @@ async fn scan_block(context: Arc<ScanContext>, index: usize) -> Result<(), Searc
             };
             let kept = std::mem::take(&mut selection.kept);
             if matches!(context.assembly, Assembly::Pieces) {
-                let pieces = decode_runs(&columns, &selection, &kept)?;
-                context.handle_pieces(pieces, source);
+                // In slices: a row group's spans decoded at once are tens of megabytes,
+                // allocated, handed over and freed on another thread; slices stay small
+                // enough to reuse memory that is still warm.
+                for runs in kept.chunks(PIECES_PER_DELIVERY) {
+                    if context.stopped() {
+                        break;
+                    }
+                    let pieces = decode_runs(&columns, &selection, runs)?;
+                    context.handle_pieces(pieces, source);
+                }
                 return Ok(());
             }
             // Newest first, in growing rounds: each round's results may raise the sink's
