@@ -131,7 +131,7 @@ enum Check {
     /// `resource.service.name = "x"`, answered by the `service_name` column.
     ServiceName(String),
     Duration(ConditionOp, f64),
-    Attribute(Blob, AttributeBytes),
+    Attribute(Blob, Box<AttributeBytes>),
 }
 
 fn check_of(condition: &Condition) -> Check {
@@ -166,7 +166,7 @@ fn check_of(condition: &Condition) -> Check {
                 AttributeScope::Instrumentation => Blob::Scope,
             };
             match attribute_bytes(&attr.name, op) {
-                Some(bytes) => Check::Attribute(blob, bytes),
+                Some(bytes) => Check::Attribute(blob, Box::new(bytes)),
                 None => Check::Unknown,
             }
         }
@@ -485,7 +485,7 @@ mod tests {
     fn attribute_check(query: &str) -> AttributeBytes {
         let request = compile(query).unwrap().fetch_request(0, 0);
         match check_of(&request.conditions[0]) {
-            Check::Attribute(_, bytes) => bytes,
+            Check::Attribute(_, bytes) => *bytes,
             other => panic!("{other:?}"),
         }
     }
