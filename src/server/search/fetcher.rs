@@ -16,7 +16,7 @@ use crate::traceql::{
 };
 
 use super::convert::Projection;
-use super::plan::{is_span_local_metrics, projection, span_local_metrics_projection};
+use super::plan::{is_span_local_metrics, projection, span_local_projection};
 use super::scan::{scan, Assembly, ScanStats, TraceSink};
 use super::{SearchError, SearchService, TimeRange};
 
@@ -171,7 +171,7 @@ impl SearchService {
         };
         let mut fetcher = StoreFetcher::new(self.clone(), tenant.clone(), range);
         if matches!(&query.query().body, QueryBody::Metrics(expr) if is_span_local_metrics(expr)) {
-            let columns = span_local_metrics_projection(&request, params_exemplars > 0);
+            let columns = span_local_projection(&request, params_exemplars > 0);
             fetcher = fetcher.pieces().with_columns(columns);
         }
         let mut batches = fetcher.fetch(&request).await.map_err(fetch_failed)?;

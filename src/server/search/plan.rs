@@ -124,10 +124,11 @@ pub(crate) fn projection(request: &FetchRequest) -> Projection {
         })
 }
 
-/// The projection of a span-local metrics query: besides unread blobs, the fixed
-/// columns that only search results and trace structure need are left out, unless the
-/// query reads them. `span_ids`: exemplars are wanted (they name spans).
-pub(crate) fn span_local_metrics_projection(request: &FetchRequest, span_ids: bool) -> Projection {
+/// The projection of span-local work that returns no spans (metrics, tag values):
+/// besides unread blobs, the fixed columns that only search results and trace
+/// structure need are left out, unless the request reads them. `span_ids`: spans are
+/// still named somewhere (metrics exemplars).
+pub(crate) fn span_local_projection(request: &FetchRequest, span_ids: bool) -> Projection {
     let mut p = projection(request);
     if request.all_fields {
         return p;
@@ -434,7 +435,7 @@ mod tests {
     fn span_local_metrics_leave_out_unread_fixed_columns() {
         let p = |q: &str, exemplars: bool| {
             let request = compile(q).unwrap().fetch_request(0, 0);
-            span_local_metrics_projection(&request, exemplars)
+            span_local_projection(&request, exemplars)
         };
         let lean = p("{ } | rate() by (resource.service.name)", false);
         assert!(lean.skip_name && lean.skip_span_id && lean.skip_parent_span_id);

@@ -656,4 +656,53 @@ async fn scans_agree_with_the_engine_over_all_traces() {
         assert!(!expected.series.is_empty(), "{query}: no data to compare");
         assert_eq!(found.series, expected.series, "{query}");
     }
+
+    // Tag values read lean columns too; twice, the second time from the cache.
+    let string_values = |get: &dyn Fn(&crate::traceql::Span) -> Option<String>| {
+        model
+            .iter()
+            .flat_map(|t| &t.spans)
+            .filter_map(get)
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    for (tag, expected) in [
+        (
+            "resource.service.name",
+            string_values(&|s| s.resource.service_name().map(str::to_string)),
+        ),
+        ("name", string_values(&|s| Some(s.name.clone()))),
+        (
+            "span.http.route",
+            string_values(&|s| {
+                crate::traceql::model::find_attribute(&s.attributes, "http.route").and_then(|v| {
+                    match v {
+                        crate::traceql::AttrValue::String(s) => Some(s.clone()),
+                        _ => None,
+                    }
+                })
+            }),
+        ),
+    ] {
+        for _ in 0..2 {
+            let found = store
+                .service
+                .tag_values(
+                    &tenant(),
+                    TagValuesRequest {
+                        target: TagTarget::Field(field_from_tag(tag).unwrap()),
+                        query: None,
+                        range: TimeRange::Window {
+                            start_unix_nanos: window_start,
+                            end_unix_nanos: window_end,
+                        },
+                        limit: None,
+                    },
+                )
+                .await
+                .unwrap();
+            let found: std::collections::BTreeSet<String> =
+                found.values.into_iter().map(|v| v.value).collect();
+            assert_eq!(found, expected, "{tag}");
+        }
+    }
 }
