@@ -1,7 +1,8 @@
 //! Tag names and tag values: the attribute keys and the values of one field, over the
 //! spans a query (or every span) selects.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -12,6 +13,7 @@ use crate::tenant::TenantId;
 use crate::traceql::ast::{format_duration, FieldRef, QueryBody};
 use crate::traceql::eval::{eval_trace, union_of, CSpanset, TraceView};
 use crate::traceql::model::find_attribute;
+use crate::traceql::value::Val;
 use crate::traceql::{AttrValue, CompiledQuery, FetchRequest, KeyValue, Trace, Value};
 
 use super::convert::Projection;
@@ -298,13 +300,21 @@ struct ValuesSink {
 impl TraceSink for ValuesSink {
     fn accept(&self, traces: Vec<Trace>) -> bool {
         let mut values = Vec::new();
+        // Most spans repeat a value already seen: strings are checked before anything
+        // is allocated for them.
+        let mut seen_strings: HashSet<&str> = HashSet::new();
         for trace in &traces {
             let view = TraceView::new(trace);
             for i in selected_spans(self.filter.as_deref(), &view) {
                 match &self.target {
-                    TagTarget::Field(field) => {
-                        value_of(&view.field(i, field).to_value(), &mut values)
-                    }
+                    TagTarget::Field(field) => match view.field(i, field) {
+                        Val::Str(Cow::Borrowed(s)) => {
+                            if seen_strings.insert(s) {
+                                values.push(TagValue::new(TagValueType::String, s));
+                            }
+                        }
+                        other => value_of(&other.to_value(), &mut values),
+                    },
                     TagTarget::AnyScopeString(name) => {
                         let span = view.span(i);
                         string_values(&span.attributes, name, &mut values);
