@@ -46,6 +46,11 @@ fn trace_start(trace: &TracePieces) -> u64 {
         .unwrap_or(0)
 }
 
+/// `SEARCH_BENCH_ONLY`: run only the cases whose label contains it.
+fn selected(label: &str) -> bool {
+    std::env::var("SEARCH_BENCH_ONLY").map_or(true, |only| label.contains(&only))
+}
+
 async fn timed<T>(label: &str, runs: usize, mut f: impl AsyncFnMut() -> T) -> T {
     let mut times = Vec::new();
     let mut last = None;
@@ -135,6 +140,9 @@ async fn search_latencies() {
     ] {
         let query = Arc::new(compile(query).unwrap());
         let label = format!("search {} limit {limit}", query.text());
+        if !selected(&label) {
+            continue;
+        }
         let outcome = timed(&label, runs, || async {
             service
                 .search(
@@ -159,23 +167,28 @@ async fn search_latencies() {
         );
     }
 
-    let field = field_from_tag("resource.service.name").unwrap();
-    let values = timed("tag values resource.service.name", runs, || async {
-        service
-            .tag_values(
-                &tenant,
-                TagValuesRequest {
-                    target: TagTarget::Field(field.clone()),
-                    query: None,
-                    range: window,
-                    limit: None,
-                },
-            )
-            .await
-            .unwrap()
-    })
-    .await;
-    println!("    {} values", values.values.len());
+    if selected("tag values resource.service.name") {
+        let field = field_from_tag("resource.service.name").unwrap();
+        let values = timed("tag values resource.service.name", runs, || async {
+            service
+                .tag_values(
+                    &tenant,
+                    TagValuesRequest {
+                        target: TagTarget::Field(field.clone()),
+                        query: None,
+                        range: window,
+                        limit: None,
+                    },
+                )
+                .await
+                .unwrap()
+        })
+        .await;
+        println!("    {} values", values.values.len());
+    }
+    if !selected("{ } | rate() by (resource.service.name) over 1h") {
+        return;
+    }
 
     let query = Arc::new(compile("{ } | rate() by (resource.service.name)").unwrap());
     let metrics = timed(

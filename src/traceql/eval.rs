@@ -7,6 +7,7 @@
 //! computed in tree order instead of pairwise checks).
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::HashMap;
 
 use regex::Regex;
@@ -18,10 +19,21 @@ use super::value::{
     arith, compare, match_regex, negate, val_of, Accumulator, GroupKey, Val, Value,
 };
 
-/// Derived, per-trace facts the query language exposes.
+/// Derived, per-trace facts the query language exposes. The tree structure (parents,
+/// nested sets, child counts) is built on first use: most queries never look at it, and
+/// building it costs a hash map and several vectors per trace.
 #[derive(Debug)]
 pub(crate) struct TraceView<'t> {
     pub(crate) trace: &'t Trace,
+    structure: OnceCell<Structure>,
+    pub(crate) root: Option<u32>,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+}
+
+/// Parent links and the nested-set numbering of a trace's spans.
+#[derive(Debug)]
+pub(crate) struct Structure {
     /// Parent index per span; `None` for roots, orphans and spans cut out of a cycle.
     pub(crate) parent: Vec<Option<u32>>,
     pub(crate) child_count: Vec<u32>,
@@ -30,14 +42,10 @@ pub(crate) struct TraceView<'t> {
     pub(crate) nested_parent: Vec<i64>,
     /// Every span, parents before children.
     pub(crate) preorder: Vec<u32>,
-    pub(crate) root: Option<u32>,
-    pub(crate) start: u64,
-    pub(crate) end: u64,
 }
 
-impl<'t> TraceView<'t> {
-    pub(crate) fn new(trace: &'t Trace) -> TraceView<'t> {
-        let spans = &trace.spans;
+impl Structure {
+    fn new(spans: &[Span]) -> Structure {
         let n = spans.len();
         let mut by_id: HashMap<&[u8], u32> = HashMap::with_capacity(n);
         for (i, span) in spans.iter().enumerate() {
@@ -133,6 +141,20 @@ impl<'t> TraceView<'t> {
             .collect();
         let child_count = children.iter().map(|c| c.len() as u32).collect();
 
+        Structure {
+            parent,
+            child_count,
+            nested_left,
+            nested_right,
+            nested_parent,
+            preorder,
+        }
+    }
+}
+
+impl<'t> TraceView<'t> {
+    pub(crate) fn new(trace: &'t Trace) -> TraceView<'t> {
+        let spans = &trace.spans;
         let root = spans
             .iter()
             .enumerate()
@@ -144,16 +166,17 @@ impl<'t> TraceView<'t> {
 
         TraceView {
             trace,
-            parent,
-            child_count,
-            nested_left,
-            nested_right,
-            nested_parent,
-            preorder,
+            structure: OnceCell::new(),
             root,
             start,
             end,
         }
+    }
+
+    /// The trace's tree, built on first use.
+    pub(crate) fn structure(&self) -> &Structure {
+        self.structure
+            .get_or_init(|| Structure::new(&self.trace.spans))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -186,7 +209,7 @@ impl<'t> TraceView<'t> {
 
     fn attribute(&self, i: u32, attr: &Attribute) -> Val<'t> {
         let i = if attr.parent {
-            match self.parent[i as usize] {
+            match self.structure().parent[i as usize] {
                 Some(p) => p,
                 None => return Val::Nil,
             }
@@ -226,7 +249,7 @@ impl<'t> TraceView<'t> {
             Intrinsic::Status => Val::Status(span.status),
             Intrinsic::StatusMessage => Val::Str(Cow::Borrowed(&span.status_message)),
             Intrinsic::Kind => Val::Kind(span.kind),
-            Intrinsic::ChildCount => Val::Int(i64::from(self.child_count[idx])),
+            Intrinsic::ChildCount => Val::Int(i64::from(self.structure().child_count[idx])),
             Intrinsic::Parent | Intrinsic::ParentId => {
                 if span.parent_span_id.is_empty() {
                     Val::Nil
@@ -243,9 +266,9 @@ impl<'t> TraceView<'t> {
                 .map_or(Val::Nil, |s| Val::Str(Cow::Borrowed(s))),
             Intrinsic::TraceDuration => Val::Dur(nanos_i64(self.duration())),
             Intrinsic::TraceId => Val::Str(Cow::Owned(trace_id_hex(&self.trace.trace_id))),
-            Intrinsic::NestedSetLeft => Val::Int(self.nested_left[idx]),
-            Intrinsic::NestedSetRight => Val::Int(self.nested_right[idx]),
-            Intrinsic::NestedSetParent => Val::Int(self.nested_parent[idx]),
+            Intrinsic::NestedSetLeft => Val::Int(self.structure().nested_left[idx]),
+            Intrinsic::NestedSetRight => Val::Int(self.structure().nested_right[idx]),
+            Intrinsic::NestedSetParent => Val::Int(self.structure().nested_parent[idx]),
             Intrinsic::EventName => list(
                 span.events
                     .iter()
@@ -651,8 +674,8 @@ fn mask(n: usize, spans: &[u32]) -> Vec<bool> {
 /// Per span: has a proper ancestor in `set`.
 fn has_ancestor_in(view: &TraceView<'_>, set: &[bool]) -> Vec<bool> {
     let mut out = vec![false; view.len()];
-    for &i in &view.preorder {
-        if let Some(p) = view.parent[i as usize] {
+    for &i in &view.structure().preorder {
+        if let Some(p) = view.structure().parent[i as usize] {
             out[i as usize] = set[p as usize] || out[p as usize];
         }
     }
@@ -662,8 +685,8 @@ fn has_ancestor_in(view: &TraceView<'_>, set: &[bool]) -> Vec<bool> {
 /// Per span: has a proper descendant in `set`.
 fn has_descendant_in(view: &TraceView<'_>, set: &[bool]) -> Vec<bool> {
     let mut out = vec![false; view.len()];
-    for &i in view.preorder.iter().rev() {
-        if let Some(p) = view.parent[i as usize] {
+    for &i in view.structure().preorder.iter().rev() {
+        if let Some(p) = view.structure().parent[i as usize] {
             if set[i as usize] || out[i as usize] {
                 out[p as usize] = true;
             }
@@ -674,7 +697,8 @@ fn has_descendant_in(view: &TraceView<'_>, set: &[bool]) -> Vec<bool> {
 
 /// Per span: its parent is in `set`.
 fn has_parent_in(view: &TraceView<'_>, set: &[bool]) -> Vec<bool> {
-    view.parent
+    view.structure()
+        .parent
         .iter()
         .map(|p| p.is_some_and(|p| set[p as usize]))
         .collect()
@@ -683,7 +707,7 @@ fn has_parent_in(view: &TraceView<'_>, set: &[bool]) -> Vec<bool> {
 /// Per span: one of its children is in `set`.
 fn has_child_in(view: &TraceView<'_>, set: &[bool]) -> Vec<bool> {
     let mut out = vec![false; view.len()];
-    for (i, p) in view.parent.iter().enumerate() {
+    for (i, p) in view.structure().parent.iter().enumerate() {
         if let Some(p) = p {
             if set[i] {
                 out[*p as usize] = true;
@@ -696,14 +720,15 @@ fn has_child_in(view: &TraceView<'_>, set: &[bool]) -> Vec<bool> {
 /// Per span: another span with the same parent is in `set`. Roots have no siblings.
 fn has_sibling_in(view: &TraceView<'_>, set: &[bool]) -> Vec<bool> {
     let mut members = vec![0u32; view.len()];
-    for (i, p) in view.parent.iter().enumerate() {
+    for (i, p) in view.structure().parent.iter().enumerate() {
         if let Some(p) = p {
             if set[i] {
                 members[*p as usize] += 1;
             }
         }
     }
-    view.parent
+    view.structure()
+        .parent
         .iter()
         .enumerate()
         .map(|(i, p)| p.is_some_and(|p| members[p as usize] > u32::from(set[i])))
@@ -840,11 +865,14 @@ mod tests {
     fn view_derives_tree_facts() {
         let t = trace();
         let view = TraceView::new(&t);
-        assert_eq!(view.parent, vec![None, Some(0), Some(1), Some(0), None]);
-        assert_eq!(view.child_count, vec![2, 1, 0, 0, 0]);
-        assert_eq!(view.nested_left, vec![1, 2, 3, 6, 9]);
-        assert_eq!(view.nested_right, vec![8, 5, 4, 7, 10]);
-        assert_eq!(view.nested_parent, vec![-1, 1, 2, 1, 0]);
+        assert_eq!(
+            view.structure().parent,
+            vec![None, Some(0), Some(1), Some(0), None]
+        );
+        assert_eq!(view.structure().child_count, vec![2, 1, 0, 0, 0]);
+        assert_eq!(view.structure().nested_left, vec![1, 2, 3, 6, 9]);
+        assert_eq!(view.structure().nested_right, vec![8, 5, 4, 7, 10]);
+        assert_eq!(view.structure().nested_parent, vec![-1, 1, 2, 1, 0]);
         assert_eq!(view.root, Some(0));
         assert_eq!((view.start, view.end), (100, 114));
     }
@@ -944,8 +972,8 @@ mod tests {
             spans: vec![span(1, 2), span(2, 1), span(3, 3)],
         };
         let view = TraceView::new(&t);
-        assert_eq!(view.preorder.len(), 3);
-        assert_eq!(view.parent, vec![None, Some(0), None]);
+        assert_eq!(view.structure().preorder.len(), 3);
+        assert_eq!(view.structure().parent, vec![None, Some(0), None]);
         assert_eq!(view.root, None);
     }
 

@@ -240,10 +240,14 @@ struct LeafState {
     series: Vec<SeriesState>,
     compare: Option<CompareState>,
     partial: bool,
+    /// The series the last observed span went to.
+    last_slot: Option<usize>,
 }
 
 #[derive(Debug)]
 struct SeriesState {
+    /// The key `index` maps to this series.
+    key: Vec<GroupKey>,
     labels: Vec<(String, Value)>,
     data: SeriesData,
     /// `(interval, exemplar)`.
@@ -429,26 +433,42 @@ impl LeafState {
         };
 
         let by_values: Vec<Val<'_>> = leaf.by.iter().map(|(_, f)| view.field(i, f)).collect();
-        let mut key: Vec<GroupKey> = by_values.iter().map(Val::group_key).collect();
         let histogram = matches!(leaf.func, MetricsFn::HistogramOverTime(_));
-        if histogram {
-            key.push(GroupKey::Float(bucket.unwrap_or(0.0).to_bits()));
-        }
-        let slot = match self.index.get(&key) {
-            Some(slot) => *slot,
+        let bucket_key = histogram.then(|| GroupKey::Float(bucket.unwrap_or(0.0).to_bits()));
+        // Consecutive spans mostly fall in the series of the span before: checking it
+        // first spares building (allocating) the key for every span.
+        let same_as_last = self.last_slot.is_some_and(|slot| {
+            let last = &self.series[slot].key;
+            last.len() == by_values.len() + usize::from(histogram)
+                && by_values.iter().zip(last).all(|(v, k)| v.has_group_key(k))
+                && bucket_key.as_ref().is_none_or(|b| last.last() == Some(b))
+        });
+        let cached = self.last_slot.filter(|_| same_as_last);
+        let slot = match cached {
+            Some(slot) => slot,
             None => {
-                if max_series > 0 && self.series.len() >= max_series {
-                    self.partial = true;
-                    return false;
+                let mut key: Vec<GroupKey> = by_values.iter().map(Val::group_key).collect();
+                key.extend(bucket_key);
+                if let Some(&slot) = self.index.get(&key) {
+                    self.last_slot = Some(slot);
+                    slot
+                } else {
+                    if max_series > 0 && self.series.len() >= max_series {
+                        self.partial = true;
+                        return false;
+                    }
+                    let labels =
+                        series_labels(leaf, &by_values, histogram.then_some(bucket).flatten());
+                    self.series.push(SeriesState {
+                        key: key.clone(),
+                        labels,
+                        data: SeriesData::new(&leaf.func, intervals.count),
+                        exemplars: Vec::new(),
+                    });
+                    self.index.insert(key, self.series.len() - 1);
+                    self.last_slot = Some(self.series.len() - 1);
+                    self.series.len() - 1
                 }
-                let labels = series_labels(leaf, &by_values, histogram.then_some(bucket).flatten());
-                self.series.push(SeriesState {
-                    labels,
-                    data: SeriesData::new(&leaf.func, intervals.count),
-                    exemplars: Vec::new(),
-                });
-                self.index.insert(key, self.series.len() - 1);
-                self.series.len() - 1
             }
         };
         let series = &mut self.series[slot];

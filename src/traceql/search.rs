@@ -158,6 +158,11 @@ impl SearchEvaluator {
         }
     }
 
+    /// Matching traces kept so far: at least `limit` once `limit` traces matched.
+    pub fn num_found(&self) -> usize {
+        self.found.len()
+    }
+
     pub fn finish(mut self) -> SearchResult {
         self.prune();
         SearchResult {

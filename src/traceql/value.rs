@@ -182,6 +182,21 @@ impl<'a> Val<'a> {
             }
         }
     }
+
+    /// `self.group_key() == *key`, without building the key (no allocation for scalars).
+    pub(crate) fn has_group_key(&self, key: &GroupKey) -> bool {
+        match (self, key) {
+            (Val::Nil, GroupKey::Nil) => true,
+            (Val::Bool(a), GroupKey::Bool(b)) => a == b,
+            (Val::Int(a), GroupKey::Int(b)) | (Val::Dur(a), GroupKey::Dur(b)) => a == b,
+            (Val::Float(a), GroupKey::Float(b)) => a.to_bits() == *b,
+            (Val::Str(a), GroupKey::Str(b)) => a.as_ref() == b.as_str(),
+            (Val::Status(a), GroupKey::Status(b)) => a == b,
+            (Val::Kind(a), GroupKey::Kind(b)) => a == b,
+            (Val::Attrs(_) | Val::List(_), GroupKey::Array(_)) => self.group_key() == *key,
+            _ => false,
+        }
+    }
 }
 
 impl GroupKey {
@@ -400,6 +415,40 @@ mod tests {
 
     fn s(x: &str) -> Val<'_> {
         Val::Str(Cow::Borrowed(x))
+    }
+
+    #[test]
+    fn has_group_key_agrees_with_group_key() {
+        let array = [AttrValue::Int(1), AttrValue::String("a".into())];
+        let values = [
+            Val::Nil,
+            Val::Bool(true),
+            Val::Bool(false),
+            Val::Int(3),
+            Val::Dur(3),
+            Val::Float(3.0),
+            Val::Float(-0.0),
+            Val::Float(0.0),
+            s("a"),
+            s("b"),
+            Val::Status(Status::Error),
+            Val::Status(Status::Ok),
+            Val::Kind(Kind::Server),
+            Val::Kind(Kind::Client),
+            Val::Attrs(&array),
+            Val::List(vec![Val::Int(1), s("a")]),
+            Val::List(vec![Val::Int(1)]),
+        ];
+        for value in &values {
+            for other in &values {
+                let key = other.group_key();
+                assert_eq!(
+                    value.has_group_key(&key),
+                    value.group_key() == key,
+                    "{value:?} vs {other:?}"
+                );
+            }
+        }
     }
 
     #[test]

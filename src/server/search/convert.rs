@@ -169,7 +169,9 @@ pub(crate) fn append_otlp(trace: &mut Trace, batches: &[OtlpResourceSpans]) {
 }
 
 /// Which block columns to read. The fixed columns are cheap (plain values); each blob
-/// column is decoded only when asked for.
+/// column is decoded only when asked for. Span-local metrics may also leave out the
+/// fixed columns only results and trace structure use (`skip_*`): spans then carry
+/// empty values there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Projection {
     pub(crate) resource: bool,
@@ -177,6 +179,10 @@ pub(crate) struct Projection {
     pub(crate) attributes: bool,
     pub(crate) events: bool,
     pub(crate) links: bool,
+    pub(crate) skip_name: bool,
+    pub(crate) skip_span_id: bool,
+    pub(crate) skip_parent_span_id: bool,
+    pub(crate) skip_status_message: bool,
 }
 
 impl Projection {
@@ -186,6 +192,10 @@ impl Projection {
         attributes: true,
         events: true,
         links: true,
+        skip_name: false,
+        skip_span_id: false,
+        skip_parent_span_id: false,
+        skip_status_message: false,
     };
 
     pub(crate) fn union(self, other: Projection) -> Projection {
@@ -195,6 +205,10 @@ impl Projection {
             attributes: self.attributes || other.attributes,
             events: self.events || other.events,
             links: self.links || other.links,
+            skip_name: self.skip_name && other.skip_name,
+            skip_span_id: self.skip_span_id && other.skip_span_id,
+            skip_parent_span_id: self.skip_parent_span_id && other.skip_parent_span_id,
+            skip_status_message: self.skip_status_message && other.skip_status_message,
         }
     }
 
@@ -205,16 +219,16 @@ impl Projection {
             COL_BATCH_SEQ,
             COL_SCOPE_SEQ,
             COL_SERVICE_NAME,
-            COL_SPAN_ID,
-            COL_PARENT_SPAN_ID,
-            COL_NAME,
             COL_KIND,
             COL_START_TIME,
             COL_DURATION,
             COL_STATUS_CODE,
-            COL_STATUS_MESSAGE,
         ];
         for (wanted, column) in [
+            (!self.skip_span_id, COL_SPAN_ID),
+            (!self.skip_parent_span_id, COL_PARENT_SPAN_ID),
+            (!self.skip_name, COL_NAME),
+            (!self.skip_status_message, COL_STATUS_MESSAGE),
             (self.resource, COL_RESOURCE),
             (self.scope, COL_SCOPE),
             (self.attributes, COL_ATTRIBUTES),
@@ -265,14 +279,14 @@ pub(crate) struct RowColumns<'a> {
     batch_seq: &'a UInt32Array,
     scope_seq: &'a UInt32Array,
     pub(crate) service_name: &'a StringArray,
-    span_id: &'a BinaryArray,
-    parent_span_id: &'a BinaryArray,
-    pub(crate) name: &'a StringArray,
+    span_id: Option<&'a BinaryArray>,
+    parent_span_id: Option<&'a BinaryArray>,
+    pub(crate) name: Option<&'a StringArray>,
     pub(crate) kind: &'a Int32Array,
     pub(crate) start_time: &'a UInt64Array,
     pub(crate) duration: &'a Int64Array,
     pub(crate) status_code: &'a Int32Array,
-    pub(crate) status_message: &'a StringArray,
+    pub(crate) status_message: Option<&'a StringArray>,
     pub(crate) resource: Option<&'a BinaryArray>,
     pub(crate) scope: Option<&'a BinaryArray>,
     pub(crate) attributes: Option<&'a BinaryArray>,
@@ -287,14 +301,14 @@ impl<'a> RowColumns<'a> {
             batch_seq: column(batch, COL_BATCH_SEQ)?,
             scope_seq: column(batch, COL_SCOPE_SEQ)?,
             service_name: column(batch, COL_SERVICE_NAME)?,
-            span_id: column(batch, COL_SPAN_ID)?,
-            parent_span_id: column(batch, COL_PARENT_SPAN_ID)?,
-            name: column(batch, COL_NAME)?,
+            span_id: optional_column(batch, COL_SPAN_ID)?,
+            parent_span_id: optional_column(batch, COL_PARENT_SPAN_ID)?,
+            name: optional_column(batch, COL_NAME)?,
             kind: column(batch, COL_KIND)?,
             start_time: column(batch, COL_START_TIME)?,
             duration: column(batch, COL_DURATION)?,
             status_code: column(batch, COL_STATUS_CODE)?,
-            status_message: column(batch, COL_STATUS_MESSAGE)?,
+            status_message: optional_column(batch, COL_STATUS_MESSAGE)?,
             resource: optional_column(batch, COL_RESOURCE)?,
             scope: optional_column(batch, COL_SCOPE)?,
             attributes: optional_column(batch, COL_ATTRIBUTES)?,
@@ -344,7 +358,9 @@ impl<'a> RowColumns<'a> {
         } else {
             (
                 status_of(self.status_code.value(row)),
-                self.status_message.value(row).to_string(),
+                self.status_message
+                    .map(|c| c.value(row).to_string())
+                    .unwrap_or_default(),
             )
         };
         let attributes = match self.attributes {
@@ -370,9 +386,18 @@ impl<'a> RowColumns<'a> {
             None => Vec::new(),
         };
         Ok(Span {
-            span_id: self.span_id.value(row).to_vec(),
-            parent_span_id: self.parent_span_id.value(row).to_vec(),
-            name: self.name.value(row).to_string(),
+            span_id: self
+                .span_id
+                .map(|c| c.value(row).to_vec())
+                .unwrap_or_default(),
+            parent_span_id: self
+                .parent_span_id
+                .map(|c| c.value(row).to_vec())
+                .unwrap_or_default(),
+            name: self
+                .name
+                .map(|c| c.value(row).to_string())
+                .unwrap_or_default(),
             kind: kind_of(self.kind.value(row)),
             status,
             status_message,
@@ -394,7 +419,17 @@ pub(crate) struct PieceBuilder {
     done: Vec<Trace>,
     current: Option<OpenPiece>,
     num_rows: u64,
+    /// Resources rebuilt from the service name column (the resource blob not read),
+    /// shared by every piece with that name: a few services, many pieces.
+    service_resources: Vec<(Option<String>, Arc<Resource>)>,
+    /// The scope of pieces whose scope blob was not read.
+    default_scope: Option<Arc<InstrumentationScope>>,
+    /// Spans the next piece will hold, when known.
+    next_piece_rows: usize,
 }
+
+/// Cached resources looked up linearly; beyond this many names, new ones are not cached.
+const MAX_CACHED_SERVICE_RESOURCES: usize = 64;
 
 #[derive(Debug)]
 struct OpenPiece {
@@ -407,6 +442,48 @@ struct OpenPiece {
 }
 
 impl PieceBuilder {
+    /// Says how many rows the next piece has, so its spans are allocated once.
+    pub(crate) fn expect_piece_rows(&mut self, rows: usize) {
+        self.next_piece_rows = rows;
+    }
+
+    fn resource(
+        &mut self,
+        columns: &RowColumns<'_>,
+        row: usize,
+    ) -> Result<Arc<Resource>, ConvertError> {
+        if columns.resource.is_some() {
+            return Ok(Arc::new(columns.resource(row)?));
+        }
+        let name = (!columns.service_name.is_null(row)).then(|| columns.service_name.value(row));
+        if let Some((_, resource)) = self
+            .service_resources
+            .iter()
+            .find(|(cached, _)| cached.as_deref() == name)
+        {
+            return Ok(Arc::clone(resource));
+        }
+        let resource = Arc::new(columns.resource(row)?);
+        if self.service_resources.len() < MAX_CACHED_SERVICE_RESOURCES {
+            self.service_resources
+                .push((name.map(str::to_string), Arc::clone(&resource)));
+        }
+        Ok(resource)
+    }
+
+    fn scope(
+        &mut self,
+        columns: &RowColumns<'_>,
+        row: usize,
+    ) -> Result<Arc<InstrumentationScope>, ConvertError> {
+        if columns.scope.is_some() {
+            return Ok(Arc::new(columns.scope(row)?));
+        }
+        Ok(Arc::clone(self.default_scope.get_or_insert_with(|| {
+            Arc::new(InstrumentationScope::default())
+        })))
+    }
+
     /// Adds the rows of `batch`; with `only`, rows of other traces are skipped.
     #[cfg(test)]
     pub(crate) fn push_batch(
@@ -435,32 +512,52 @@ impl PieceBuilder {
         self.num_rows += 1;
         let batch_seq = columns.batch_seq.value(row);
         let scope_seq = columns.scope_seq.value(row);
-        match &mut self.current {
-            Some(open) if open.trace_id == trace_id => {
-                if open.batch_seq != batch_seq {
-                    open.resource = Arc::new(columns.resource(row)?);
-                    open.scope = Arc::new(columns.scope(row)?);
-                } else if open.scope_seq != scope_seq {
-                    open.scope = Arc::new(columns.scope(row)?);
+        let continues = self
+            .current
+            .as_ref()
+            .is_some_and(|open| open.trace_id == trace_id);
+        if continues {
+            let (new_batch, new_scope) = match &self.current {
+                Some(open) => (
+                    open.batch_seq != batch_seq,
+                    open.batch_seq != batch_seq || open.scope_seq != scope_seq,
+                ),
+                None => (false, false),
+            };
+            let resource = if new_batch {
+                Some(self.resource(columns, row)?)
+            } else {
+                None
+            };
+            let scope = if new_scope {
+                Some(self.scope(columns, row)?)
+            } else {
+                None
+            };
+            if let Some(open) = &mut self.current {
+                if let Some(resource) = resource {
+                    open.resource = resource;
+                }
+                if let Some(scope) = scope {
+                    open.scope = scope;
                 }
                 open.batch_seq = batch_seq;
                 open.scope_seq = scope_seq;
             }
-            _ => {
-                let next = OpenPiece {
-                    trace: Trace {
-                        trace_id: trace_id.0.to_vec(),
-                        spans: Vec::new(),
-                    },
-                    trace_id,
-                    batch_seq,
-                    scope_seq,
-                    resource: Arc::new(columns.resource(row)?),
-                    scope: Arc::new(columns.scope(row)?),
-                };
-                if let Some(finished) = self.current.replace(next) {
-                    self.done.push(finished.trace);
-                }
+        } else {
+            let next = OpenPiece {
+                trace: Trace {
+                    trace_id: trace_id.0.to_vec(),
+                    spans: Vec::with_capacity(std::mem::take(&mut self.next_piece_rows)),
+                },
+                trace_id,
+                batch_seq,
+                scope_seq,
+                resource: self.resource(columns, row)?,
+                scope: self.scope(columns, row)?,
+            };
+            if let Some(finished) = self.current.replace(next) {
+                self.done.push(finished.trace);
             }
         }
         if let Some(open) = &mut self.current {

@@ -15,7 +15,8 @@ use crate::traceql::{
     SpansetFetcher, Trace, TraceBatches,
 };
 
-use super::plan::{is_span_local_metrics, projection};
+use super::convert::Projection;
+use super::plan::{is_span_local_metrics, projection, span_local_projection};
 use super::scan::{scan, Assembly, ScanStats, TraceSink};
 use super::{SearchError, SearchService, TimeRange};
 
@@ -36,6 +37,8 @@ pub struct StoreFetcher {
     tenant: TenantId,
     range: TimeRange,
     whole_traces: bool,
+    /// Columns to read instead of those the request's fields need.
+    columns: Option<Projection>,
     stats: Arc<Mutex<ScanStats>>,
 }
 
@@ -47,6 +50,7 @@ impl StoreFetcher {
             tenant,
             range,
             whole_traces: true,
+            columns: None,
             stats: Arc::new(Mutex::new(ScanStats::default())),
         }
     }
@@ -54,6 +58,13 @@ impl StoreFetcher {
     /// Pieces instead of whole traces (see the type docs).
     pub fn pieces(mut self) -> StoreFetcher {
         self.whole_traces = false;
+        self
+    }
+
+    /// Reads these columns, whatever the request's fields; the caller knows what of the
+    /// spans it looks at.
+    pub(crate) fn with_columns(mut self, columns: Projection) -> StoreFetcher {
+        self.columns = Some(columns);
         self
     }
 
@@ -118,7 +129,7 @@ impl SpansetFetcher for StoreFetcher {
         let selection = self.service.block_selection(self.range);
         let settings = self.service.scan_settings();
         let request = request.clone();
-        let columns = projection(&request);
+        let columns = self.columns.unwrap_or_else(|| projection(&request));
         let task = tokio::spawn(async move {
             scan(
                 sources, &request, selection, assembly, columns, sink, settings,
@@ -151,6 +162,7 @@ impl SearchService {
         query: Arc<CompiledQuery>,
         params: MetricsParams,
     ) -> Result<MetricsOutcome, SearchError> {
+        let params_exemplars = params.max_exemplars;
         let mut evaluator = MetricsEvaluator::new(Arc::clone(&query), params)?;
         let request = evaluator.fetch_request();
         let range = TimeRange::Window {
@@ -159,7 +171,8 @@ impl SearchService {
         };
         let mut fetcher = StoreFetcher::new(self.clone(), tenant.clone(), range);
         if matches!(&query.query().body, QueryBody::Metrics(expr) if is_span_local_metrics(expr)) {
-            fetcher = fetcher.pieces();
+            let columns = span_local_projection(&request, params_exemplars > 0);
+            fetcher = fetcher.pieces().with_columns(columns);
         }
         let mut batches = fetcher.fetch(&request).await.map_err(fetch_failed)?;
         while let Some(batch) = batches.next_batch().await.map_err(fetch_failed)? {

@@ -71,7 +71,23 @@ impl TraceSink for SearchSink {
         else {
             return false;
         };
-        evaluator.observe(&traces);
+        // Newest first, in the order results are kept: once `limit` traces of this batch
+        // match, the rest cannot make the result, nor can traces older than the cutoff.
+        let cutoff = self.cutoff();
+        let mut traces: Vec<(u64, Trace)> = traces
+            .into_iter()
+            .map(|trace| (trace_start(&trace), trace))
+            .filter(|(start, _)| *start >= cutoff)
+            .collect();
+        traces.sort_unstable_by(|(a_start, a), (b_start, b)| {
+            (Reverse(*a_start), &a.trace_id).cmp(&(Reverse(*b_start), &b.trace_id))
+        });
+        for (_, trace) in &traces {
+            evaluator.observe(std::slice::from_ref(trace));
+            if evaluator.num_found() >= self.params.limit {
+                break;
+            }
+        }
         self.keep_newest(evaluator.finish().traces);
         true
     }
@@ -79,6 +95,16 @@ impl TraceSink for SearchSink {
     fn cutoff(&self) -> u64 {
         self.cutoff.load(Ordering::Relaxed)
     }
+}
+
+/// The start of a trace's first span, as the engine reports it.
+fn trace_start(trace: &Trace) -> u64 {
+    trace
+        .spans
+        .iter()
+        .map(|s| s.start_unix_nanos)
+        .min()
+        .unwrap_or(0)
 }
 
 impl SearchService {

@@ -124,6 +124,45 @@ pub(crate) fn projection(request: &FetchRequest) -> Projection {
         })
 }
 
+/// The projection of span-local work that returns no spans (metrics, tag values):
+/// besides unread blobs, the fixed columns that only search results and trace
+/// structure need are left out, unless the request reads them. `span_ids`: spans are
+/// still named somewhere (metrics exemplars).
+pub(crate) fn span_local_projection(request: &FetchRequest, span_ids: bool) -> Projection {
+    let mut p = projection(request);
+    if request.all_fields {
+        return p;
+    }
+    let reads = |wanted: &[Intrinsic]| {
+        request.fields.iter().any(|field| {
+            matches!(field, FieldRef::Intrinsic { intrinsic, .. } if wanted.contains(intrinsic))
+        })
+    };
+    // Every intrinsic that looks at span IDs, trace structure or the root, local or not.
+    let structural = [
+        Intrinsic::SpanId,
+        Intrinsic::ParentId,
+        Intrinsic::Parent,
+        Intrinsic::ChildCount,
+        Intrinsic::NestedSetLeft,
+        Intrinsic::NestedSetRight,
+        Intrinsic::NestedSetParent,
+        Intrinsic::RootName,
+        Intrinsic::RootServiceName,
+        Intrinsic::TraceDuration,
+    ];
+    let reads_parent_attributes = request
+        .fields
+        .iter()
+        .any(|field| matches!(field, FieldRef::Attribute(attr) if attr.parent));
+    let structure = reads(&structural) || reads_parent_attributes;
+    p.skip_name = !structure && !reads(&[Intrinsic::Name]);
+    p.skip_span_id = !structure && !span_ids;
+    p.skip_parent_span_id = !structure;
+    p.skip_status_message = !reads(&[Intrinsic::StatusMessage]);
+    p
+}
+
 pub(crate) fn field_projection(field: &FieldRef) -> Projection {
     let mut p = Projection::default();
     match field {
@@ -390,6 +429,29 @@ mod tests {
         assert!(p("{ event:name = \"x\" }").events);
         assert!(p("{ instrumentation.x = 1 }").scope);
         assert_eq!(p("{ } | compare({ status = error })"), Projection::ALL);
+    }
+
+    #[test]
+    fn span_local_metrics_leave_out_unread_fixed_columns() {
+        let p = |q: &str, exemplars: bool| {
+            let request = compile(q).unwrap().fetch_request(0, 0);
+            span_local_projection(&request, exemplars)
+        };
+        let lean = p("{ } | rate() by (resource.service.name)", false);
+        assert!(lean.skip_name && lean.skip_span_id && lean.skip_parent_span_id);
+        assert!(lean.skip_status_message);
+        assert!(!lean
+            .columns()
+            .contains(&crate::server::block::schema::COL_NAME));
+        // Exemplars name their span.
+        let with_exemplars = p("{ } | rate()", true);
+        assert!(!with_exemplars.skip_span_id && with_exemplars.skip_parent_span_id);
+        let by_name = p("{ status = error } | count_over_time() by (name)", false);
+        assert!(!by_name.skip_name && by_name.skip_status_message);
+        let by_message = p("{ statusMessage = \"x\" } | rate()", false);
+        assert!(!by_message.skip_status_message);
+        let by_parent = p("{ span:parentID != nil } | rate()", false);
+        assert!(!by_parent.skip_parent_span_id && !by_parent.skip_span_id);
     }
 
     fn bounds<T>(min: T, max: T) -> Option<ColumnBounds<T>> {

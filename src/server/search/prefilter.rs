@@ -18,8 +18,8 @@ use std::collections::HashSet;
 
 use arrow::array::{Array, BinaryArray};
 use arrow::record_batch::RecordBatch;
+use memchr::memmem;
 use prost::Message;
-use regex::bytes::Regex;
 
 use crate::otlp::{OtlpAnyValue, OtlpValue, TraceId};
 use crate::server::block::schema::end_from_duration;
@@ -29,26 +29,22 @@ use crate::traceql::{Condition, ConditionOp, FetchRequest, Trace};
 
 use super::convert::{kind_of, status_of, ConvertError, PieceBuilder, RowColumns};
 
-/// A byte-string finder (memchr-accelerated: the pattern is a literal).
+/// A byte-string finder. A plain substring search: a regex would do the same search
+/// plus, per call, a cache taken from a pool that only its first thread gets cheaply.
 #[derive(Debug, Clone)]
 pub(crate) struct ByteLiteral {
-    finder: Regex,
+    finder: memmem::Finder<'static>,
 }
 
 impl ByteLiteral {
     fn new(bytes: &[u8]) -> Option<ByteLiteral> {
-        let mut pattern = String::with_capacity(4 + bytes.len() * 4);
-        pattern.push_str("(?s-u)");
-        for b in bytes {
-            pattern.push_str(&format!("\\x{b:02x}"));
-        }
-        Regex::new(&pattern)
-            .ok()
-            .map(|finder| ByteLiteral { finder })
+        Some(ByteLiteral {
+            finder: memmem::Finder::new(bytes).into_owned(),
+        })
     }
 
     fn found_in(&self, haystack: &[u8]) -> bool {
-        self.finder.is_match(haystack)
+        self.finder.find(haystack).is_some()
     }
 }
 
@@ -135,7 +131,7 @@ enum Check {
     /// `resource.service.name = "x"`, answered by the `service_name` column.
     ServiceName(String),
     Duration(ConditionOp, f64),
-    Attribute(Blob, AttributeBytes),
+    Attribute(Blob, Box<AttributeBytes>),
 }
 
 fn check_of(condition: &Condition) -> Check {
@@ -170,7 +166,7 @@ fn check_of(condition: &Condition) -> Check {
                 AttributeScope::Instrumentation => Blob::Scope,
             };
             match attribute_bytes(&attr.name, op) {
-                Some(bytes) => Check::Attribute(blob, bytes),
+                Some(bytes) => Check::Attribute(blob, Box::new(bytes)),
                 None => Check::Unknown,
             }
         }
@@ -244,7 +240,8 @@ impl RowFilter {
                 actual == *status
             }
             Check::Kind(kind) => kind_of(columns.kind.value(row)) == *kind,
-            Check::Name(name) => columns.name.value(row) == name,
+            // Not read: cannot be checked.
+            Check::Name(name) => columns.name?.value(row) == name,
             Check::ServiceName(name) => {
                 !columns.service_name.is_null(row) && columns.service_name.value(row) == name
             }
@@ -323,25 +320,36 @@ impl RowFilter {
     }
 }
 
-/// The pieces of one row group (or of a multi-trace read), and the first and last trace
-/// IDs seen in its rows (decoded or not), which may continue in neighbouring row groups.
-#[derive(Debug, Default)]
-pub(crate) struct Pieces {
-    pub(crate) traces: Vec<Trace>,
-    pub(crate) first: Option<TraceId>,
-    pub(crate) last: Option<TraceId>,
-    /// Rows and traces looked at, rows decoded.
-    pub(crate) rows: u64,
-    pub(crate) runs: u64,
-    pub(crate) decoded_rows: u64,
-}
-
 /// Per trace in a run of rows: whether a row passed, and the piece's time extent.
 #[derive(Debug, Clone, Copy)]
 struct RunState {
     passed: bool,
     min_start: u64,
     max_end: u64,
+}
+
+/// The rows of one trace in a row group, numbered across its record batches.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeptRun {
+    first_row: usize,
+    end_row: usize,
+    /// The earliest start of the run's spans.
+    pub(crate) min_start: u64,
+}
+
+/// Which traces of some record batches to decode (see [`select_runs`]), and the first
+/// and last trace IDs seen in their rows (decoded or not), which may continue in
+/// neighbouring row groups.
+#[derive(Debug, Default)]
+pub(crate) struct RunSelection {
+    /// In row order.
+    pub(crate) kept: Vec<KeptRun>,
+    /// First row number of each batch.
+    offsets: Vec<usize>,
+    pub(crate) first: Option<TraceId>,
+    pub(crate) last: Option<TraceId>,
+    pub(crate) rows: u64,
+    pub(crate) runs: u64,
 }
 
 /// Decodes the pieces whose rows pass `filter`, start at or after `cutoff` (0: none)
@@ -351,39 +359,62 @@ pub(crate) fn build_pieces(
     filter: Option<&RowFilter>,
     cutoff: u64,
     only: Option<&HashSet<TraceId>>,
-) -> Result<Pieces, ConvertError> {
-    let mut out = Pieces::default();
+) -> Result<Vec<Trace>, ConvertError> {
     let columns: Vec<RowColumns<'_>> = batches
         .iter()
         .map(RowColumns::new)
         .collect::<Result<_, _>>()?;
-    // Pass 1: per trace, whether any row can match; rows of a trace are contiguous.
-    let mut keep: HashSet<TraceId> = HashSet::new();
-    let mut current: Option<(TraceId, RunState)> = None;
-    let finish = |run: Option<(TraceId, RunState)>, keep: &mut HashSet<TraceId>| {
-        if let Some((trace_id, state)) = run {
-            let (start, end) = filter.map_or((0, 0), |f| (f.start_unix_nanos, f.end_unix_nanos));
-            let in_window =
-                (end == 0 || state.min_start <= end) && (start == 0 || state.max_end >= start);
+    let selection = select_runs(&columns, filter, cutoff, only)?;
+    decode_runs(&columns, &selection, &selection.kept)
+}
+
+/// The runs of rows (one per trace) [`build_pieces`] decodes, without decoding them.
+pub(crate) fn select_runs(
+    columns: &[RowColumns<'_>],
+    filter: Option<&RowFilter>,
+    cutoff: u64,
+    only: Option<&HashSet<TraceId>>,
+) -> Result<RunSelection, ConvertError> {
+    let mut out = RunSelection::default();
+    // Per trace, whether any row can match; rows of a trace are contiguous, so each
+    // trace is a run of rows, kept or not as a whole.
+    let mut kept: Vec<KeptRun> = Vec::new();
+    let mut current: Option<(TraceId, usize, RunState)> = None;
+    let (window_start, window_end) =
+        filter.map_or((0, 0), |f| (f.start_unix_nanos, f.end_unix_nanos));
+    let mut finish = |run: Option<(TraceId, usize, RunState)>, end_row: usize| {
+        if let Some((_, first_row, state)) = run {
+            let in_window = (window_end == 0 || state.min_start <= window_end)
+                && (window_start == 0 || state.max_end >= window_start);
             if state.passed && in_window && (cutoff == 0 || state.min_start >= cutoff) {
-                keep.insert(trace_id);
+                kept.push(KeptRun {
+                    first_row,
+                    end_row,
+                    min_start: state.min_start,
+                });
             }
         }
     };
-    for cols in &columns {
+    let mut global_row = 0usize;
+    for cols in columns {
+        out.offsets.push(global_row);
         for row in 0..cols.trace_id.len() {
+            let this_row = global_row;
+            global_row += 1;
             let trace_id = cols.trace_id_at(row)?;
             out.rows += 1;
             out.first.get_or_insert(trace_id);
             out.last = Some(trace_id);
             if only.is_some_and(|only| !only.contains(&trace_id)) {
+                // Rows of one trace are contiguous: a skipped row ends the open run.
+                finish(current.take(), this_row);
                 continue;
             }
             let start = cols.start_time.value(row);
             let end = end_from_duration(start, cols.duration.value(row)).max(start);
             let passed = filter.is_none_or(|f| f.row_may_match(cols, row));
             match &mut current {
-                Some((id, state)) if *id == trace_id => {
+                Some((id, _, state)) if *id == trace_id => {
                     state.passed |= passed;
                     state.min_start = state.min_start.min(start);
                     state.max_end = state.max_end.max(end);
@@ -392,34 +423,42 @@ pub(crate) fn build_pieces(
                     out.runs += 1;
                     let previous = current.replace((
                         trace_id,
+                        this_row,
                         RunState {
                             passed,
                             min_start: start,
                             max_end: end,
                         },
                     ));
-                    finish(previous, &mut keep);
+                    finish(previous, this_row);
                 }
             }
         }
     }
-    finish(current.take(), &mut keep);
-    if keep.is_empty() {
-        return Ok(out);
-    }
-    // Pass 2: decode the kept traces.
+    finish(current.take(), global_row);
+    out.kept = kept;
+    Ok(out)
+}
+
+/// Decodes `runs` (of `selection`, in any order) into one piece each.
+pub(crate) fn decode_runs(
+    columns: &[RowColumns<'_>],
+    selection: &RunSelection,
+    runs: &[KeptRun],
+) -> Result<Vec<Trace>, ConvertError> {
     let mut builder = PieceBuilder::default();
-    for cols in &columns {
-        for row in 0..cols.trace_id.len() {
+    for run in runs {
+        builder.expect_piece_rows(run.end_row - run.first_row);
+        for global in run.first_row..run.end_row {
+            // The batch holding this row: the last one starting at or before it.
+            let batch = selection.offsets.partition_point(|&o| o <= global) - 1;
+            let cols = &columns[batch];
+            let row = global - selection.offsets[batch];
             let trace_id = cols.trace_id_at(row)?;
-            if keep.contains(&trace_id) {
-                out.decoded_rows += 1;
-                builder.push_row(cols, row, trace_id)?;
-            }
+            builder.push_row(cols, row, trace_id)?;
         }
     }
-    out.traces = builder.finish();
-    Ok(out)
+    Ok(builder.finish())
 }
 
 #[cfg(test)]
@@ -446,7 +485,7 @@ mod tests {
     fn attribute_check(query: &str) -> AttributeBytes {
         let request = compile(query).unwrap().fetch_request(0, 0);
         match check_of(&request.conditions[0]) {
-            Check::Attribute(_, bytes) => bytes,
+            Check::Attribute(_, bytes) => *bytes,
             other => panic!("{other:?}"),
         }
     }

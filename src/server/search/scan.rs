@@ -10,7 +10,10 @@
 //!    sink's cutoff is skipped; so is a row group whose statistics rule out the window,
 //!    the cutoff or the pushed-down conditions (see [`super::plan::RowGroupFilter`]).
 //! 3. **Pieces**: the spans of one trace in one source. A piece that fails the piece
-//!    request (conditions on local fields) is dropped.
+//!    request (conditions on local fields) is dropped. In a row group, the traces whose
+//!    rows pass the prefilter are found first; searches then decode them newest first
+//!    in growing rounds, so that the cutoff the first rounds set spares decoding the
+//!    rest; piece mode decodes them in row order, in slices.
 //! 4. **Assembly**: with [`Assembly::Pieces`] pieces go to the sink as they are. Otherwise
 //!    a piece is delivered alone only when no other source can hold its trace: not the
 //!    head (a hash lookup), not another block (meta trace-ID range, then the bloom filter
@@ -37,13 +40,19 @@ use crate::server::block::{BlockReader, RowGroupSummary};
 use crate::traceql::eval::{eval_trace, CSpanset, TraceView};
 use crate::traceql::{CandidateFilter, FetchRequest, Trace};
 
+use super::convert::RowColumns;
 use super::convert::{append_otlp, Projection};
 use super::plan::{piece_request, RowGroupFilter};
-use super::prefilter::{build_pieces, RowFilter};
+use super::prefilter::{build_pieces, decode_runs, select_runs, RowFilter};
 use super::SearchError;
 
 /// Head traces decoded per blocking task.
 const HEAD_CHUNK: usize = 256;
+/// Traces of a row group decoded in the first round of a search (see `scan_block`); each
+/// later round decodes twice as many.
+const FIRST_DECODE_ROUND: usize = 128;
+/// Pieces decoded and delivered at once in piece mode.
+const PIECES_PER_DELIVERY: usize = 1024;
 /// Deferred traces assembled per round of block reads.
 const DEFERRED_CHUNK: usize = 512;
 /// Bloom filters fetched at once when a scan needs them.
@@ -529,22 +538,58 @@ async fn scan_block(context: Arc<ScanContext>, index: usize) -> Result<(), Searc
         let context = Arc::clone(&context);
         tokio::task::spawn_blocking(move || -> Result<(), SearchError> {
             let batches = rows.collect::<Result<Vec<_>, _>>()?;
-            let pieces = build_pieces(&batches, Some(&context.row_filter), context.cutoff(), None)?;
+            let columns: Vec<RowColumns<'_>> = batches
+                .iter()
+                .map(RowColumns::new)
+                .collect::<Result<_, _>>()?;
+            let mut selection =
+                select_runs(&columns, Some(&context.row_filter), context.cutoff(), None)?;
             let counters = &context.counters;
             counters
                 .inspected_spans
-                .fetch_add(pieces.rows, Ordering::Relaxed);
+                .fetch_add(selection.rows, Ordering::Relaxed);
             counters
                 .inspected_traces
-                .fetch_add(pieces.runs, Ordering::Relaxed);
+                .fetch_add(selection.runs, Ordering::Relaxed);
             let source = Source::Block {
                 index,
                 continuing: [
-                    pieces.first.filter(|_| first_may_continue),
-                    pieces.last.filter(|_| last_may_continue),
+                    selection.first.filter(|_| first_may_continue),
+                    selection.last.filter(|_| last_may_continue),
                 ],
             };
-            context.handle_pieces(pieces.traces, source);
+            let kept = std::mem::take(&mut selection.kept);
+            if matches!(context.assembly, Assembly::Pieces) {
+                // In slices: a row group's spans decoded at once are tens of megabytes,
+                // allocated, handed over and freed on another thread; slices stay small
+                // enough to reuse memory that is still warm.
+                for runs in kept.chunks(PIECES_PER_DELIVERY) {
+                    if context.stopped() {
+                        break;
+                    }
+                    let pieces = decode_runs(&columns, &selection, runs)?;
+                    context.handle_pieces(pieces, source);
+                }
+                return Ok(());
+            }
+            // Newest first, in growing rounds: each round's results may raise the sink's
+            // cutoff, and runs starting before it need no decoding.
+            let mut kept = kept;
+            kept.sort_unstable_by_key(|run| std::cmp::Reverse(run.min_start));
+            let mut remaining = kept.as_slice();
+            let mut round = FIRST_DECODE_ROUND;
+            while !remaining.is_empty() && !context.stopped() {
+                let cutoff = context.cutoff();
+                let usable = remaining.partition_point(|run| run.min_start >= cutoff);
+                let (now, later) = remaining[..usable].split_at(round.min(usable));
+                if now.is_empty() {
+                    break;
+                }
+                let pieces = decode_runs(&columns, &selection, now)?;
+                context.handle_pieces(pieces, source);
+                remaining = later;
+                round = round.saturating_mul(2);
+            }
             Ok(())
         })
         .await??;
@@ -632,7 +677,7 @@ async fn assemble_deferred(
                     .inspected_bytes
                     .fetch_add(block_rows.fetched_bytes(), Ordering::Relaxed);
                 let batches = block_rows.collect::<Result<Vec<_>, _>>()?;
-                for piece in build_pieces(&batches, None, 0, Some(&wanted))?.traces {
+                for piece in build_pieces(&batches, None, 0, Some(&wanted))? {
                     merge_piece(&mut whole, piece);
                 }
             }

@@ -1,9 +1,11 @@
 //! Tag names and tag values: the attribute keys and the values of one field, over the
 //! spans a query (or every span) selects.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use futures::stream::{self, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
@@ -11,10 +13,13 @@ use crate::tenant::TenantId;
 use crate::traceql::ast::{format_duration, FieldRef, QueryBody};
 use crate::traceql::eval::{eval_trace, union_of, CSpanset, TraceView};
 use crate::traceql::model::find_attribute;
+use crate::traceql::value::Val;
 use crate::traceql::{AttrValue, CompiledQuery, FetchRequest, KeyValue, Trace, Value};
 
 use super::convert::Projection;
-use super::plan::{field_projection, is_local_field, is_span_local_search, projection};
+use super::plan::{
+    field_projection, is_local_field, is_span_local_search, projection, span_local_projection,
+};
 use super::scan::{scan, selected_blocks, Assembly, BlockSelection, ScanStats, Sources, TraceSink};
 use super::{SearchError, SearchService, TimeRange};
 
@@ -295,13 +300,21 @@ struct ValuesSink {
 impl TraceSink for ValuesSink {
     fn accept(&self, traces: Vec<Trace>) -> bool {
         let mut values = Vec::new();
+        // Most spans repeat a value already seen: strings are checked before anything
+        // is allocated for them.
+        let mut seen_strings: HashSet<&str> = HashSet::new();
         for trace in &traces {
             let view = TraceView::new(trace);
             for i in selected_spans(self.filter.as_deref(), &view) {
                 match &self.target {
-                    TagTarget::Field(field) => {
-                        value_of(&view.field(i, field).to_value(), &mut values)
-                    }
+                    TagTarget::Field(field) => match view.field(i, field) {
+                        Val::Str(Cow::Borrowed(s)) => {
+                            if seen_strings.insert(s) {
+                                values.push(TagValue::new(TagValueType::String, s));
+                            }
+                        }
+                        other => value_of(&other.to_value(), &mut values),
+                    },
                     TagTarget::AnyScopeString(name) => {
                         let span = view.span(i);
                         string_values(&span.attributes, name, &mut values);
@@ -444,33 +457,49 @@ impl SearchService {
         );
         results.push(take(&sink));
 
+        let mut uncached = Vec::new();
         for index in selected {
             let block = sources.blocks[index].clone();
             let block_id = block.meta().block_id;
             stats.total_blocks += 1;
             stats.total_block_bytes += block.meta().data_size_bytes;
             let cached = self.inner.tag_cache.lock().get(block_id, &key);
-            if let Some(cached) = cached {
-                results.push(cached);
-                continue;
+            match cached {
+                Some(cached) => results.push(cached),
+                None => uncached.push(block),
             }
-            let sink = make_sink();
-            let block_stats = scan(
-                Arc::new(Sources::new(Vec::new(), vec![block])),
-                &request,
-                BlockSelection::Window,
-                Assembly::Pieces,
-                columns,
-                Arc::clone(&sink) as Arc<dyn TraceSink>,
-                self.scan_settings(),
-            )
+        }
+        // Each scan reads one block, a row group at a time: several at once keep the
+        // CPUs busy.
+        let scanned: Vec<(Uuid, CachedTags, ScanStats)> = stream::iter(uncached)
+            .map(|block| {
+                let sink = make_sink();
+                let request = &request;
+                let take = &take;
+                async move {
+                    let block_id = block.meta().block_id;
+                    let block_stats = scan(
+                        Arc::new(Sources::new(Vec::new(), vec![block])),
+                        request,
+                        BlockSelection::Window,
+                        Assembly::Pieces,
+                        columns,
+                        Arc::clone(&sink) as Arc<dyn TraceSink>,
+                        self.scan_settings(),
+                    )
+                    .await?;
+                    Ok::<_, SearchError>((block_id, take(&sink), block_stats))
+                }
+            })
+            .buffer_unordered(self.inner.parallelism.max(1))
+            .try_collect()
             .await?;
+        for (block_id, tags, block_stats) in scanned {
             stats.inspected_bytes += block_stats.inspected_bytes;
             stats.inspected_traces += block_stats.inspected_traces;
             stats.inspected_spans += block_stats.inspected_spans;
             stats.scanned_blocks += block_stats.scanned_blocks;
             stats.total_jobs += block_stats.total_jobs;
-            let tags = take(&sink);
             self.inner
                 .tag_cache
                 .lock()
@@ -606,6 +635,22 @@ impl SearchService {
             })
         };
         if filter.is_none() && target_local {
+            // Spans are only looked at for the target's values.
+            let lean = match &request.target {
+                TagTarget::Field(field) => {
+                    let mut reads = fetch.clone();
+                    reads.fields.push(field.clone());
+                    span_local_projection(&reads, false)
+                }
+                TagTarget::AnyScopeString(_) => span_local_projection(&fetch, false),
+            };
+            let columns = Projection {
+                skip_name: lean.skip_name,
+                skip_span_id: lean.skip_span_id,
+                skip_parent_span_id: lean.skip_parent_span_id,
+                skip_status_message: lean.skip_status_message,
+                ..columns
+            };
             let (parts, stats) = self
                 .per_source_tags(
                     tenant,

@@ -509,3 +509,200 @@ async fn tag_names_and_values_cover_head_and_blocks() {
         vec!["string:0", "string:1"]
     );
 }
+
+/// The scan's shortcuts (row prefilter, runs of rows, shared resources, early stop at
+/// `limit`, the metrics series cache) give what the engine gives over every trace at
+/// once, on realistic traces split over blocks and the head.
+#[tokio::test]
+async fn scans_agree_with_the_engine_over_all_traces() {
+    use crate::testing::make_traces_for_test;
+    use crate::traceql::{MetricsEvaluator, SearchEvaluator, SearchParams, Trace};
+
+    let store = Store::new();
+    let mut traces = make_traces_for_test(7, 600, 6);
+    let start_of = |t: &TracePieces| {
+        t.batches
+            .iter()
+            .flat_map(|b| &b.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| s.start_time_unix_nano)
+            .min()
+            .unwrap_or(0)
+    };
+    traces.sort_by_key(start_of);
+    let mut model: Vec<Trace> = Vec::new();
+    for trace in &traces {
+        let mut converted = Trace {
+            trace_id: trace.trace_id.0.to_vec(),
+            spans: Vec::new(),
+        };
+        super::convert::append_otlp(&mut converted, &trace.batches);
+        model.push(converted);
+    }
+    let window_start = model
+        .iter()
+        .flat_map(|t| &t.spans)
+        .map(|s| s.start_unix_nanos)
+        .min()
+        .unwrap();
+    let window_end = model
+        .iter()
+        .flat_map(|t| &t.spans)
+        .map(|s| s.end_unix_nanos)
+        .max()
+        .unwrap();
+    // Oldest traces in three blocks, the newest in the head.
+    let (in_blocks, in_head) = traces.split_at(500);
+    for chunk in in_blocks.chunks(170) {
+        let mut chunk = chunk.to_vec();
+        chunk.sort_by_key(|t| t.trace_id);
+        let encoded = encode_block(Uuid::new_v4(), &tenant(), 0, &chunk).unwrap();
+        store.blocklist.store().put_block(&encoded).await.unwrap();
+        store.blocklist.register(BlockReader::new(
+            store.blocklist.store().clone(),
+            encoded.meta.clone(),
+        ));
+    }
+    let head_pieces = in_head
+        .iter()
+        .map(|t| {
+            let data = OtlpTracesData {
+                resource_spans: t.batches.clone(),
+            }
+            .encode_to_vec();
+            (t.trace_id, Bytes::from(data))
+        })
+        .collect();
+    store
+        .head
+        .lock()
+        .insert(&tenant(), head_pieces, Instant::now());
+
+    for query in [
+        "{ }",
+        "{ status = error }",
+        "{ resource.service.name = \"payment\" && duration > 40ms }",
+        "{ span.http.route = \"/api/cart\" } || { kind = client && status = error }",
+        "{ .http.response.status_code >= 500 }",
+        "{ } | count() > 5",
+        "{ status = error } >> { resource.service.name = \"inventory\" }",
+    ] {
+        let compiled = Arc::new(compile(query).unwrap());
+        for limit in [1, 7, 1000] {
+            let params = SearchParams {
+                limit,
+                spans_per_spanset: 3,
+                start_unix_nanos: window_start,
+                end_unix_nanos: window_end,
+            };
+            let mut evaluator = SearchEvaluator::new(Arc::clone(&compiled), params).unwrap();
+            evaluator.observe(&model);
+            let expected = evaluator.finish().traces;
+            let found = store
+                .service
+                .search(
+                    &tenant(),
+                    Arc::clone(&compiled),
+                    SearchRequest {
+                        limit,
+                        spans_per_spanset: 3,
+                        range: TimeRange::Window {
+                            start_unix_nanos: window_start,
+                            end_unix_nanos: window_end,
+                        },
+                    },
+                )
+                .await
+                .unwrap()
+                .traces;
+            assert!(!expected.is_empty(), "{query}: no data to compare");
+            assert_eq!(found, expected, "{query} limit {limit}");
+        }
+    }
+
+    for query in [
+        "{ } | count_over_time() by (resource.service.name)",
+        "{ status = error } | rate() by (span.http.route, kind)",
+        "{ duration > 10ms } | histogram_over_time(duration) by (resource.service.name)",
+    ] {
+        let compiled = Arc::new(compile(query).unwrap());
+        let params = MetricsParams {
+            start_unix_nanos: window_start,
+            end_unix_nanos: window_end,
+            step_nanos: 60 * SECOND,
+            instant: false,
+            max_series: 1000,
+            max_exemplars: 0,
+        };
+        let mut evaluator = MetricsEvaluator::new(Arc::clone(&compiled), params.clone()).unwrap();
+        let request = evaluator.fetch_request();
+        let in_range: Vec<Trace> = model
+            .iter()
+            .filter(|t| {
+                t.spans.iter().map(|s| s.start_unix_nanos).min() <= Some(request.end_unix_nanos)
+                    && t.spans.iter().map(|s| s.end_unix_nanos).max()
+                        >= Some(request.start_unix_nanos)
+            })
+            .cloned()
+            .collect();
+        evaluator.observe(&in_range);
+        let expected = evaluator.finish();
+        let found = store
+            .service
+            .query_range(&tenant(), compiled, params)
+            .await
+            .unwrap()
+            .result;
+        assert!(!expected.series.is_empty(), "{query}: no data to compare");
+        assert_eq!(found.series, expected.series, "{query}");
+    }
+
+    // Tag values read lean columns too; twice, the second time from the cache.
+    let string_values = |get: &dyn Fn(&crate::traceql::Span) -> Option<String>| {
+        model
+            .iter()
+            .flat_map(|t| &t.spans)
+            .filter_map(get)
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    for (tag, expected) in [
+        (
+            "resource.service.name",
+            string_values(&|s| s.resource.service_name().map(str::to_string)),
+        ),
+        ("name", string_values(&|s| Some(s.name.clone()))),
+        (
+            "span.http.route",
+            string_values(&|s| {
+                crate::traceql::model::find_attribute(&s.attributes, "http.route").and_then(|v| {
+                    match v {
+                        crate::traceql::AttrValue::String(s) => Some(s.clone()),
+                        _ => None,
+                    }
+                })
+            }),
+        ),
+    ] {
+        for _ in 0..2 {
+            let found = store
+                .service
+                .tag_values(
+                    &tenant(),
+                    TagValuesRequest {
+                        target: TagTarget::Field(field_from_tag(tag).unwrap()),
+                        query: None,
+                        range: TimeRange::Window {
+                            start_unix_nanos: window_start,
+                            end_unix_nanos: window_end,
+                        },
+                        limit: None,
+                    },
+                )
+                .await
+                .unwrap();
+            let found: std::collections::BTreeSet<String> =
+                found.values.into_iter().map(|v| v.value).collect();
+            assert_eq!(found, expected, "{tag}");
+        }
+    }
+}
