@@ -215,9 +215,9 @@ pub(crate) fn partition_spans(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otlp::OtlpScope;
     use crate::testing::{arb_resource, arb_scope};
     use proptest::prelude::*;
+    use prost::Message;
 
     fn arb_batch() -> impl Strategy<Value = Vec<OtlpResourceSpans>> {
         let span = any::<u64>().prop_map(|id| OtlpSpan {
@@ -246,13 +246,9 @@ mod tests {
         prop::collection::vec(resource, 0..5)
     }
 
-    type SpanInContext = (
-        Option<OtlpResource>,
-        String,
-        Option<OtlpScope>,
-        String,
-        OtlpSpan,
-    );
+    /// A span with its resource, scope and schema URLs, as encoded protobuf so equality
+    /// is bitwise (generated attributes may hold NaN, which `PartialEq` never equates).
+    type SpanInContext = (Option<Vec<u8>>, String, Option<Vec<u8>>, String, OtlpSpan);
 
     fn flatten(batch: &[OtlpResourceSpans]) -> Vec<SpanInContext> {
         let mut out = Vec::new();
@@ -260,9 +256,9 @@ mod tests {
             for ss in &rs.scope_spans {
                 for span in &ss.spans {
                     out.push((
-                        rs.resource.clone(),
+                        rs.resource.as_ref().map(Message::encode_to_vec),
                         rs.schema_url.clone(),
-                        ss.scope.clone(),
+                        ss.scope.as_ref().map(Message::encode_to_vec),
                         ss.schema_url.clone(),
                         span.clone(),
                     ));

@@ -13,6 +13,10 @@
 //! blocks): an older server ignoring it would count those spans twice, while skipping an
 //! unknown version only makes it miss the compacted copy. Blocks that replace nothing
 //! are still written as `v1`, so servers of both versions can share a bucket.
+//!
+//! `tag_index_size_bytes` is an additive, optional v1 field: it says the block has a tag
+//! index (`tags.json.zst`). A reader that ignores it scans the data file for tags instead,
+//! with the same answer.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -82,6 +86,8 @@ pub struct BlockMeta {
     /// Blocks whose spans this (compacted) block holds. Readers hide every block named
     /// here, so spans are counted once while the replaced blocks wait for deletion.
     pub replaces: Vec<Uuid>,
+    /// Size of the block's tag index object; `None` for blocks written without one.
+    pub tag_index_size_bytes: Option<u64>,
 }
 
 impl BlockMeta {
@@ -152,6 +158,8 @@ struct BlockMetaV1 {
     bloom_size_bytes: u64,
     compaction_level: u32,
     created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tag_index_size_bytes: Option<u64>,
 }
 
 impl From<&BlockMeta> for BlockMetaV1 {
@@ -171,6 +179,7 @@ impl From<&BlockMeta> for BlockMetaV1 {
             bloom_size_bytes: meta.bloom_size_bytes,
             compaction_level: meta.compaction_level,
             created_at: meta.created_at,
+            tag_index_size_bytes: meta.tag_index_size_bytes,
         }
     }
 }
@@ -195,6 +204,7 @@ impl TryFrom<BlockMetaV1> for BlockMeta {
             compaction_level: v1.compaction_level,
             created_at: v1.created_at,
             replaces: Vec::new(),
+            tag_index_size_bytes: v1.tag_index_size_bytes,
         })
     }
 }
@@ -234,6 +244,7 @@ pub(crate) mod tests {
             compaction_level: 0,
             created_at: 1_700_000_100,
             replaces: Vec::new(),
+            tag_index_size_bytes: None,
         }
     }
 
@@ -346,6 +357,19 @@ pub(crate) mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn tag_index_size_is_optional_and_round_trips() {
+        let meta = BlockMeta {
+            tag_index_size_bytes: Some(321),
+            ..meta_for_test()
+        };
+        let json = meta.to_json().unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value["version"], "v1");
+        assert_eq!(value["tag_index_size_bytes"], 321);
+        assert_eq!(BlockMeta::from_json(&json).unwrap(), meta);
     }
 
     #[test]

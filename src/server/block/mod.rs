@@ -2,8 +2,8 @@
 //!
 //! Data flow: the head (or the compactor) hands [`encode_block`] a sorted list of
 //! [`TracePieces`] on a blocking thread → an [`EncodedBlock`] (Parquet data file, trace-ID
-//! bloom filter, [`BlockMeta`]) → `BlockStore::put_block` uploads data, bloom, then
-//! `meta.json` → queries open a [`BlockReader`] per listed meta and call
+//! bloom filter, [`TagIndex`], [`BlockMeta`]) → `BlockStore::put_block` uploads data,
+//! bloom, tag index, then `meta.json` → queries open a [`BlockReader`] per listed meta and call
 //! [`BlockReader::find_trace`]; the compactor merges [`BlockReader::trace_stream`]s.
 //!
 //! The round trip is lossless: what `find_trace` returns equals, field for field, the
@@ -14,6 +14,7 @@ pub mod bloom;
 pub mod meta;
 pub mod reader;
 pub mod schema;
+pub mod tag_index;
 pub mod writer;
 
 #[cfg(test)]
@@ -27,6 +28,7 @@ use bytes::Bytes;
 pub use bloom::{BloomError, TraceIdBloom};
 pub use meta::{block_format, BlockFormat, BlockMeta, MetaError};
 pub use reader::{BlockReader, BlockRows, ColumnBounds, RowGroupSummary, TraceStream};
+pub use tag_index::{IndexScope, IndexedType, IndexedValues, TagIndex, TagIndexError};
 pub use writer::{encode_block, encode_block_from};
 
 use crate::error::{ErrorCode, ServiceError};
@@ -47,6 +49,8 @@ pub struct EncodedBlock {
     pub meta: BlockMeta,
     pub data: Bytes,
     pub bloom: Bytes,
+    /// The encoded [`TagIndex`].
+    pub tags: Bytes,
 }
 
 impl fmt::Debug for EncodedBlock {
@@ -55,6 +59,7 @@ impl fmt::Debug for EncodedBlock {
             .field("meta", &self.meta)
             .field("data_len", &self.data.len())
             .field("bloom_len", &self.bloom.len())
+            .field("tags_len", &self.tags.len())
             .finish()
     }
 }
@@ -84,6 +89,8 @@ pub enum BlockError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("block bloom filter is unreadable: {0}")]
     Bloom(#[from] BloomError),
+    #[error("block tag index error: {0}")]
+    TagIndex(#[from] TagIndexError),
     #[error("block meta error: {0}")]
     Meta(#[from] MetaError),
     #[error(transparent)]

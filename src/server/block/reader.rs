@@ -41,14 +41,15 @@ use tokio::sync::OnceCell;
 use super::bloom::TraceIdBloom;
 use super::meta::{BlockFormat, BlockMeta};
 use super::schema::*;
+use super::tag_index::TagIndex;
 use super::writer::ROWS_PER_PAGE;
 use super::{BlockError, TracePieces};
 use crate::otlp::{
     OtlpKeyValueList, OtlpResource, OtlpResourceSpans, OtlpScope, OtlpScopeSpans, OtlpSpan,
     OtlpStatus, TraceId,
 };
-use crate::server::storage::paths::{BlockBloomPath, BlockDataPath};
-use crate::server::storage::BlockStore;
+use crate::server::storage::paths::{BlockBloomPath, BlockDataPath, BlockTagIndexPath};
+use crate::server::storage::{BlockStore, StorageError};
 
 /// Leaf index of `trace_id` in the file (first column of the schema).
 const TRACE_ID_LEAF: usize = 0;
@@ -348,6 +349,39 @@ impl BlockReader {
     /// The bloom filter if [`BlockReader::load_bloom`] (or a lookup) already fetched it.
     pub fn loaded_bloom(&self) -> Option<&TraceIdBloom> {
         self.inner.bloom.get()
+    }
+
+    /// The block's tag index, fetched from the store (callers cache what they need).
+    /// `None` when the block has none, or when it is missing or unreadable: tags then come
+    /// from the data file, with the same answer, so a damaged index costs only time.
+    ///
+    /// # Errors
+    /// Storage failures other than a missing object.
+    pub async fn load_tag_index(&self) -> Result<Option<TagIndex>, BlockError> {
+        if self.meta().tag_index_size_bytes.is_none() {
+            return Ok(None);
+        }
+        let meta = self.meta();
+        let path = BlockTagIndexPath::new(&meta.tenant, meta.block_id);
+        let bytes = match self.inner.store.get(path.as_path()).await {
+            Ok(bytes) => bytes,
+            Err(StorageError::NotFound { .. }) => {
+                tracing::warn!(tenant = %meta.tenant, block_id = %meta.block_id,
+                    "block tag index missing; tags are read from the data file");
+                return Ok(None);
+            }
+            Err(other) => return Err(other.into()),
+        };
+        self.count_read(bytes.len());
+        // Decompressing and parsing a large index is CPU work.
+        match tokio::task::spawn_blocking(move || TagIndex::decode(&bytes)).await? {
+            Ok(index) => Ok(Some(index)),
+            Err(error) => {
+                tracing::warn!(tenant = %meta.tenant, block_id = %meta.block_id, %error,
+                    "block tag index unreadable; tags are read from the data file");
+                Ok(None)
+            }
+        }
     }
 
     async fn bloom(&self) -> Result<&TraceIdBloom, BlockError> {

@@ -25,6 +25,7 @@ use uuid::Uuid;
 use super::bloom::{TraceIdBloom, DEFAULT_FALSE_POSITIVE_RATE};
 use super::meta::{BlockFormat, BlockMeta};
 use super::schema::*;
+use super::tag_index::{IndexScope, TagIndexBuilder};
 use super::{BlockError, EncodedBlock, TracePieces};
 use crate::otlp::{OtlpResource, OtlpValue, TraceId};
 use crate::tenant::TenantId;
@@ -147,6 +148,7 @@ where
     let mut stats = BlockStats::default();
     let mut bloom = TraceIdBloom::with_capacity(expected_traces, DEFAULT_FALSE_POSITIVE_RATE);
     let mut rows = RowBuilders::new();
+    let mut tags = TagIndexBuilder::default();
     let mut writer = ArrowWriter::try_new(Vec::new(), block_schema(), Some(writer_properties()?))?;
 
     let mut previous: Option<TraceId> = None;
@@ -173,12 +175,18 @@ where
             if num_spans == 0 {
                 continue;
             }
+            if let Some(resource) = &resource_spans.resource {
+                tags.add(IndexScope::Resource, &resource.attributes);
+            }
             let resource = resource_spans.resource.as_ref().map(Message::encode_to_vec);
             let service_name = resource_spans.resource.as_ref().and_then(service_name);
             let mut scope_seq: u32 = 0;
             for scope_spans in &resource_spans.scope_spans {
                 if scope_spans.spans.is_empty() {
                     continue;
+                }
+                if let Some(scope) = &scope_spans.scope {
+                    tags.add(IndexScope::Instrumentation, &scope.attributes);
                 }
                 let scope = scope_spans.scope.as_ref().map(Message::encode_to_vec);
                 for span in &scope_spans.spans {
@@ -198,6 +206,13 @@ where
                         scope_schema_url: &scope_spans.schema_url,
                     };
                     rows.append(&group, span)?;
+                    tags.add(IndexScope::Span, &span.attributes);
+                    for event in &span.events {
+                        tags.add(IndexScope::Event, &event.attributes);
+                    }
+                    for link in &span.links {
+                        tags.add(IndexScope::Link, &link.attributes);
+                    }
                     stats.add_span(span.start_time_unix_nano, span.end_time_unix_nano);
                     if rows.len() >= ROWS_PER_BATCH {
                         writer.write(&rows.finish()?)?;
@@ -218,6 +233,7 @@ where
     }
     let data = Bytes::from(writer.into_inner()?);
     let bloom = bloom.encode();
+    let tags = Bytes::from(tags.finish().encode()?);
 
     let (Some(min_trace_id), Some(max_trace_id)) = (stats.min_trace_id, stats.max_trace_id) else {
         return Err(BlockError::EmptyBlock);
@@ -241,8 +257,14 @@ where
             .map(|since| since.as_secs())
             .unwrap_or(0),
         replaces: Vec::new(),
+        tag_index_size_bytes: Some(tags.len() as u64),
     };
-    Ok(EncodedBlock { meta, data, bloom })
+    Ok(EncodedBlock {
+        meta,
+        data,
+        bloom,
+        tags,
+    })
 }
 
 /// `service.name` as Tempo defines it: the string value of that resource attribute.

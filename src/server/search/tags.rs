@@ -9,8 +9,9 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
+use crate::server::block::{BlockReader, IndexScope, IndexedType, IndexedValues, TagIndex};
 use crate::tenant::TenantId;
-use crate::traceql::ast::{format_duration, FieldRef, QueryBody};
+use crate::traceql::ast::{format_duration, AttributeScope, FieldRef, QueryBody};
 use crate::traceql::eval::{eval_trace, union_of, CSpanset, TraceView};
 use crate::traceql::model::find_attribute;
 use crate::traceql::value::Val;
@@ -53,6 +54,16 @@ impl TagScope {
             TagScope::Event => "event",
             TagScope::Link => "link",
             TagScope::Instrumentation => "instrumentation",
+        }
+    }
+
+    fn index_scope(self) -> IndexScope {
+        match self {
+            TagScope::Resource => IndexScope::Resource,
+            TagScope::Span => IndexScope::Span,
+            TagScope::Event => IndexScope::Event,
+            TagScope::Link => IndexScope::Link,
+            TagScope::Instrumentation => IndexScope::Instrumentation,
         }
     }
 
@@ -291,6 +302,23 @@ impl TraceSink for NamesSink {
     }
 }
 
+/// A sink whose findings over one source (the head, or one block) can be cached.
+trait SourceSink: TraceSink {
+    fn collected(&self) -> CachedTags;
+}
+
+impl SourceSink for NamesSink {
+    fn collected(&self) -> CachedTags {
+        CachedTags::Names(Arc::new(
+            self.found
+                .lock()
+                .iter()
+                .map(|(scope, names)| (*scope, names.items.clone()))
+                .collect(),
+        ))
+    }
+}
+
 struct ValuesSink {
     filter: Option<Arc<CSpanset>>,
     target: TagTarget,
@@ -329,6 +357,12 @@ impl TraceSink for ValuesSink {
             found.insert(value, size);
         }
         !found.is_full()
+    }
+}
+
+impl SourceSink for ValuesSink {
+    fn collected(&self) -> CachedTags {
+        CachedTags::Values(Arc::new(self.found.lock().items.clone()))
     }
 }
 
@@ -374,6 +408,8 @@ fn tag_request(
 #[derive(Debug, Default)]
 pub(crate) struct TagCache {
     entries: HashMap<(Uuid, String), CachedTags>,
+    /// Blocks' tag indexes (`None`: the block has no usable one).
+    indexes: HashMap<Uuid, Option<Arc<TagIndex>>>,
     bytes: usize,
 }
 
@@ -401,14 +437,75 @@ impl TagCache {
     }
 
     fn put(&mut self, block: Uuid, key: String, tags: CachedTags) {
-        let size = tags.bytes() + key.len();
+        self.make_room(tags.bytes() + key.len());
+        self.entries.insert((block, key), tags);
+    }
+
+    fn index(&self, block: Uuid) -> Option<Option<Arc<TagIndex>>> {
+        self.indexes.get(&block).cloned()
+    }
+
+    fn put_index(&mut self, block: Uuid, index: Option<Arc<TagIndex>>) {
+        self.make_room(index.as_ref().map_or(16, |index| index.approximate_bytes()));
+        self.indexes.insert(block, index);
+    }
+
+    fn make_room(&mut self, size: usize) {
         if self.bytes + size > TAG_CACHE_BYTES {
             self.entries.clear();
+            self.indexes.clear();
             self.bytes = 0;
         }
         self.bytes += size;
-        self.entries.insert((block, key), tags);
     }
+}
+
+/// Names of `scopes` from a block's index, when it holds all of them.
+fn names_from_index(index: &TagIndex, scopes: &[TagScope]) -> Option<CachedTags> {
+    let mut names = BTreeMap::new();
+    for scope in scopes {
+        let list = index.names(scope.index_scope())?;
+        if !list.is_empty() {
+            names.insert(*scope, list.into_iter().map(str::to_string).collect());
+        }
+    }
+    Some(CachedTags::Names(Arc::new(names)))
+}
+
+/// Values of `target` from a block's index, when it holds all of them: scoped resource
+/// and span attributes, and the v1 API's string values of either. (Unscoped `.x` takes
+/// the span's value only when the span has one, which a per-block set cannot tell.)
+fn values_from_index(index: &TagIndex, target: &TagTarget) -> Option<CachedTags> {
+    let complete = |scope, key| match index.values(scope, key) {
+        IndexedValues::Complete(values) => Some(values.into_iter().flatten()),
+        IndexedValues::Unknown => None,
+    };
+    let typed = |(value_type, value): &(IndexedType, String)| {
+        let value_type = match value_type {
+            IndexedType::String => TagValueType::String,
+            IndexedType::Int => TagValueType::Int,
+            IndexedType::Float => TagValueType::Float,
+            IndexedType::Bool => TagValueType::Bool,
+        };
+        TagValue::new(value_type, value.clone())
+    };
+    let values: BTreeSet<TagValue> = match target {
+        TagTarget::Field(FieldRef::Attribute(attr)) if !attr.parent => {
+            let scope = match attr.scope {
+                AttributeScope::Resource => IndexScope::Resource,
+                AttributeScope::Span => IndexScope::Span,
+                _ => return None,
+            };
+            complete(scope, &attr.name)?.map(typed).collect()
+        }
+        TagTarget::AnyScopeString(name) => complete(IndexScope::Span, name)?
+            .chain(complete(IndexScope::Resource, name)?)
+            .filter(|(value_type, _)| *value_type == IndexedType::String)
+            .map(typed)
+            .collect(),
+        TagTarget::Field(_) => return None,
+    };
+    Some(CachedTags::Values(Arc::new(values)))
 }
 
 /// The request each per-source tag scan runs: no time filter, since results are cached
@@ -421,14 +518,14 @@ impl SearchService {
     /// Runs a tag scan over the head alone and over each selected block alone, reusing
     /// cached per-block results. Only for requests without a query filter, whose answer
     /// is a union over sources.
-    async fn per_source_tags<S: TraceSink + 'static>(
+    async fn per_source_tags<S: SourceSink + 'static>(
         &self,
         tenant: &TenantId,
         range: TimeRange,
         key: String,
         columns: Projection,
         make_sink: impl Fn() -> Arc<S>,
-        take: impl Fn(&S) -> CachedTags,
+        from_index: impl Fn(&TagIndex) -> Option<CachedTags>,
     ) -> Result<(Vec<CachedTags>, ScanStats), SearchError> {
         let sources = self.sources(tenant).await?;
         let (start, end) = range.bounds();
@@ -455,7 +552,7 @@ impl SearchService {
             )
             .await?,
         );
-        results.push(take(&sink));
+        results.push(sink.collected());
 
         let mut uncached = Vec::new();
         for index in selected {
@@ -469,15 +566,27 @@ impl SearchService {
                 None => uncached.push(block),
             }
         }
-        // Each scan reads one block, a row group at a time: several at once keep the
-        // CPUs busy.
+        // Each block answers from its tag index when that holds the answer, else by a
+        // scan of one block, a row group at a time: several at once keep the CPUs busy.
         let scanned: Vec<(Uuid, CachedTags, ScanStats)> = stream::iter(uncached)
             .map(|block| {
-                let sink = make_sink();
                 let request = &request;
-                let take = &take;
+                let make_sink = &make_sink;
+                let from_index = &from_index;
                 async move {
                     let block_id = block.meta().block_id;
+                    if let Some(index) = self.tag_index(&block).await? {
+                        if let Some(tags) = from_index(&index) {
+                            let index_stats = ScanStats {
+                                inspected_bytes: block.meta().tag_index_size_bytes.unwrap_or(0),
+                                scanned_blocks: 1,
+                                total_jobs: 1,
+                                ..ScanStats::default()
+                            };
+                            return Ok((block_id, tags, index_stats));
+                        }
+                    }
+                    let sink = make_sink();
                     let block_stats = scan(
                         Arc::new(Sources::new(Vec::new(), vec![block])),
                         request,
@@ -488,7 +597,7 @@ impl SearchService {
                         self.scan_settings(),
                     )
                     .await?;
-                    Ok::<_, SearchError>((block_id, take(&sink), block_stats))
+                    Ok::<_, SearchError>((block_id, sink.collected(), block_stats))
                 }
             })
             .buffer_unordered(self.inner.parallelism.max(1))
@@ -507,6 +616,20 @@ impl SearchService {
             results.push(tags);
         }
         Ok((results, stats))
+    }
+
+    /// A block's tag index, from the cache or the store.
+    async fn tag_index(&self, block: &BlockReader) -> Result<Option<Arc<TagIndex>>, SearchError> {
+        let block_id = block.meta().block_id;
+        if let Some(cached) = self.inner.tag_cache.lock().index(block_id) {
+            return Ok(cached);
+        }
+        let index = block.load_tag_index().await?.map(Arc::new);
+        self.inner
+            .tag_cache
+            .lock()
+            .put_index(block_id, index.clone());
+        Ok(index)
     }
 
     /// Attribute names per scope.
@@ -548,15 +671,7 @@ impl SearchService {
                     format!("names {:?}", request.scopes),
                     columns,
                     || new_sink(None, None),
-                    |sink: &NamesSink| {
-                        CachedTags::Names(Arc::new(
-                            sink.found
-                                .lock()
-                                .iter()
-                                .map(|(scope, names)| (*scope, names.items.clone()))
-                                .collect(),
-                        ))
-                    },
+                    |index| names_from_index(index, &request.scopes),
                 )
                 .await?;
             let mut merged: BTreeMap<TagScope, Bounded<String>> = request
@@ -658,9 +773,7 @@ impl SearchService {
                     format!("values {:?}", request.target),
                     columns,
                     || new_sink(None, None),
-                    |sink: &ValuesSink| {
-                        CachedTags::Values(Arc::new(sink.found.lock().items.clone()))
-                    },
+                    |index| values_from_index(index, &request.target),
                 )
                 .await?;
             let mut merged = Bounded::new(request.limit);

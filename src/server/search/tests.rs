@@ -706,3 +706,222 @@ async fn scans_agree_with_the_engine_over_all_traces() {
         }
     }
 }
+
+/// A span whose attributes cover every value type, including those TraceQL does not see
+/// (bytes, kvlist) and an array, with scope, event and link attributes.
+fn mixed_types_trace(n: u64) -> TracePieces {
+    use crate::otlp::{OtlpArrayValue, OtlpEvent, OtlpKeyValueList, OtlpLink, OtlpScope};
+    let kv = |key: &str, value: OtlpValue| OtlpKeyValue {
+        key: key.into(),
+        value: Some(OtlpAnyValue { value: Some(value) }),
+        ..Default::default()
+    };
+    let mut batch = spans(n, 0, 3, BASE, "mixed");
+    if let Some(resource) = batch.resource.as_mut() {
+        resource
+            .attributes
+            .push(kv("host.cores", OtlpValue::IntValue(2)));
+        resource.attributes.push(kv(
+            "http.route",
+            OtlpValue::StringValue("/from-resource".into()),
+        ));
+    }
+    batch.scope_spans[0].scope = Some(OtlpScope {
+        name: "lib".into(),
+        attributes: vec![kv("lib.flag", OtlpValue::BoolValue(true))],
+        ..Default::default()
+    });
+    for (i, span) in batch.scope_spans[0].spans.iter_mut().enumerate() {
+        span.attributes.extend([
+            kv(
+                "ratio",
+                OtlpValue::DoubleValue(if i == 0 { f64::NAN } else { 0.25 }),
+            ),
+            kv("cached", OtlpValue::BoolValue(i % 2 == 0)),
+            kv(
+                "tags",
+                OtlpValue::ArrayValue(OtlpArrayValue {
+                    values: vec![
+                        OtlpAnyValue {
+                            value: Some(OtlpValue::StringValue(format!("t{i}"))),
+                        },
+                        OtlpAnyValue {
+                            value: Some(OtlpValue::IntValue(i as i64)),
+                        },
+                    ],
+                }),
+            ),
+            kv("raw", OtlpValue::BytesValue(vec![1, 2, 3])),
+            kv(
+                "nested",
+                OtlpValue::KvlistValue(OtlpKeyValueList::default()),
+            ),
+            kv("http.route", OtlpValue::StringValue(format!("/span/{i}"))),
+        ]);
+        span.events.push(OtlpEvent {
+            name: "retry".into(),
+            attributes: vec![kv("retry.count", OtlpValue::IntValue(i as i64))],
+            ..Default::default()
+        });
+        span.links.push(OtlpLink {
+            trace_id: trace_id(n + 1).0.to_vec(),
+            span_id: vec![1; 8],
+            attributes: vec![kv("link.kind", OtlpValue::StringValue("follows".into()))],
+            ..Default::default()
+        });
+    }
+    TracePieces {
+        trace_id: trace_id(n),
+        batches: vec![batch],
+    }
+}
+
+/// Blocks answer tag names and values from their tag index exactly as a scan of their
+/// data does; high-cardinality attributes, intrinsics, unscoped fields and damaged or
+/// missing indexes fall back to the scan.
+#[tokio::test]
+async fn tag_indexes_answer_as_the_scan_does() {
+    use crate::server::storage::paths::BlockTagIndexPath;
+    use crate::testing::make_traces_for_test;
+    use object_store::ObjectStoreExt;
+
+    let indexed = Store::new();
+    let scanned = Store::new();
+    let mut chunks: Vec<Vec<TracePieces>> = make_traces_for_test(11, 600, 6)
+        .chunks(150)
+        .map(<[TracePieces]>::to_vec)
+        .collect();
+    chunks.push(vec![mixed_types_trace(1), mixed_types_trace(2)]);
+    for (number, chunk) in chunks.iter().enumerate() {
+        let encoded =
+            encode_block(Uuid::from_u128(number as u128 + 1), &tenant(), 0, chunk).unwrap();
+        assert!(encoded.meta.tag_index_size_bytes.is_some());
+        for store in [&indexed, &scanned] {
+            store.blocklist.store().put_block(&encoded).await.unwrap();
+        }
+        indexed.blocklist.register(BlockReader::new(
+            indexed.blocklist.store().clone(),
+            encoded.meta.clone(),
+        ));
+        // Without the meta field, the reader does not look for an index.
+        let mut without = encoded.meta.clone();
+        without.tag_index_size_bytes = None;
+        scanned
+            .blocklist
+            .register(BlockReader::new(scanned.blocklist.store().clone(), without));
+    }
+    // One index damaged, one missing: those blocks are scanned.
+    let objects = indexed.blocklist.store().object_store();
+    objects
+        .put(
+            BlockTagIndexPath::new(&tenant(), Uuid::from_u128(2)).as_path(),
+            Bytes::from_static(b"not an index").into(),
+        )
+        .await
+        .unwrap();
+    objects
+        .delete(BlockTagIndexPath::new(&tenant(), Uuid::from_u128(3)).as_path())
+        .await
+        .unwrap();
+    for store in [&indexed, &scanned] {
+        store.to_head(vec![(9_000, spans(9_000, 0, 2, BASE, "head-only"))]);
+    }
+
+    let names = |store: &'static Store, scopes: Vec<TagScope>| async move {
+        store
+            .service
+            .tag_names(
+                &tenant(),
+                TagNamesRequest {
+                    scopes,
+                    query: None,
+                    range: TimeRange::Recent,
+                    limit: None,
+                },
+            )
+            .await
+            .unwrap()
+    };
+    let values = |store: &'static Store, target: TagTarget| async move {
+        store
+            .service
+            .tag_values(
+                &tenant(),
+                TagValuesRequest {
+                    target,
+                    query: None,
+                    range: TimeRange::Recent,
+                    limit: None,
+                },
+            )
+            .await
+            .unwrap()
+    };
+    // The stores live for the whole test; leaking them lets the closures borrow them.
+    let indexed: &'static Store = Box::leak(Box::new(indexed));
+    let scanned: &'static Store = Box::leak(Box::new(scanned));
+
+    let all_names = names(scanned, TagScope::ALL.to_vec()).await;
+    assert_eq!(
+        names(indexed, TagScope::ALL.to_vec()).await.scopes,
+        all_names.scopes
+    );
+    for scope in TagScope::ALL {
+        assert_eq!(
+            names(indexed, vec![scope]).await.scopes,
+            names(scanned, vec![scope]).await.scopes,
+            "{scope:?}"
+        );
+    }
+    let mut tags = vec!["name".to_string(), "status".to_string()];
+    for (scope, list) in &all_names.scopes {
+        for name in list {
+            tags.push(format!("{}.{name}", scope.name()));
+            tags.push(format!(".{name}"));
+        }
+    }
+    tags.extend(["span.absent".to_string(), "resource.absent".to_string()]);
+    let mut answered_by_index = 0;
+    for tag in &tags {
+        let field = field_from_tag(tag).unwrap_or_else(|| panic!("{tag}"));
+        let from_index = values(indexed, TagTarget::Field(field.clone())).await;
+        let from_scan = values(scanned, TagTarget::Field(field)).await;
+        assert_eq!(from_index.values, from_scan.values, "{tag}");
+        if from_index.stats.inspected_spans < from_scan.stats.inspected_spans {
+            answered_by_index += 1;
+        }
+    }
+    for list in all_names.scopes.values() {
+        for name in list {
+            let target = TagTarget::AnyScopeString(name.clone());
+            assert_eq!(
+                values(indexed, target.clone()).await.values,
+                values(scanned, target).await.values,
+                "v1 {name}"
+            );
+        }
+    }
+    // Resource and span attributes come from the index (all but the overflowing
+    // `url.path`, and the blocks whose index is damaged or missing).
+    assert!(answered_by_index >= 10, "{answered_by_index}");
+    let service = values(
+        indexed,
+        TagTarget::Field(field_from_tag("resource.service.name").unwrap()),
+    )
+    .await;
+    assert!(service.values.iter().any(|v| v.value == "mixed"));
+    assert!(service.values.iter().any(|v| v.value == "head-only"));
+    let ratio = values(
+        indexed,
+        TagTarget::Field(field_from_tag("span.ratio").unwrap()),
+    )
+    .await;
+    assert_eq!(
+        ratio
+            .values
+            .iter()
+            .map(|v| format!("{}:{}", v.value_type.name(), v.value))
+            .collect::<Vec<_>>(),
+        vec!["float:0.25", "float:NaN"]
+    );
+}

@@ -27,7 +27,9 @@ use crate::config::{BackendConfig, S3Config, StorageConfig};
 use crate::error::{ErrorCode, ServiceError};
 use crate::server::block::{BlockMeta, EncodedBlock, MetaError};
 use crate::tenant::TenantId;
-use paths::{BlockBloomPath, BlockDataPath, BlockMetaPath, BlockPrefix, TenantPrefix};
+use paths::{
+    BlockBloomPath, BlockDataPath, BlockMetaPath, BlockPrefix, BlockTagIndexPath, TenantPrefix,
+};
 
 /// Metas fetched concurrently when listing a tenant's blocks.
 const LIST_CONCURRENCY: usize = 16;
@@ -175,7 +177,7 @@ impl BlockStore {
         &self.store
     }
 
-    /// Uploads a block: data, bloom, then `meta.json` last, so the block becomes visible
+    /// Uploads a block: data, bloom, tag index, then `meta.json` last, so the block becomes visible
     /// only once it is complete.
     pub async fn put_block(&self, block: &EncodedBlock) -> Result<(), StorageError> {
         self.put_block_files(block).await?;
@@ -188,8 +190,10 @@ impl BlockStore {
         let meta = &block.meta;
         let data_path = BlockDataPath::new(&meta.tenant, meta.block_id);
         let bloom_path = BlockBloomPath::new(&meta.tenant, meta.block_id);
+        let tags_path = BlockTagIndexPath::new(&meta.tenant, meta.block_id);
         self.put(data_path.as_path(), block.data.clone()).await?;
-        self.put(bloom_path.as_path(), block.bloom.clone()).await
+        self.put(bloom_path.as_path(), block.bloom.clone()).await?;
+        self.put(tags_path.as_path(), block.tags.clone()).await
     }
 
     /// Uploads `meta.json`, which completes a block whose files are already stored.
@@ -266,6 +270,7 @@ impl BlockStore {
             BlockMetaPath::new(tenant, block_id).as_path().clone(),
             BlockDataPath::new(tenant, block_id).as_path().clone(),
             BlockBloomPath::new(tenant, block_id).as_path().clone(),
+            BlockTagIndexPath::new(tenant, block_id).as_path().clone(),
         ];
         for path in &paths {
             match self.store.delete(path).await {

@@ -7,6 +7,7 @@
 //! <tenant>/<block_id>/              BlockPrefix
 //! <tenant>/<block_id>/data.parquet  BlockDataPath
 //! <tenant>/<block_id>/bloom         BlockBloomPath
+//! <tenant>/<block_id>/tags.json.zst BlockTagIndexPath
 //! <tenant>/<block_id>/meta.json     BlockMetaPath   (written last: present == complete)
 //! ```
 //!
@@ -24,6 +25,7 @@ use crate::tenant::TenantId;
 const META_FILE: &str = "meta.json";
 const DATA_FILE: &str = "data.parquet";
 const BLOOM_FILE: &str = "bloom";
+const TAG_INDEX_FILE: &str = "tags.json.zst";
 
 /// `<tenant>`: everything one tenant owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +47,10 @@ pub struct BlockDataPath(Path);
 /// `<tenant>/<block_id>/bloom`: the trace-ID bloom filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockBloomPath(Path);
+
+/// `<tenant>/<block_id>/tags.json.zst`: attribute names and values (`block::tag_index`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockTagIndexPath(Path);
 
 impl TenantPrefix {
     pub fn new(tenant: &TenantId) -> TenantPrefix {
@@ -114,6 +120,16 @@ impl BlockBloomPath {
     }
 }
 
+impl BlockTagIndexPath {
+    pub fn new(tenant: &TenantId, block_id: Uuid) -> BlockTagIndexPath {
+        BlockTagIndexPath(block_path(tenant, block_id, Some(TAG_INDEX_FILE)))
+    }
+
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+}
+
 fn percent_decode(segment: &str) -> Option<String> {
     let mut out = Vec::with_capacity(segment.len());
     let mut bytes = segment.bytes();
@@ -150,7 +166,8 @@ display_as_path!(
     BlockPrefix,
     BlockMetaPath,
     BlockDataPath,
-    BlockBloomPath
+    BlockBloomPath,
+    BlockTagIndexPath
 );
 
 #[cfg(test)]
@@ -198,6 +215,14 @@ mod tests {
         assert_eq!(
             BlockBloomPath::new(&acme(), BLOCK_ID).to_string(),
             "acme/01234567-89ab-cdef-0123-456789abcdef/bloom"
+        );
+    }
+
+    #[test]
+    fn block_tag_index_path() {
+        assert_eq!(
+            BlockTagIndexPath::new(&acme(), BLOCK_ID).to_string(),
+            "acme/01234567-89ab-cdef-0123-456789abcdef/tags.json.zst"
         );
     }
 

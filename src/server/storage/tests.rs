@@ -2,7 +2,7 @@ use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use uuid::Uuid;
 
-use super::paths::{BlockBloomPath, BlockDataPath, BlockMetaPath};
+use super::paths::{BlockBloomPath, BlockDataPath, BlockMetaPath, BlockTagIndexPath};
 use super::*;
 use crate::config::{BackendConfig, StorageConfig};
 use crate::server::block::{encode_block, BlockReader};
@@ -57,6 +57,9 @@ async fn put_list_delete() {
             .as_path()
             .clone(),
         BlockBloomPath::new(&acme, first.meta.block_id)
+            .as_path()
+            .clone(),
+        BlockTagIndexPath::new(&acme, first.meta.block_id)
             .as_path()
             .clone(),
     ] {
