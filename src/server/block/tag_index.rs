@@ -15,7 +15,7 @@
 //! tag-values API returns (`f64`'s and `i64`'s `Display`), which also keeps NaN out of
 //! the JSON.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -161,27 +161,88 @@ impl TagIndex {
     }
 }
 
-/// Collects a block's tags while it is encoded. Keys are looked up borrowed first, so the
-/// common case (a value already seen) allocates nothing.
+/// Collects a block's tags while it is encoded. This runs for every attribute of every
+/// span at each cut, so the common case (a name and value already seen) is a few hash
+/// lookups on borrowed keys: no allocation, numbers kept as numbers until `finish`.
 #[derive(Debug, Default)]
 pub struct TagIndexBuilder {
-    names: HashMap<IndexScope, BTreeSet<String>>,
-    values: HashMap<IndexScope, HashMap<String, ValueSet>>,
-    values_overflowed: BTreeMap<IndexScope, BTreeSet<String>>,
-    names_overflowed: BTreeSet<IndexScope>,
+    /// Per [`IndexScope`], by its position in `SCOPES`.
+    names: [HashSet<String>; 5],
+    /// Resource (0) and span (1) attribute values.
+    values: [HashMap<String, ValueSet>; 2],
+    values_overflowed: [BTreeSet<String>; 2],
     value_bytes: usize,
     values_truncated: bool,
 }
 
+const SCOPES: [IndexScope; 5] = [
+    IndexScope::Resource,
+    IndexScope::Span,
+    IndexScope::Event,
+    IndexScope::Link,
+    IndexScope::Instrumentation,
+];
+
 #[derive(Debug, Default)]
 struct ValueSet {
-    strings: std::collections::HashSet<String>,
-    others: BTreeSet<(IndexedType, String)>,
+    strings: HashSet<String>,
+    ints: HashSet<i64>,
+    /// Bit patterns, so NaN is one value like any other.
+    floats: HashSet<u64>,
+    bools: [bool; 2],
 }
 
 impl ValueSet {
     fn len(&self) -> usize {
-        self.strings.len() + self.others.len()
+        self.strings.len()
+            + self.ints.len()
+            + self.floats.len()
+            + self.bools.iter().filter(|seen| **seen).count()
+    }
+
+    /// Adds a value, or an array's scalar items (nested arrays have no TraceQL meaning);
+    /// returns the bytes it added.
+    fn insert(&mut self, value: &OtlpValue) -> usize {
+        match value {
+            OtlpValue::StringValue(s) => {
+                if self.strings.contains(s.as_str()) {
+                    return 0;
+                }
+                self.strings.insert(s.clone());
+                s.len()
+            }
+            OtlpValue::IntValue(i) => usize::from(self.ints.insert(*i)) * 8,
+            OtlpValue::DoubleValue(x) => usize::from(self.floats.insert(x.to_bits())) * 8,
+            OtlpValue::BoolValue(b) => {
+                self.bools[usize::from(*b)] = true;
+                0
+            }
+            OtlpValue::ArrayValue(array) => array
+                .values
+                .iter()
+                .filter_map(|item| item.value.as_ref())
+                .filter(|item| !matches!(item, OtlpValue::ArrayValue(_)))
+                .map(|item| self.insert(item))
+                .sum(),
+            _ => 0,
+        }
+    }
+
+    fn into_typed(self) -> BTreeSet<(IndexedType, String)> {
+        let strings = self.strings.into_iter().map(|s| (IndexedType::String, s));
+        let ints = self
+            .ints
+            .into_iter()
+            .map(|i| (IndexedType::Int, i.to_string()));
+        let floats = self
+            .floats
+            .into_iter()
+            .map(|bits| (IndexedType::Float, f64::from_bits(bits).to_string()));
+        let bools = [false, true]
+            .into_iter()
+            .filter(|b| self.bools[usize::from(*b)])
+            .map(|b| (IndexedType::Bool, b.to_string()));
+        strings.chain(ints).chain(floats).chain(bools).collect()
     }
 }
 
@@ -189,6 +250,7 @@ impl TagIndexBuilder {
     /// Adds one attribute list of `scope`: names for every scope, values for resource and
     /// span attributes.
     pub fn add(&mut self, scope: IndexScope, attributes: &[OtlpKeyValue]) {
+        let position = scope_position(scope);
         for kv in attributes {
             let Some(value) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
                 continue;
@@ -196,39 +258,22 @@ impl TagIndexBuilder {
             if !has_traceql_type(value) {
                 continue;
             }
-            self.add_name(scope, &kv.key);
-            if matches!(scope, IndexScope::Resource | IndexScope::Span) {
-                self.add_value(scope, &kv.key, value);
+            let names = &mut self.names[position];
+            if names.len() <= MAX_NAMES_PER_SCOPE && !names.contains(kv.key.as_str()) {
+                names.insert(kv.key.clone());
+            }
+            if position < self.values.len() {
+                self.add_value(position, &kv.key, value);
             }
         }
     }
 
-    fn add_name(&mut self, scope: IndexScope, key: &str) {
-        if self.names_overflowed.contains(&scope) {
-            return;
-        }
-        let names = self.names.entry(scope).or_default();
-        if names.contains(key) {
-            return;
-        }
-        if names.len() >= MAX_NAMES_PER_SCOPE {
-            self.names.remove(&scope);
-            self.names_overflowed.insert(scope);
-            return;
-        }
-        names.insert(key.to_string());
-    }
-
-    fn add_value(&mut self, scope: IndexScope, key: &str, value: &OtlpValue) {
-        let keys = self.values.entry(scope).or_default();
+    fn add_value(&mut self, position: usize, key: &str, value: &OtlpValue) {
+        let keys = &mut self.values[position];
         let set = match keys.get_mut(key) {
             Some(set) => set,
             None => {
-                let overflowed = self
-                    .values_overflowed
-                    .get(&scope)
-                    .is_some_and(|keys| keys.contains(key));
-                if overflowed {
+                if self.values_overflowed[position].contains(key) {
                     return;
                 }
                 if self.value_bytes >= MAX_VALUE_BYTES {
@@ -239,41 +284,52 @@ impl TagIndexBuilder {
                 keys.entry(key.to_string()).or_default()
             }
         };
-        let mut added = 0;
-        insert_value(set, value, &mut added);
-        self.value_bytes += added;
+        self.value_bytes += set.insert(value);
         if set.len() > MAX_VALUES_PER_KEY {
             keys.remove(key);
-            self.values_overflowed
-                .entry(scope)
-                .or_default()
-                .insert(key.to_string());
+            self.values_overflowed[position].insert(key.to_string());
         }
     }
 
     pub fn finish(self) -> TagIndex {
-        let values = self
-            .values
+        let mut index = TagIndex {
+            values_truncated: self.values_truncated,
+            ..TagIndex::default()
+        };
+        for (scope, names) in SCOPES.into_iter().zip(self.names) {
+            if names.len() > MAX_NAMES_PER_SCOPE {
+                index.names_overflowed.insert(scope);
+            } else if !names.is_empty() {
+                index.names.insert(scope, names.into_iter().collect());
+            }
+        }
+        for ((scope, keys), overflowed) in SCOPES
             .into_iter()
-            .map(|(scope, keys)| {
+            .zip(self.values)
+            .zip(self.values_overflowed)
+        {
+            if !keys.is_empty() {
                 let keys = keys
                     .into_iter()
-                    .map(|(key, set)| {
-                        let mut all = set.others;
-                        all.extend(set.strings.into_iter().map(|s| (IndexedType::String, s)));
-                        (key, all)
-                    })
+                    .map(|(key, set)| (key, set.into_typed()))
                     .collect();
-                (scope, keys)
-            })
-            .collect();
-        TagIndex {
-            names: self.names.into_iter().collect(),
-            names_overflowed: self.names_overflowed,
-            values,
-            values_overflowed: self.values_overflowed,
-            values_truncated: self.values_truncated,
+                index.values.insert(scope, keys);
+            }
+            if !overflowed.is_empty() {
+                index.values_overflowed.insert(scope, overflowed);
+            }
         }
+        index
+    }
+}
+
+fn scope_position(scope: IndexScope) -> usize {
+    match scope {
+        IndexScope::Resource => 0,
+        IndexScope::Span => 1,
+        IndexScope::Event => 2,
+        IndexScope::Link => 3,
+        IndexScope::Instrumentation => 4,
     }
 }
 
@@ -287,39 +343,6 @@ fn has_traceql_type(value: &OtlpValue) -> bool {
             | OtlpValue::DoubleValue(_)
             | OtlpValue::ArrayValue(_)
     )
-}
-
-/// Adds a value, or an array's scalar items (nested arrays have no TraceQL meaning).
-fn insert_value(set: &mut ValueSet, value: &OtlpValue, added: &mut usize) {
-    let typed = match value {
-        OtlpValue::StringValue(s) => {
-            if !set.strings.contains(s.as_str()) {
-                *added += s.len();
-                set.strings.insert(s.clone());
-            }
-            return;
-        }
-        OtlpValue::IntValue(i) => (IndexedType::Int, i.to_string()),
-        OtlpValue::DoubleValue(x) => (IndexedType::Float, x.to_string()),
-        OtlpValue::BoolValue(b) => (IndexedType::Bool, b.to_string()),
-        OtlpValue::ArrayValue(array) => {
-            for item in &array.values {
-                if let Some(
-                    item @ (OtlpValue::StringValue(_)
-                    | OtlpValue::IntValue(_)
-                    | OtlpValue::DoubleValue(_)
-                    | OtlpValue::BoolValue(_)),
-                ) = item.value.as_ref()
-                {
-                    insert_value(set, item, added);
-                }
-            }
-            return;
-        }
-        _ => return,
-    };
-    *added += typed.1.len();
-    set.others.insert(typed);
 }
 
 #[cfg(test)]
