@@ -9,7 +9,7 @@ PYTHON := $(VENV)/bin/python
 PY_REQUIREMENTS := tests/python/requirements.txt
 PY_STAMP := $(VENV)/.installed-$(shell sha1sum $(PY_REQUIREMENTS) 2>/dev/null | cut -c1-12)
 
-.PHONY: build release run run-collector test test-rust test-python lint fmt bench bench-ingest bench-search bench-collector clean-data
+.PHONY: build release run run-collector test test-rust test-python lint fmt bench bench-ingest bench-search bench-collector fuzz clean-data
 
 build:
 	$(CARGO) build --bins
@@ -65,6 +65,18 @@ bench-search: release
 bench-collector: release $(PY_STAMP)
 	ROTEL_BIN="$${ROTEL_BIN:-$$($(PYTHON) -c 'import pathlib, rotel; print(pathlib.Path(rotel.__file__).parent / "rotel-agent")')}" \
 		$(CARGO) bench --bench collector_load
+
+## The TraceQL parser under libFuzzer (cargo-fuzz) for FUZZ_SECONDS, seeded with every query
+## of the parser corpus. Stable toolchain: RUSTC_BOOTSTRAP, no sanitizer (see fuzz/Cargo.toml).
+FUZZ_SECONDS ?= 1200
+FUZZ_TARGET_DIR ?= $(HOME)/.cache/spoor-fuzz-target
+FUZZ_CORPUS ?= $(HOME)/.cache/spoor-fuzz-corpus/traceql_parse
+fuzz: $(PY_STAMP)
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	mkdir -p $(FUZZ_CORPUS)
+	$(PYTHON) fuzz/seed_corpus.py tests/data/traceql $(FUZZ_CORPUS)
+	cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) $(CARGO) fuzz run -s none -O \
+		traceql_parse $(FUZZ_CORPUS) -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
 
 clean-data:
 	rm -rf ./data
