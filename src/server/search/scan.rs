@@ -396,13 +396,22 @@ pub(crate) async fn scan(
         stopped: AtomicBool::new(false),
     });
 
-    let jobs = head_chunks
-        .into_iter()
-        .map(Job::Head)
-        .chain(selected.into_iter().map(Job::Block));
-    stream::iter(jobs)
-        .map(|job| run_job(Arc::clone(&context), job))
-        .buffer_unordered(parallelism.max(1))
+    // Jobs are head chunks and single row groups, so a large (compacted) block is
+    // decoded on every CPU rather than one row group at a time. A block's row-group list
+    // is read only when its turn comes, so blocks the cutoff rules out by then cost
+    // nothing.
+    let head_jobs = stream::iter(head_chunks.into_iter().map(|range| Ok(Job::Head(range))));
+    let block_jobs = stream::iter(selected)
+        .then({
+            let context = Arc::clone(&context);
+            move |index| row_group_jobs(Arc::clone(&context), index)
+        })
+        .map_ok(|jobs| stream::iter(jobs.into_iter().map(Ok)))
+        .try_flatten();
+    head_jobs
+        .chain(block_jobs)
+        .map_ok(|job| run_job(Arc::clone(&context), job))
+        .try_buffer_unordered(parallelism.max(1))
         .try_collect::<Vec<()>>()
         .await?;
     if !context.stopped() {
@@ -420,7 +429,34 @@ pub(crate) async fn scan(
 
 enum Job {
     Head(Range<usize>),
-    Block(usize),
+    RowGroup {
+        /// The block's position in `Sources::blocks`.
+        block: usize,
+        row_groups: Arc<Vec<RowGroupSummary>>,
+        /// Position in `row_groups`.
+        position: usize,
+    },
+}
+
+/// One job per row group of a block, or none when the cutoff already rules it out.
+async fn row_group_jobs(context: Arc<ScanContext>, index: usize) -> Result<Vec<Job>, SearchError> {
+    let block = &context.sources.blocks[index];
+    let cutoff = context.sink.cutoff();
+    if context.stopped() || (cutoff > 0 && block.meta().max_start_time_unix_nano < cutoff) {
+        return Ok(Vec::new());
+    }
+    context
+        .counters
+        .scanned_blocks
+        .fetch_add(1, Ordering::Relaxed);
+    let row_groups = Arc::new(block.row_groups().await?);
+    Ok((0..row_groups.len())
+        .map(|position| Job::RowGroup {
+            block: index,
+            row_groups: Arc::clone(&row_groups),
+            position,
+        })
+        .collect())
 }
 
 async fn run_job(context: Arc<ScanContext>, job: Job) -> Result<(), SearchError> {
@@ -456,7 +492,11 @@ async fn run_job(context: Arc<ScanContext>, job: Job) -> Result<(), SearchError>
             })
             .await?
         }
-        Job::Block(index) => scan_block(context, index).await,
+        Job::RowGroup {
+            block,
+            row_groups,
+            position,
+        } => scan_row_group(context, block, &row_groups, position).await,
     }
 }
 
@@ -504,101 +544,88 @@ fn may_share_trace(earlier: Option<&RowGroupSummary>, later: Option<&RowGroupSum
     }
 }
 
-async fn scan_block(context: Arc<ScanContext>, index: usize) -> Result<(), SearchError> {
+async fn scan_row_group(
+    context: Arc<ScanContext>,
+    index: usize,
+    row_groups: &[RowGroupSummary],
+    position: usize,
+) -> Result<(), SearchError> {
     let block = context.sources.blocks[index].clone();
-    let cutoff = context.sink.cutoff();
-    if cutoff > 0 && block.meta().max_start_time_unix_nano < cutoff {
+    let row_group = &row_groups[position];
+    if !context
+        .row_group_filter
+        .may_match(row_group, context.sink.cutoff())
+    {
         return Ok(());
     }
+    let rows = block
+        .read_row_group(row_group.index, &context.columns)
+        .await?;
     context
         .counters
-        .scanned_blocks
-        .fetch_add(1, Ordering::Relaxed);
-    let row_groups = block.row_groups().await?;
-    for (position, row_group) in row_groups.iter().enumerate() {
-        if context.stopped() {
-            break;
-        }
-        if !context
-            .row_group_filter
-            .may_match(row_group, context.sink.cutoff())
-        {
-            continue;
-        }
-        let rows = block
-            .read_row_group(row_group.index, &context.columns)
-            .await?;
-        context
-            .counters
-            .inspected_bytes
-            .fetch_add(rows.fetched_bytes(), Ordering::Relaxed);
-        let first_may_continue =
-            position > 0 && may_share_trace(row_groups.get(position - 1), Some(row_group));
-        let last_may_continue = may_share_trace(Some(row_group), row_groups.get(position + 1));
-        let context = Arc::clone(&context);
-        tokio::task::spawn_blocking(move || -> Result<(), SearchError> {
-            let batches = rows.collect::<Result<Vec<_>, _>>()?;
-            let columns: Vec<RowColumns<'_>> = batches
-                .iter()
-                .map(RowColumns::new)
-                .collect::<Result<_, _>>()?;
-            let mut selection =
-                select_runs(&columns, Some(&context.row_filter), context.cutoff(), None)?;
-            let counters = &context.counters;
-            counters
-                .inspected_spans
-                .fetch_add(selection.rows, Ordering::Relaxed);
-            counters
-                .inspected_traces
-                .fetch_add(selection.runs, Ordering::Relaxed);
-            let source = Source::Block {
-                index,
-                continuing: [
-                    selection.first.filter(|_| first_may_continue),
-                    selection.last.filter(|_| last_may_continue),
-                ],
-            };
-            let kept = std::mem::take(&mut selection.kept);
-            if matches!(context.assembly, Assembly::Pieces) {
-                // In slices: a row group's spans decoded at once are tens of megabytes,
-                // allocated, handed over and freed on another thread; slices stay small
-                // enough to reuse memory that is still warm.
-                for runs in kept.chunks(PIECES_PER_DELIVERY) {
-                    if context.stopped() {
-                        break;
-                    }
-                    let pieces = decode_runs(&columns, &selection, runs)?;
-                    context.handle_pieces(pieces, source);
-                }
-                return Ok(());
-            }
-            // Newest first, in growing rounds: each round's results may raise the sink's
-            // cutoff, and runs starting before it need no decoding.
-            let mut kept = kept;
-            kept.sort_unstable_by_key(|run| std::cmp::Reverse(run.min_start));
-            let mut remaining = kept.as_slice();
-            let mut round = FIRST_DECODE_ROUND;
-            while !remaining.is_empty() && !context.stopped() {
-                let cutoff = context.cutoff();
-                let usable = remaining.partition_point(|run| run.min_start >= cutoff);
-                let (now, later) = remaining[..usable].split_at(round.min(usable));
-                if now.is_empty() {
+        .inspected_bytes
+        .fetch_add(rows.fetched_bytes(), Ordering::Relaxed);
+    let first_may_continue =
+        position > 0 && may_share_trace(row_groups.get(position - 1), Some(row_group));
+    let last_may_continue = may_share_trace(Some(row_group), row_groups.get(position + 1));
+    let context = Arc::clone(&context);
+    tokio::task::spawn_blocking(move || -> Result<(), SearchError> {
+        let batches = rows.collect::<Result<Vec<_>, _>>()?;
+        let columns: Vec<RowColumns<'_>> = batches
+            .iter()
+            .map(RowColumns::new)
+            .collect::<Result<_, _>>()?;
+        let mut selection =
+            select_runs(&columns, Some(&context.row_filter), context.cutoff(), None)?;
+        let counters = &context.counters;
+        counters
+            .inspected_spans
+            .fetch_add(selection.rows, Ordering::Relaxed);
+        counters
+            .inspected_traces
+            .fetch_add(selection.runs, Ordering::Relaxed);
+        let source = Source::Block {
+            index,
+            continuing: [
+                selection.first.filter(|_| first_may_continue),
+                selection.last.filter(|_| last_may_continue),
+            ],
+        };
+        let kept = std::mem::take(&mut selection.kept);
+        if matches!(context.assembly, Assembly::Pieces) {
+            // In slices: a row group's spans decoded at once are tens of megabytes,
+            // allocated, handed over and freed on another thread; slices stay small
+            // enough to reuse memory that is still warm.
+            for runs in kept.chunks(PIECES_PER_DELIVERY) {
+                if context.stopped() {
                     break;
                 }
-                let pieces = decode_runs(&columns, &selection, now)?;
+                let pieces = decode_runs(&columns, &selection, runs)?;
                 context.handle_pieces(pieces, source);
-                remaining = later;
-                round = round.saturating_mul(2);
             }
-            Ok(())
-        })
-        .await??;
-    }
-    tracing::debug!(
-        block_id = %block.meta().block_id,
-        row_groups = row_groups.len(),
-        "block scanned"
-    );
+            return Ok(());
+        }
+        // Newest first, in growing rounds: each round's results may raise the sink's
+        // cutoff, and runs starting before it need no decoding.
+        let mut kept = kept;
+        kept.sort_unstable_by_key(|run| std::cmp::Reverse(run.min_start));
+        let mut remaining = kept.as_slice();
+        let mut round = FIRST_DECODE_ROUND;
+        while !remaining.is_empty() && !context.stopped() {
+            let cutoff = context.cutoff();
+            let usable = remaining.partition_point(|run| run.min_start >= cutoff);
+            let (now, later) = remaining[..usable].split_at(round.min(usable));
+            if now.is_empty() {
+                break;
+            }
+            let pieces = decode_runs(&columns, &selection, now)?;
+            context.handle_pieces(pieces, source);
+            remaining = later;
+            round = round.saturating_mul(2);
+        }
+        Ok(())
+    })
+    .await??;
     Ok(())
 }
 
