@@ -1,11 +1,11 @@
 //! The scan every query runs: candidate traces from the head and the blocks, whole or
 //! piece by piece, handed to a [`TraceSink`] on blocking threads.
 //!
-//! 1. **Jobs**, newest data first: the head in chunks, then the selected blocks by
-//!    descending newest span start. At most `parallelism` jobs run at once; each does
-//!    its I/O on the async runtime and its CPU work (Parquet decoding, conversion,
-//!    filtering, the sink's evaluation) in one `spawn_blocking` call per chunk or row
-//!    group.
+//! 1. **Jobs**, newest data first: the head in chunks, then the row groups of the
+//!    selected blocks, blocks by descending newest span start. At most `parallelism`
+//!    jobs run at once; each does its I/O on the async runtime and its CPU work (Parquet
+//!    decoding, conversion, filtering, the sink's evaluation) in one `spawn_blocking`
+//!    call.
 //! 2. **Pruning** before any data is read: a block whose newest span starts before the
 //!    sink's cutoff is skipped; so is a row group whose statistics rule out the window,
 //!    the cutoff or the pushed-down conditions (see [`super::plan::RowGroupFilter`]).
