@@ -358,6 +358,35 @@ impl MetricsEvaluator {
         }
     }
 
+    /// Adds what another evaluator of the same query and parameters observed, so
+    /// disjoint parts of the data can be observed in parallel. Counts merge exactly;
+    /// float sums may differ from a sequential run in the last bits (addition order).
+    /// Which series survive a `max_series` overflow, and which exemplars are kept
+    /// (`max_exemplars` still bounds them), depends on the split, as in Tempo.
+    pub fn merge(&mut self, other: MetricsEvaluator) {
+        self.inspected_traces += other.inspected_traces;
+        self.inspected_spans += other.inspected_spans;
+        let mut exemplar_budget = self
+            .params
+            .max_exemplars
+            .saturating_sub(self.exemplar_traces.len());
+        for trace in other.exemplar_traces {
+            if exemplar_budget > 0 && self.exemplar_traces.insert(trace) {
+                exemplar_budget -= 1;
+            }
+        }
+        let mut exemplars_left = self.params.max_exemplars.saturating_sub(
+            self.leaves
+                .iter()
+                .flat_map(|leaf| &leaf.series)
+                .map(|series| series.exemplars.len())
+                .sum(),
+        );
+        for (leaf, other) in self.leaves.iter_mut().zip(other.leaves) {
+            leaf.merge(other, self.params.max_series, &mut exemplars_left);
+        }
+    }
+
     pub fn finish(self) -> MetricsResult {
         let Plan::Metrics(expr) = &self.query.plan else {
             return MetricsResult::default();
@@ -398,6 +427,37 @@ fn bucket_of(value: &Val<'_>) -> Option<f64> {
 }
 
 impl LeafState {
+    fn merge(&mut self, other: LeafState, max_series: usize, exemplars_left: &mut usize) {
+        self.partial |= other.partial;
+        self.last_slot = None;
+        if let (Some(compare), Some(other)) = (&mut self.compare, other.compare) {
+            compare.merge(other);
+        }
+        let mut keep_exemplars = |series: &mut SeriesState| {
+            let keep = series.exemplars.len().min(*exemplars_left);
+            series.exemplars.truncate(keep);
+            *exemplars_left -= keep;
+        };
+        for mut series in other.series {
+            match self.index.get(&series.key) {
+                Some(&slot) => {
+                    keep_exemplars(&mut series);
+                    let mine = &mut self.series[slot];
+                    mine.data.merge(series.data);
+                    mine.exemplars.append(&mut series.exemplars);
+                }
+                None if max_series > 0 && self.series.len() >= max_series => {
+                    self.partial = true;
+                }
+                None => {
+                    keep_exemplars(&mut series);
+                    self.index.insert(series.key.clone(), self.series.len());
+                    self.series.push(series);
+                }
+            }
+        }
+    }
+
     /// Adds span `i`; returns whether an exemplar was recorded.
     #[allow(clippy::too_many_arguments)]
     fn observe(
@@ -432,21 +492,27 @@ impl LeafState {
             },
         };
 
-        let by_values: Vec<Val<'_>> = leaf.by.iter().map(|(_, f)| view.field(i, f)).collect();
         let histogram = matches!(leaf.func, MetricsFn::HistogramOverTime(_));
         let bucket_key = histogram.then(|| GroupKey::Float(bucket.unwrap_or(0.0).to_bits()));
         // Consecutive spans mostly fall in the series of the span before: checking it
-        // first spares building (allocating) the key for every span.
+        // first, value by value, spares collecting the `by()` values and building
+        // (allocating) the key for every span.
         let same_as_last = self.last_slot.is_some_and(|slot| {
             let last = &self.series[slot].key;
-            last.len() == by_values.len() + usize::from(histogram)
-                && by_values.iter().zip(last).all(|(v, k)| v.has_group_key(k))
+            last.len() == leaf.by.len() + usize::from(histogram)
+                && leaf
+                    .by
+                    .iter()
+                    .zip(last)
+                    .all(|((_, f), k)| view.field(i, f).has_group_key(k))
                 && bucket_key.as_ref().is_none_or(|b| last.last() == Some(b))
         });
         let cached = self.last_slot.filter(|_| same_as_last);
         let slot = match cached {
             Some(slot) => slot,
             None => {
+                let by_values: Vec<Val<'_>> =
+                    leaf.by.iter().map(|(_, f)| view.field(i, f)).collect();
                 let mut key: Vec<GroupKey> = by_values.iter().map(Val::group_key).collect();
                 key.extend(bucket_key);
                 if let Some(&slot) = self.index.get(&key) {
@@ -531,6 +597,50 @@ fn series_labels(
 }
 
 impl SeriesData {
+    /// Adds another series' data of the same function and interval count.
+    fn merge(&mut self, other: SeriesData) {
+        // NaN marks an interval without a value for min, max and sum.
+        fn combine(a: &mut [f64], b: &[f64], f: impl Fn(f64, f64) -> f64) {
+            for (a, b) in a.iter_mut().zip(b) {
+                if a.is_nan() {
+                    *a = *b;
+                } else if !b.is_nan() {
+                    *a = f(*a, *b);
+                }
+            }
+        }
+        match (self, other) {
+            (SeriesData::Count(a), SeriesData::Count(b)) => {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+            }
+            (SeriesData::Sum(a), SeriesData::Sum(b)) => combine(a, &b, |x, y| x + y),
+            (SeriesData::Min(a), SeriesData::Min(b)) => combine(a, &b, f64::min),
+            (SeriesData::Max(a), SeriesData::Max(b)) => combine(a, &b, f64::max),
+            (
+                SeriesData::Avg { sum, count },
+                SeriesData::Avg {
+                    sum: other_sum,
+                    count: other_count,
+                },
+            ) => {
+                sum.iter_mut().zip(other_sum).for_each(|(a, b)| *a += b);
+                count.iter_mut().zip(other_count).for_each(|(a, b)| *a += b);
+            }
+            (SeriesData::Buckets(a), SeriesData::Buckets(b)) => {
+                for (mine, theirs) in a.iter_mut().zip(b) {
+                    for (bucket, count) in theirs {
+                        match mine.iter_mut().find(|(b, _)| *b == bucket) {
+                            Some((_, mine)) => *mine += count,
+                            None => mine.push((bucket, count)),
+                        }
+                    }
+                }
+            }
+            // Both sides come from the same query: the functions always agree.
+            _ => {}
+        }
+    }
+
     fn new(func: &MetricsFn, n: usize) -> SeriesData {
         match func {
             MetricsFn::MinOverTime(_) => SeriesData::Min(vec![f64::NAN; n]),
@@ -630,6 +740,25 @@ struct CompareGroup {
 }
 
 impl CompareState {
+    fn merge(&mut self, other: CompareState) {
+        for (mine, theirs) in self.groups.iter_mut().zip(other.groups) {
+            for (key, (value, counts)) in theirs.values {
+                let entry = mine
+                    .values
+                    .entry(key)
+                    .or_insert_with(|| (value, vec![0.0; counts.len()]));
+                entry.1.iter_mut().zip(counts).for_each(|(a, b)| *a += b);
+            }
+            for (name, counts) in theirs.totals {
+                let entry = mine
+                    .totals
+                    .entry(name)
+                    .or_insert_with(|| vec![0.0; counts.len()]);
+                entry.iter_mut().zip(counts).for_each(|(a, b)| *a += b);
+            }
+        }
+    }
+
     fn new(top_n: i64, start: i64, end: i64) -> CompareState {
         let window = (start > 0 && end > 0).then_some((start as u64, end as u64));
         CompareState {
@@ -1406,5 +1535,58 @@ mod tests {
         .is_err());
         let search = Arc::new(compile("{ }").unwrap());
         assert!(MetricsEvaluator::new(search, range(10, 20, 1)).is_err());
+    }
+
+    /// Observing parts of the data in separate evaluators and merging them gives the
+    /// sequential answer, for every kind of accumulator.
+    #[test]
+    fn merged_evaluators_agree_with_one() {
+        let specs: Vec<(&str, u64, u64, bool)> = (0..60u64)
+            .map(|n| {
+                let service = ["api", "db", "cache"][(n % 3) as usize];
+                (service, 10 + n % 20, 1 + (n * 37) % 900, n % 7 == 0)
+            })
+            .collect();
+        let data = traces(&specs);
+        for query in [
+            "{ } | rate() by (resource.service.name)",
+            "{ status = error } | count_over_time()",
+            "{ } | min_over_time(duration) by (resource.service.name)",
+            "{ } | max_over_time(span.size)",
+            "{ } | sum_over_time(span.size) by (resource.service.name)",
+            "{ } | avg_over_time(span.size)",
+            "{ } | quantile_over_time(duration, 0.5, 0.9) by (resource.service.name)",
+            "{ } | histogram_over_time(duration)",
+            "{ } | compare({ status = error })",
+        ] {
+            let params = MetricsParams {
+                max_exemplars: 5,
+                ..range(0, 40, 5)
+            };
+            let expected = run(query, params.clone(), &data);
+            let compiled = Arc::new(compile(query).unwrap());
+            let mut merged = MetricsEvaluator::new(Arc::clone(&compiled), params.clone()).unwrap();
+            for part in data.chunks(17) {
+                let mut evaluator =
+                    MetricsEvaluator::new(Arc::clone(&compiled), params.clone()).unwrap();
+                evaluator.observe(part);
+                merged.merge(evaluator);
+            }
+            let found = merged.finish();
+            let strip = |result: &MetricsResult| {
+                result
+                    .series
+                    .iter()
+                    .map(|s| (s.labels.clone(), points(s)))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(strip(&found), strip(&expected), "{query}");
+            assert_eq!(found.inspected_spans, expected.inspected_spans, "{query}");
+            // Still at most `max_exemplars` traces' worth (quantiles repeat them per series).
+            let exemplars = |result: &MetricsResult| -> usize {
+                result.series.iter().map(|s| s.exemplars.len()).sum()
+            };
+            assert_eq!(exemplars(&found), exemplars(&expected), "{query}");
+        }
     }
 }

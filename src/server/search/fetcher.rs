@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::tenant::TenantId;
 use crate::traceql::ast::QueryBody;
@@ -163,8 +163,15 @@ impl SearchService {
         params: MetricsParams,
     ) -> Result<MetricsOutcome, SearchError> {
         let params_exemplars = params.max_exemplars;
-        let mut evaluator = MetricsEvaluator::new(Arc::clone(&query), params)?;
-        let request = evaluator.fetch_request();
+        // One evaluator per CPU, each observing whole batches on a blocking thread, merged
+        // at the end: observing is as much work as decoding, and one evaluator would
+        // leave the other CPUs waiting on it.
+        let new_evaluator = || MetricsEvaluator::new(Arc::clone(&query), params.clone());
+        let mut merged = new_evaluator()?;
+        let mut idle = (0..self.inner.parallelism.max(1))
+            .map(|_| new_evaluator())
+            .collect::<Result<Vec<_>, _>>()?;
+        let request = merged.fetch_request();
         let range = TimeRange::Window {
             start_unix_nanos: request.start_unix_nanos,
             end_unix_nanos: request.end_unix_nanos,
@@ -175,14 +182,30 @@ impl SearchService {
             fetcher = fetcher.pieces().with_columns(columns);
         }
         let mut batches = fetcher.fetch(&request).await.map_err(fetch_failed)?;
+        let mut running = JoinSet::new();
         while let Some(batch) = batches.next_batch().await.map_err(fetch_failed)? {
-            evaluator = tokio::task::spawn_blocking(move || {
+            let mut evaluator = match idle.pop() {
+                Some(evaluator) => evaluator,
+                // Every evaluator is busy: wait for one (evaluators are either idle or
+                // running, so the set is not empty).
+                None => match running.join_next().await {
+                    Some(done) => done?,
+                    None => new_evaluator()?,
+                },
+            };
+            running.spawn_blocking(move || {
                 evaluator.observe(&batch);
                 evaluator
-            })
-            .await?;
+            });
         }
-        let result = tokio::task::spawn_blocking(move || evaluator.finish()).await?;
+        while let Some(done) = running.join_next().await {
+            idle.push(done?);
+        }
+        let result = tokio::task::spawn_blocking(move || {
+            idle.into_iter().for_each(|other| merged.merge(other));
+            merged.finish()
+        })
+        .await?;
         let stats = fetcher.stats();
         tracing::debug!(
             tenant = %tenant,
