@@ -192,29 +192,47 @@ impl BlockReader {
         index: usize,
         columns: &[&str],
     ) -> Result<BlockRows, BlockError> {
+        self.read_row_group_rows(index, columns, None).await
+    }
+
+    /// [`BlockReader::read_row_group`] restricted to the rows `rows` selects (row numbers
+    /// within the row group): pages holding none of them are neither fetched nor decoded.
+    ///
+    /// # Errors
+    /// As [`BlockReader::read_row_group`].
+    pub async fn read_row_group_rows(
+        &self,
+        index: usize,
+        columns: &[&str],
+        rows: Option<RowSelection>,
+    ) -> Result<BlockRows, BlockError> {
         let metadata = self.parquet_metadata().await?;
         let mask = ProjectionMask::columns(
             metadata.metadata().file_metadata().schema_descr(),
             columns.iter().copied(),
         );
-        self.fetch_row_group(index, mask).await
+        self.fetch_row_group(index, mask, rows).await
     }
 
     async fn fetch_row_group(
         &self,
         index: usize,
         mask: ProjectionMask,
+        rows: Option<RowSelection>,
     ) -> Result<BlockRows, BlockError> {
         let metadata = self.parquet_metadata().await?;
         let call_bytes = Arc::new(AtomicU64::new(0));
-        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
             self.object_reader_counting(Arc::clone(&call_bytes)),
             metadata.clone(),
         )
         .with_row_groups(vec![index])
         .with_projection(mask)
-        .with_batch_size(ROWS_PER_PAGE)
-        .build()?;
+        .with_batch_size(ROWS_PER_PAGE);
+        if let Some(rows) = rows {
+            builder = builder.with_row_selection(rows);
+        }
+        let mut stream = builder.build()?;
         let mut readers = Vec::new();
         while let Some(reader) = stream.next_row_group().await? {
             readers.push(reader);
@@ -520,10 +538,11 @@ impl TraceStream {
             let index = self.next_row_group;
             self.next_row_group += 1;
             let reader = self.reader.clone();
-            self.rows = Some(
-                self.runtime
-                    .block_on(reader.fetch_row_group(index, ProjectionMask::all()))?,
-            );
+            self.rows = Some(self.runtime.block_on(reader.fetch_row_group(
+                index,
+                ProjectionMask::all(),
+                None,
+            ))?);
             return Ok(());
         }
         self.finished = true;

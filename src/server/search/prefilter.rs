@@ -19,6 +19,7 @@ use std::collections::HashSet;
 use arrow::array::{Array, BinaryArray};
 use arrow::record_batch::RecordBatch;
 use memchr::memmem;
+use parquet::arrow::arrow_reader::RowSelection;
 use prost::Message;
 
 use crate::otlp::{OtlpAnyValue, OtlpValue, TraceId};
@@ -27,7 +28,7 @@ use crate::traceql::ast::{AttributeScope, FieldRef, Intrinsic, Literal};
 use crate::traceql::model::{Kind, Status};
 use crate::traceql::{Condition, ConditionOp, FetchRequest, Trace};
 
-use super::convert::{kind_of, status_of, ConvertError, PieceBuilder, RowColumns};
+use super::convert::{kind_of, status_of, ConvertError, PieceBuilder, Projection, RowColumns};
 
 /// A byte-string finder. A plain substring search: a regex would do the same search
 /// plus, per call, a cache taken from a pool that only its first thread gets cheaply.
@@ -221,6 +222,45 @@ impl RowFilter {
         }
     }
 
+    /// What a first, cheap pass over a row group must read to run this filter, when the
+    /// filter looks into attribute blobs (the case where most rows fail it and the other
+    /// columns are worth reading only for the rows that pass); `None` otherwise.
+    pub(crate) fn prefilter_projection(&self) -> Option<Projection> {
+        if self.is_trivial()
+            || !self
+                .checks
+                .iter()
+                .any(|c| matches!(c, Check::Attribute(..)))
+        {
+            return None;
+        }
+        let mut p = Projection {
+            skip_name: true,
+            skip_span_id: true,
+            skip_parent_span_id: true,
+            skip_status_message: true,
+            ..Projection::default()
+        };
+        for check in &self.checks {
+            match check {
+                Check::Name(_) => p.skip_name = false,
+                Check::Attribute(blob, _) => match blob {
+                    Blob::Span => p.attributes = true,
+                    Blob::Unscoped => {
+                        p.attributes = true;
+                        p.resource = true;
+                    }
+                    Blob::Resource => p.resource = true,
+                    Blob::Event => p.events = true,
+                    Blob::Link => p.links = true,
+                    Blob::Scope => p.scope = true,
+                },
+                _ => {}
+            }
+        }
+        Some(p)
+    }
+
     fn is_trivial(&self) -> bool {
         self.checks.is_empty()
             || (!self.all_conditions && self.checks.iter().any(|c| matches!(c, Check::Unknown)))
@@ -331,8 +371,8 @@ struct RunState {
 /// The rows of one trace in a row group, numbered across its record batches.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct KeptRun {
-    first_row: usize,
-    end_row: usize,
+    pub(crate) first_row: usize,
+    pub(crate) end_row: usize,
     /// The earliest start of the run's spans.
     pub(crate) min_start: u64,
 }
@@ -350,6 +390,16 @@ pub(crate) struct RunSelection {
     pub(crate) last: Option<TraceId>,
     pub(crate) rows: u64,
     pub(crate) runs: u64,
+}
+
+impl RunSelection {
+    /// The kept runs as a Parquet row selection over the `rows` read.
+    pub(crate) fn kept_rows(&self) -> RowSelection {
+        RowSelection::from_consecutive_ranges(
+            self.kept.iter().map(|run| run.first_row..run.end_row),
+            usize::try_from(self.rows).unwrap_or(usize::MAX),
+        )
+    }
 }
 
 /// Decodes the pieces whose rows pass `filter`, start at or after `cutoff` (0: none)

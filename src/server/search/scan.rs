@@ -36,6 +36,7 @@ use parking_lot::Mutex;
 use prost::Message;
 
 use crate::otlp::{OtlpTracesData, TraceId};
+use crate::server::block::writer::ROWS_PER_PAGE;
 use crate::server::block::{BlockReader, RowGroupSummary};
 use crate::traceql::eval::{eval_trace, CSpanset, TraceView};
 use crate::traceql::{CandidateFilter, FetchRequest, Trace};
@@ -185,6 +186,11 @@ struct ScanContext {
     row_filter: RowFilter,
     row_group_filter: RowGroupFilter,
     columns: Arc<[&'static str]>,
+    /// Columns of a first pass that runs the row filter before anything else is read
+    /// (see `RowFilter::prefilter_projection`); `None` when that would not save reading.
+    prefilter_columns: Option<Arc<[&'static str]>>,
+    /// Cleared once a prefilter pass kept most of its row group.
+    prefilter_worthwhile: AtomicBool,
     /// Traces to read whole, with the time span of what was seen of them so far.
     deferred: Mutex<HashMap<TraceId, (u64, u64)>>,
     merge_window_nanos: u64,
@@ -382,12 +388,15 @@ pub(crate) async fn scan(
         total_jobs: (head_chunks.len() + selected.len()) as u64,
         ..ScanStats::default()
     };
+    let row_filter = RowFilter::new(&piece);
     let context = Arc::new(ScanContext {
         sources,
         sink,
         assembly,
         piece_filter,
-        row_filter: RowFilter::new(&piece),
+        prefilter_columns: prefilter_columns(&row_filter, &columns.columns()),
+        prefilter_worthwhile: AtomicBool::new(true),
+        row_filter,
         row_group_filter: RowGroupFilter::new(&piece),
         columns: columns.columns().into(),
         deferred: Mutex::new(HashMap::new()),
@@ -425,6 +434,20 @@ pub(crate) async fn scan(
         scanned_blocks: counters.scanned_blocks.load(Ordering::Relaxed),
         ..stats
     })
+}
+
+/// Above this fraction of a row group's pages holding rows the prefilter pass kept,
+/// reading only those rows no longer pays for the pass.
+const PREFILTER_MAX_PAGES: f64 = 0.5;
+
+/// The prefilter pass's columns, when the filter has one and it leaves some of the
+/// query's columns to be read only for the rows that pass.
+fn prefilter_columns(filter: &RowFilter, columns: &[&'static str]) -> Option<Arc<[&'static str]>> {
+    let pass = filter.prefilter_projection()?.columns();
+    columns
+        .iter()
+        .any(|column| !pass.contains(column))
+        .then(|| pass.into())
 }
 
 enum Job {
@@ -558,8 +581,64 @@ async fn scan_row_group(
     {
         return Ok(());
     }
+    // With a prefilter pass, only the rows of traces that pass it are read in full; the
+    // pass also decides which traces touch the row group's edges.
+    let mut edges = None;
+    let mut kept_rows = None;
+    let prefilter = context
+        .prefilter_columns
+        .as_ref()
+        .filter(|_| context.prefilter_worthwhile.load(Ordering::Relaxed));
+    if let Some(prefilter_columns) = prefilter {
+        let rows = block
+            .read_row_group(row_group.index, prefilter_columns)
+            .await?;
+        context
+            .counters
+            .inspected_bytes
+            .fetch_add(rows.fetched_bytes(), Ordering::Relaxed);
+        let pass = Arc::clone(&context);
+        let selection = tokio::task::spawn_blocking(move || -> Result<_, SearchError> {
+            let batches = rows.collect::<Result<Vec<_>, _>>()?;
+            let columns: Vec<RowColumns<'_>> = batches
+                .iter()
+                .map(RowColumns::new)
+                .collect::<Result<_, _>>()?;
+            let selection = select_runs(&columns, Some(&pass.row_filter), pass.cutoff(), None)?;
+            pass.counters
+                .inspected_spans
+                .fetch_add(selection.rows, Ordering::Relaxed);
+            pass.counters
+                .inspected_traces
+                .fetch_add(selection.runs, Ordering::Relaxed);
+            Ok(selection)
+        })
+        .await??;
+        if selection.kept.is_empty() {
+            return Ok(());
+        }
+        edges = Some((selection.first, selection.last));
+        // What a selection saves is the pages it skips whole: rows skipped inside a page
+        // still cost about what decoding them would.
+        let mut touched_pages: Vec<usize> = selection
+            .kept
+            .iter()
+            .flat_map(|run| run.first_row / ROWS_PER_PAGE..=(run.end_row - 1) / ROWS_PER_PAGE)
+            .collect();
+        touched_pages.dedup();
+        let pages = usize::try_from(selection.rows)
+            .unwrap_or(usize::MAX)
+            .div_ceil(ROWS_PER_PAGE);
+        if touched_pages.len() as f64 > PREFILTER_MAX_PAGES * pages as f64 {
+            // The pass saved nothing and read the filter's columns twice: later row
+            // groups of this scan go without it.
+            context.prefilter_worthwhile.store(false, Ordering::Relaxed);
+        } else {
+            kept_rows = Some(selection.kept_rows());
+        }
+    }
     let rows = block
-        .read_row_group(row_group.index, &context.columns)
+        .read_row_group_rows(row_group.index, &context.columns, kept_rows)
         .await?;
     context
         .counters
@@ -577,18 +656,26 @@ async fn scan_row_group(
             .collect::<Result<_, _>>()?;
         let mut selection =
             select_runs(&columns, Some(&context.row_filter), context.cutoff(), None)?;
-        let counters = &context.counters;
-        counters
-            .inspected_spans
-            .fetch_add(selection.rows, Ordering::Relaxed);
-        counters
-            .inspected_traces
-            .fetch_add(selection.runs, Ordering::Relaxed);
+        let (first, last) = match edges {
+            // Read in full before: counted then, and the edges are the row group's own,
+            // not those of the rows read now.
+            Some(edges) => edges,
+            None => {
+                let counters = &context.counters;
+                counters
+                    .inspected_spans
+                    .fetch_add(selection.rows, Ordering::Relaxed);
+                counters
+                    .inspected_traces
+                    .fetch_add(selection.runs, Ordering::Relaxed);
+                (selection.first, selection.last)
+            }
+        };
         let source = Source::Block {
             index,
             continuing: [
-                selection.first.filter(|_| first_may_continue),
-                selection.last.filter(|_| last_may_continue),
+                first.filter(|_| first_may_continue),
+                last.filter(|_| last_may_continue),
             ],
         };
         let kept = std::mem::take(&mut selection.kept);

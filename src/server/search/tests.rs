@@ -925,3 +925,90 @@ async fn tag_indexes_answer_as_the_scan_does() {
         vec!["float:0.25", "float:NaN"]
     );
 }
+
+/// Attribute searches over a block of several pages read the other columns only for the
+/// traces the attribute prefilter keeps (a Parquet row selection); results are still the
+/// engine's own, for rare and common values, whole traces and pieces alike.
+#[tokio::test]
+async fn prefiltered_reads_agree_with_the_engine() {
+    use crate::testing::make_traces_for_test;
+    use crate::traceql::{SearchEvaluator, SearchParams, Trace};
+
+    let store = Store::new();
+    // 12,000 rows: three pages of 4,096 rows in one row group.
+    let traces = make_traces_for_test(23, 2_000, 6);
+    let encoded = encode_block(Uuid::new_v4(), &tenant(), 0, &traces).unwrap();
+    store.blocklist.store().put_block(&encoded).await.unwrap();
+    store.blocklist.register(BlockReader::new(
+        store.blocklist.store().clone(),
+        encoded.meta.clone(),
+    ));
+    let model: Vec<Trace> = traces
+        .iter()
+        .map(|t| {
+            let mut converted = Trace {
+                trace_id: t.trace_id.0.to_vec(),
+                spans: Vec::new(),
+            };
+            super::convert::append_otlp(&mut converted, &t.batches);
+            converted
+        })
+        .collect();
+    let (start, end) = (
+        encoded.meta.min_start_time_unix_nano,
+        encoded.meta.max_end_time_unix_nano,
+    );
+    let rare_path = model
+        .iter()
+        .flat_map(|t| &t.spans)
+        .find_map(
+            |s| match crate::traceql::model::find_attribute(&s.attributes, "url.path") {
+                Some(crate::traceql::AttrValue::String(path))
+                    if path.starts_with("/api/items/") =>
+                {
+                    Some(path.clone())
+                }
+                _ => None,
+            },
+        )
+        .unwrap();
+    for query in [
+        format!("{{ span.url.path = \"{rare_path}\" }}"),
+        "{ span.http.route = \"/api/cart\" }".to_string(),
+        "{ span.http.response.status_code = 500 && kind = server }".to_string(),
+        "{ .server.address = \"postgres:5432\" } | count() > 1".to_string(),
+        "{ event.exception.type = \"io.timeout\" }".to_string(),
+    ] {
+        let compiled = Arc::new(compile(&query).unwrap());
+        for limit in [3, 1000, 5000] {
+            let params = SearchParams {
+                limit,
+                spans_per_spanset: 3,
+                start_unix_nanos: start,
+                end_unix_nanos: end,
+            };
+            let mut evaluator = SearchEvaluator::new(Arc::clone(&compiled), params).unwrap();
+            evaluator.observe(&model);
+            let expected = evaluator.finish().traces;
+            let found = store
+                .service
+                .search(
+                    &tenant(),
+                    Arc::clone(&compiled),
+                    SearchRequest {
+                        limit,
+                        spans_per_spanset: 3,
+                        range: TimeRange::Window {
+                            start_unix_nanos: start,
+                            end_unix_nanos: end,
+                        },
+                    },
+                )
+                .await
+                .unwrap()
+                .traces;
+            assert!(!expected.is_empty(), "{query}: no data to compare");
+            assert_eq!(found, expected, "{query} limit {limit}");
+        }
+    }
+}
