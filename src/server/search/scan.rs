@@ -44,7 +44,7 @@ use crate::traceql::{CandidateFilter, FetchRequest, Trace};
 use super::convert::RowColumns;
 use super::convert::{append_otlp, Projection};
 use super::plan::{piece_request, RowGroupFilter};
-use super::prefilter::{build_pieces, decode_runs, select_runs, RowFilter};
+use super::prefilter::{build_pieces, decode_runs, select_runs, RowFilter, RunSelection};
 use super::SearchError;
 
 /// Head traces decoded per blocking task.
@@ -189,7 +189,7 @@ struct ScanContext {
     /// Columns of a first pass that runs the row filter before anything else is read
     /// (see `RowFilter::prefilter_projection`); `None` when that would not save reading.
     prefilter_columns: Option<Arc<[&'static str]>>,
-    /// Cleared once a prefilter pass kept most of its row group.
+    /// Cleared once a prefilter pass kept rows on most pages of its row group.
     prefilter_worthwhile: AtomicBool,
     /// Traces to read whole, with the time span of what was seen of them so far.
     deferred: Mutex<HashMap<TraceId, (u64, u64)>>,
@@ -450,6 +450,54 @@ fn prefilter_columns(filter: &RowFilter, columns: &[&'static str]) -> Option<Arc
         .then(|| pass.into())
 }
 
+/// Reads the prefilter's columns of a row group and selects the traces that may match
+/// (counted as inspected here, since the full read that follows sees only those).
+async fn prefilter_pass(
+    context: &Arc<ScanContext>,
+    block: &BlockReader,
+    row_group: &RowGroupSummary,
+    columns: &[&'static str],
+) -> Result<RunSelection, SearchError> {
+    let rows = block.read_row_group(row_group.index, columns).await?;
+    context
+        .counters
+        .inspected_bytes
+        .fetch_add(rows.fetched_bytes(), Ordering::Relaxed);
+    let context = Arc::clone(context);
+    tokio::task::spawn_blocking(move || -> Result<_, SearchError> {
+        let batches = rows.collect::<Result<Vec<_>, _>>()?;
+        let columns: Vec<RowColumns<'_>> = batches
+            .iter()
+            .map(RowColumns::new)
+            .collect::<Result<_, _>>()?;
+        let selection = select_runs(&columns, Some(&context.row_filter), context.cutoff(), None)?;
+        let counters = &context.counters;
+        counters
+            .inspected_spans
+            .fetch_add(selection.rows, Ordering::Relaxed);
+        counters
+            .inspected_traces
+            .fetch_add(selection.runs, Ordering::Relaxed);
+        Ok(selection)
+    })
+    .await?
+}
+
+/// Whether reading only the kept rows skips enough whole pages to pay for the pass: rows
+/// skipped inside a page cost about what decoding them would.
+fn skips_pages(selection: &RunSelection) -> bool {
+    let mut touched: Vec<usize> = selection
+        .kept
+        .iter()
+        .flat_map(|run| run.first_row / ROWS_PER_PAGE..=(run.end_row - 1) / ROWS_PER_PAGE)
+        .collect();
+    touched.dedup();
+    let pages = usize::try_from(selection.rows)
+        .unwrap_or(usize::MAX)
+        .div_ceil(ROWS_PER_PAGE);
+    touched.len() as f64 <= PREFILTER_MAX_PAGES * pages as f64
+}
+
 enum Job {
     Head(Range<usize>),
     RowGroup {
@@ -590,51 +638,17 @@ async fn scan_row_group(
         .as_ref()
         .filter(|_| context.prefilter_worthwhile.load(Ordering::Relaxed));
     if let Some(prefilter_columns) = prefilter {
-        let rows = block
-            .read_row_group(row_group.index, prefilter_columns)
-            .await?;
-        context
-            .counters
-            .inspected_bytes
-            .fetch_add(rows.fetched_bytes(), Ordering::Relaxed);
-        let pass = Arc::clone(&context);
-        let selection = tokio::task::spawn_blocking(move || -> Result<_, SearchError> {
-            let batches = rows.collect::<Result<Vec<_>, _>>()?;
-            let columns: Vec<RowColumns<'_>> = batches
-                .iter()
-                .map(RowColumns::new)
-                .collect::<Result<_, _>>()?;
-            let selection = select_runs(&columns, Some(&pass.row_filter), pass.cutoff(), None)?;
-            pass.counters
-                .inspected_spans
-                .fetch_add(selection.rows, Ordering::Relaxed);
-            pass.counters
-                .inspected_traces
-                .fetch_add(selection.runs, Ordering::Relaxed);
-            Ok(selection)
-        })
-        .await??;
+        let selection = prefilter_pass(&context, &block, row_group, prefilter_columns).await?;
         if selection.kept.is_empty() {
             return Ok(());
         }
         edges = Some((selection.first, selection.last));
-        // What a selection saves is the pages it skips whole: rows skipped inside a page
-        // still cost about what decoding them would.
-        let mut touched_pages: Vec<usize> = selection
-            .kept
-            .iter()
-            .flat_map(|run| run.first_row / ROWS_PER_PAGE..=(run.end_row - 1) / ROWS_PER_PAGE)
-            .collect();
-        touched_pages.dedup();
-        let pages = usize::try_from(selection.rows)
-            .unwrap_or(usize::MAX)
-            .div_ceil(ROWS_PER_PAGE);
-        if touched_pages.len() as f64 > PREFILTER_MAX_PAGES * pages as f64 {
+        if skips_pages(&selection) {
+            kept_rows = Some(selection.kept_rows());
+        } else {
             // The pass saved nothing and read the filter's columns twice: later row
             // groups of this scan go without it.
             context.prefilter_worthwhile.store(false, Ordering::Relaxed);
-        } else {
-            kept_rows = Some(selection.kept_rows());
         }
     }
     let rows = block
