@@ -13,7 +13,10 @@
 //!    request (conditions on local fields) is dropped. In a row group, the traces whose
 //!    rows pass the prefilter are found first; searches then decode them newest first
 //!    in growing rounds, so that the cutoff the first rounds set spares decoding the
-//!    rest; piece mode decodes them in row order, in slices.
+//!    rest; piece mode decodes them in row order, in slices. With conditions on
+//!    attributes, a first pass reads only the filter's columns, and the rest are read
+//!    for the kept traces' rows alone (a Parquet row selection) as long as that skips at
+//!    least half of a row group's pages.
 //! 4. **Assembly**: with [`Assembly::Pieces`] pieces go to the sink as they are. Otherwise
 //!    a piece is delivered alone only when no other source can hold its trace: not the
 //!    head (a hash lookup), not another block (meta trace-ID range, then the bloom filter
