@@ -53,18 +53,18 @@ bench: bench-ingest bench-search
 
 ## Ingest throughput, CPU, RSS, bytes per span, trace by ID (1M spans).
 bench-ingest: release
-	$(CARGO) bench --bench server_load
+	$(CARGO) bench --features test-util --bench server_load
 
 ## Search, tag values and TraceQL metrics latency on a store of 5M spans.
 bench-search: release
-	$(CARGO) bench --bench server_search
+	$(CARGO) bench --features test-util --bench server_search
 
 ## spoor-collector vs Rotel (the agent from the PyPI `rotel` wheel in the test venv) on the
 ## same load: spans/s, spans per collector CPU-second, peak RSS; then tail sampling with
 ## 50,000 live traces. Not part of `make bench`: it needs the Python venv.
 bench-collector: release $(PY_STAMP)
 	ROTEL_BIN="$${ROTEL_BIN:-$$($(PYTHON) -c 'import pathlib, rotel; print(pathlib.Path(rotel.__file__).parent / "rotel-agent")')}" \
-		$(CARGO) bench --bench collector_load
+		$(CARGO) bench --features test-util --bench collector_load
 
 ## The TraceQL parser under libFuzzer (cargo-fuzz) for FUZZ_SECONDS, seeded with every query
 ## of the parser corpus. Stable toolchain: RUSTC_BOOTSTRAP, no sanitizer (see fuzz/Cargo.toml).

@@ -332,6 +332,31 @@ fn service_resource(service: &str) -> OtlpResource {
     }
 }
 
+/// A loopback TCP port nothing listens on, never the same twice in one process. Binding
+/// port 0 and closing the listener frees the port again, so two quick calls could return
+/// the same one (two listeners of one server then collide); ports handed out before are
+/// skipped.
+///
+/// # Panics
+/// When the OS has no free port to give.
+#[allow(clippy::expect_used)] // a test fixture: no port means no test
+pub fn free_port() -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .expect("a free loopback port");
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
+}
+
 /// A deterministic, realistic trace: spans spread over a few services (one ResourceSpans
 /// per service, one scope each), five attributes per span, occasional error events, a
 /// parent chain, and times in late 2023. Same seed, same trace.

@@ -24,13 +24,7 @@ pub(crate) fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub(crate) use spoor::testing::free_port;
 
 pub(crate) fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
