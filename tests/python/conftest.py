@@ -13,10 +13,29 @@ import requests
 BIN_DIR = pathlib.Path(os.environ.get("TEST_SPOOR_BIN_DIR", pathlib.Path.home() / ".cache/spoor-target/debug"))
 
 
+_HANDED_OUT = set()
+
+
+def _unused_port(kind):
+    while True:
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port nothing listens on, never the same twice in this process: the
+    OS may hand a just-closed port out again, and two listeners of one server would
+    collide."""
+    return _unused_port(socket.SOCK_STREAM)
+
+
+def free_udp_port():
+    """As free_port, for a UDP receiver."""
+    return _unused_port(socket.SOCK_DGRAM)
 
 
 class Server:

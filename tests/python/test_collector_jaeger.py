@@ -2,7 +2,6 @@
 agent client (UDP, compact protocol) and as a collector client (HTTP, binary protocol) →
 spoor-collector's jaeger receiver → spoor-server, read back through the Tempo API."""
 
-import socket
 import time
 
 import pytest
@@ -15,7 +14,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from collector_support import Collector
-from conftest import Server, free_port
+from conftest import Server, free_port, free_udp_port
 
 # The last release of the exporter (1.21.0) imports environment variable names that newer
 # SDKs no longer define; its own code is unchanged by defining them.
@@ -25,12 +24,6 @@ for _name in ("AGENT_HOST", "AGENT_PORT", "AGENT_SPLIT_OVERSIZED_BATCHES", "ENDP
     if not hasattr(sdk_environment_variables, _name):
         setattr(sdk_environment_variables, _name, _name)
 from opentelemetry.exporter.jaeger.thrift import JaegerExporter  # noqa: E402
-
-
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
