@@ -16,6 +16,7 @@ use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
+use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -100,15 +101,37 @@ pub async fn serve_grpc(
     max_recv_msg_bytes: usize,
     shutdown: CancellationToken,
 ) -> Result<(), ReceiverError> {
+    serve_grpc_routes(
+        listener,
+        Routes::new(grpc_trace_service(consumer, max_recv_msg_bytes)),
+        "otlp grpc",
+        max_recv_msg_bytes,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves gRPC `routes` on an already-bound listener until `shutdown` is cancelled,
+/// letting in-flight requests finish; shared by the OTLP and Jaeger gRPC receivers.
+///
+/// # Errors
+/// The listener's address can't be read, or the server fails.
+pub(crate) async fn serve_grpc_routes(
+    listener: TcpListener,
+    routes: Routes,
+    name: &'static str,
+    max_recv_msg_bytes: usize,
+    shutdown: CancellationToken,
+) -> Result<(), ReceiverError> {
     let local_addr = listener.local_addr().map_err(ReceiverError::LocalAddr)?;
     // Small exports are latency-bound; Nagle would hold the response back.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    info!(addr = %local_addr, max_recv_msg_bytes, "otlp grpc receiver listening");
+    info!(addr = %local_addr, max_recv_msg_bytes, "{name} receiver listening");
     tonic::transport::Server::builder()
-        .add_service(grpc_trace_service(consumer, max_recv_msg_bytes))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(ReceiverError::Grpc)?;
-    info!(addr = %local_addr, "otlp grpc receiver stopped");
+    info!(addr = %local_addr, "{name} receiver stopped");
     Ok(())
 }

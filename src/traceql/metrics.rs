@@ -366,15 +366,7 @@ impl MetricsEvaluator {
     pub fn merge(&mut self, other: MetricsEvaluator) {
         self.inspected_traces += other.inspected_traces;
         self.inspected_spans += other.inspected_spans;
-        let mut exemplar_budget = self
-            .params
-            .max_exemplars
-            .saturating_sub(self.exemplar_traces.len());
-        for trace in other.exemplar_traces {
-            if exemplar_budget > 0 && self.exemplar_traces.insert(trace) {
-                exemplar_budget -= 1;
-            }
-        }
+        self.exemplar_traces.extend(other.exemplar_traces);
         let mut exemplars_left = self.params.max_exemplars.saturating_sub(
             self.leaves
                 .iter()

@@ -15,11 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
 use tonic::codegen::{Body, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::transport::server::TcpIncoming;
+use tonic::service::Routes;
 use tonic::{Request, Response, Status};
-use tracing::info;
 
 use super::super::export::{export, log_refusal, tenant_from_header, ExportError, Transport};
+use super::super::grpc::serve_grpc_routes;
 use super::super::status::ErrorAnswer;
 use super::super::{ReceiverError, TraceConsumer};
 use super::{batches_to_otlp, JaegerDecodeError};
@@ -398,14 +398,12 @@ pub async fn serve_jaeger_grpc(
     max_recv_msg_bytes: usize,
     shutdown: CancellationToken,
 ) -> Result<(), ReceiverError> {
-    let local_addr = listener.local_addr().map_err(ReceiverError::LocalAddr)?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    info!(addr = %local_addr, max_recv_msg_bytes, "jaeger grpc receiver listening");
-    tonic::transport::Server::builder()
-        .add_service(jaeger_grpc_service(consumer, max_recv_msg_bytes))
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await
-        .map_err(ReceiverError::Grpc)?;
-    info!(addr = %local_addr, "jaeger grpc receiver stopped");
-    Ok(())
+    serve_grpc_routes(
+        listener,
+        Routes::new(jaeger_grpc_service(consumer, max_recv_msg_bytes)),
+        "jaeger grpc",
+        max_recv_msg_bytes,
+        shutdown,
+    )
+    .await
 }

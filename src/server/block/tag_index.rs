@@ -250,7 +250,8 @@ impl TagIndexBuilder {
     /// Adds one attribute list of `scope`: names for every scope, values for resource and
     /// span attributes.
     pub fn add(&mut self, scope: IndexScope, attributes: &[OtlpKeyValue]) {
-        let position = scope_position(scope);
+        // Declaration order, as in `SCOPES`.
+        let position = scope as usize;
         for kv in attributes {
             let Some(value) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
                 continue;
@@ -320,16 +321,6 @@ impl TagIndexBuilder {
             }
         }
         index
-    }
-}
-
-fn scope_position(scope: IndexScope) -> usize {
-    match scope {
-        IndexScope::Resource => 0,
-        IndexScope::Span => 1,
-        IndexScope::Event => 2,
-        IndexScope::Link => 3,
-        IndexScope::Instrumentation => 4,
     }
 }
 

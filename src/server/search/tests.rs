@@ -510,13 +510,71 @@ async fn tag_names_and_values_cover_head_and_blocks() {
     );
 }
 
+/// The engine's view of stored traces.
+fn engine_model(traces: &[TracePieces]) -> Vec<crate::traceql::Trace> {
+    traces
+        .iter()
+        .map(|trace| {
+            let mut converted = crate::traceql::Trace {
+                trace_id: trace.trace_id.0.to_vec(),
+                spans: Vec::new(),
+            };
+            super::convert::append_otlp(&mut converted, &trace.batches);
+            converted
+        })
+        .collect()
+}
+
+impl Store {
+    /// The service's search over `[start, end]` returns exactly what the engine finds in
+    /// `model`, which must find something.
+    async fn assert_search_as_engine(
+        &self,
+        model: &[crate::traceql::Trace],
+        query: &str,
+        limit: usize,
+        (start, end): (u64, u64),
+    ) {
+        use crate::traceql::{SearchEvaluator, SearchParams};
+        let compiled = Arc::new(compile(query).unwrap());
+        let params = SearchParams {
+            limit,
+            spans_per_spanset: 3,
+            start_unix_nanos: start,
+            end_unix_nanos: end,
+        };
+        let mut evaluator = SearchEvaluator::new(Arc::clone(&compiled), params).unwrap();
+        evaluator.observe(model);
+        let expected = evaluator.finish().traces;
+        let found = self
+            .service
+            .search(
+                &tenant(),
+                compiled,
+                SearchRequest {
+                    limit,
+                    spans_per_spanset: 3,
+                    range: TimeRange::Window {
+                        start_unix_nanos: start,
+                        end_unix_nanos: end,
+                    },
+                },
+            )
+            .await
+            .unwrap()
+            .traces;
+        assert!(!expected.is_empty(), "{query}: no data to compare");
+        assert_eq!(found, expected, "{query} limit {limit}");
+    }
+}
+
 /// The scan's shortcuts (row prefilter, runs of rows, shared resources, early stop at
 /// `limit`, the metrics series cache) give what the engine gives over every trace at
 /// once, on realistic traces split over blocks and the head.
 #[tokio::test]
 async fn scans_agree_with_the_engine_over_all_traces() {
     use crate::testing::make_traces_for_test;
-    use crate::traceql::{MetricsEvaluator, SearchEvaluator, SearchParams, Trace};
+    use crate::traceql::{MetricsEvaluator, Trace};
 
     let store = Store::new();
     let mut traces = make_traces_for_test(7, 600, 6);
@@ -530,15 +588,7 @@ async fn scans_agree_with_the_engine_over_all_traces() {
             .unwrap_or(0)
     };
     traces.sort_by_key(start_of);
-    let mut model: Vec<Trace> = Vec::new();
-    for trace in &traces {
-        let mut converted = Trace {
-            trace_id: trace.trace_id.0.to_vec(),
-            spans: Vec::new(),
-        };
-        super::convert::append_otlp(&mut converted, &trace.batches);
-        model.push(converted);
-    }
+    let model = engine_model(&traces);
     let window_start = model
         .iter()
         .flat_map(|t| &t.spans)
@@ -587,36 +637,10 @@ async fn scans_agree_with_the_engine_over_all_traces() {
         "{ } | count() > 5",
         "{ status = error } >> { resource.service.name = \"inventory\" }",
     ] {
-        let compiled = Arc::new(compile(query).unwrap());
         for limit in [1, 7, 1000] {
-            let params = SearchParams {
-                limit,
-                spans_per_spanset: 3,
-                start_unix_nanos: window_start,
-                end_unix_nanos: window_end,
-            };
-            let mut evaluator = SearchEvaluator::new(Arc::clone(&compiled), params).unwrap();
-            evaluator.observe(&model);
-            let expected = evaluator.finish().traces;
-            let found = store
-                .service
-                .search(
-                    &tenant(),
-                    Arc::clone(&compiled),
-                    SearchRequest {
-                        limit,
-                        spans_per_spanset: 3,
-                        range: TimeRange::Window {
-                            start_unix_nanos: window_start,
-                            end_unix_nanos: window_end,
-                        },
-                    },
-                )
-                .await
-                .unwrap()
-                .traces;
-            assert!(!expected.is_empty(), "{query}: no data to compare");
-            assert_eq!(found, expected, "{query} limit {limit}");
+            store
+                .assert_search_as_engine(&model, query, limit, (window_start, window_end))
+                .await;
         }
     }
 
@@ -932,7 +956,6 @@ async fn tag_indexes_answer_as_the_scan_does() {
 #[tokio::test]
 async fn prefiltered_reads_agree_with_the_engine() {
     use crate::testing::make_traces_for_test;
-    use crate::traceql::{SearchEvaluator, SearchParams, Trace};
 
     let store = Store::new();
     // 12,000 rows: three pages of 4,096 rows in one row group.
@@ -943,17 +966,7 @@ async fn prefiltered_reads_agree_with_the_engine() {
         store.blocklist.store().clone(),
         encoded.meta.clone(),
     ));
-    let model: Vec<Trace> = traces
-        .iter()
-        .map(|t| {
-            let mut converted = Trace {
-                trace_id: t.trace_id.0.to_vec(),
-                spans: Vec::new(),
-            };
-            super::convert::append_otlp(&mut converted, &t.batches);
-            converted
-        })
-        .collect();
+    let model = engine_model(&traces);
     let (start, end) = (
         encoded.meta.min_start_time_unix_nano,
         encoded.meta.max_end_time_unix_nano,
@@ -979,36 +992,10 @@ async fn prefiltered_reads_agree_with_the_engine() {
         "{ .server.address = \"postgres:5432\" } | count() > 1".to_string(),
         "{ event.exception.type = \"io.timeout\" }".to_string(),
     ] {
-        let compiled = Arc::new(compile(&query).unwrap());
         for limit in [3, 1000, 5000] {
-            let params = SearchParams {
-                limit,
-                spans_per_spanset: 3,
-                start_unix_nanos: start,
-                end_unix_nanos: end,
-            };
-            let mut evaluator = SearchEvaluator::new(Arc::clone(&compiled), params).unwrap();
-            evaluator.observe(&model);
-            let expected = evaluator.finish().traces;
-            let found = store
-                .service
-                .search(
-                    &tenant(),
-                    Arc::clone(&compiled),
-                    SearchRequest {
-                        limit,
-                        spans_per_spanset: 3,
-                        range: TimeRange::Window {
-                            start_unix_nanos: start,
-                            end_unix_nanos: end,
-                        },
-                    },
-                )
-                .await
-                .unwrap()
-                .traces;
-            assert!(!expected.is_empty(), "{query}: no data to compare");
-            assert_eq!(found, expected, "{query} limit {limit}");
+            store
+                .assert_search_as_engine(&model, &query, limit, (start, end))
+                .await;
         }
     }
 }
