@@ -277,6 +277,7 @@ async fn main() {
         concurrency: env_or("BENCH_CONCURRENCY", 8),
         traces_per_request: env_or("BENCH_TRACES_PER_REQUEST", 50),
         spread: Duration::ZERO,
+        requests_per_second: 0,
     };
     let tail_traces = env_or("BENCH_TAIL_TRACES", 100_000);
     let dir = tempfile::tempdir().unwrap();

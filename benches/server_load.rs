@@ -49,6 +49,7 @@ async fn main() {
         concurrency,
         traces_per_request,
         spread: Duration::ZERO,
+        requests_per_second: 0,
     };
     let sent = load(&server.grpc, shape).await;
     let ids = sent.trace_ids;

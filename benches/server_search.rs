@@ -115,6 +115,7 @@ async fn main() {
             concurrency: env_or("BENCH_CONCURRENCY", 8),
             traces_per_request: env_or("BENCH_TRACES_PER_REQUEST", 50),
             spread: HOUR,
+            requests_per_second: 0,
         };
         let sent = load(&server.grpc, shape).await;
         println!(
