@@ -169,7 +169,7 @@ pub fn make_trace(rng: &mut SmallRng, now_ns: u64) -> Vec<ResourceSpans> {
 /// How a load run sends its traces.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadShape {
-    /// Spans to send in all (rounded down to whole requests per client).
+    /// Spans to send in all (rounded down to whole requests).
     pub total_spans: u64,
     /// Concurrent gRPC clients.
     pub concurrency: u64,
@@ -227,6 +227,8 @@ pub async fn run(endpoint: &str, shape: LoadShape) -> Result<LoadResult, LoadErr
     for client_index in 0..concurrency {
         let endpoint = endpoint.to_owned();
         let sent = Arc::clone(&sent_spans);
+        let requests_per_client =
+            total_requests / concurrency + u64::from(client_index < total_requests % concurrency);
         clients.spawn(async move {
             let mut client = TraceServiceClient::connect(endpoint.clone())
                 .await

@@ -279,7 +279,11 @@ fn join_key(parent: &str, key: &str) -> String {
 }
 
 /// Keys whose value is a map with user-chosen keys, so the defaults cannot list them.
-const FREE_FORM_MAPS: &[&str] = &["retention.per_tenant"];
+const FREE_FORM_MAPS: &[&str] = &[
+    "retention.per_tenant",
+    "metrics_generator.per_tenant",
+    "metrics_generator.remote_write.external_labels",
+];
 
 struct KeyChecker<'a> {
     root_defaults: &'a Dict,

@@ -38,6 +38,8 @@ pub(crate) struct RawServerConfig {
     pub(crate) retention: RawRetention,
     /// Merging of small blocks into larger ones.
     pub(crate) compaction: RawCompaction,
+    /// Service-graph and span metrics derived from ingested spans.
+    pub(crate) metrics_generator: RawMetricsGenerator,
     /// The ordered drain after SIGTERM.
     pub(crate) shutdown: RawShutdown,
     /// The server's own logs.
@@ -417,6 +419,223 @@ impl Default for RawCompaction {
             compacted_block_retention: Duration::from_secs(3600),
         }
     }
+}
+
+/// `metrics_generator:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawMetricsGenerator {
+    /// Derive service-graph and span metrics from ingested spans (Tempo's
+    /// metrics-generator), exposed on the API's `/metrics` and optionally remote-written.
+    pub(crate) enabled: bool,
+    /// Which processors run: `service-graphs`, `span-metrics` (Tempo's names).
+    pub(crate) processors: Vec<String>,
+    /// Series one tenant may have at once, counted as Prometheus counts them (a
+    /// histogram is one series per bucket plus `_sum` and `_count`). Spans that would
+    /// create more are left out of the metrics and counted in
+    /// `spoor_generator_series_limited_total` (Tempo's `max_active_series`).
+    pub(crate) max_active_series: u32,
+    /// A series not updated for this long is removed (Tempo's `stale_duration`).
+    #[serde(with = "duration")]
+    pub(crate) stale_after: Duration,
+    /// Spans that ended longer ago than this when they arrive are left out of the
+    /// metrics, so a backfill or a replayed queue does not show up as a burst of
+    /// current traffic (Tempo's `metrics_ingestion_time_range_slack`); `0s` counts
+    /// every span.
+    #[serde(with = "duration")]
+    pub(crate) ingestion_time_range_slack: Duration,
+    /// Ingest requests waiting for the generator. When it is full, the spans are still
+    /// stored and acknowledged but left out of the metrics, and counted in
+    /// `spoor_generator_dropped_spans_total{reason="queue_full"}`: metrics never slow
+    /// down ingest.
+    pub(crate) queue_size: u32,
+    /// Tenant ID → overrides of `enabled`, `processors` and `max_active_series`.
+    pub(crate) per_tenant: BTreeMap<String, RawGeneratorOverrides>,
+    /// The `service-graphs` processor.
+    pub(crate) service_graphs: RawServiceGraphs,
+    /// The `span-metrics` processor.
+    pub(crate) span_metrics: RawSpanMetrics,
+    /// Pushing the series to Prometheus-compatible receivers.
+    pub(crate) remote_write: RawRemoteWrite,
+}
+
+impl Default for RawMetricsGenerator {
+    fn default() -> Self {
+        RawMetricsGenerator {
+            enabled: true,
+            processors: vec!["service-graphs".to_owned(), "span-metrics".to_owned()],
+            max_active_series: 50_000,
+            stale_after: Duration::from_secs(15 * 60),
+            ingestion_time_range_slack: Duration::from_secs(30),
+            queue_size: 1024,
+            per_tenant: BTreeMap::new(),
+            service_graphs: RawServiceGraphs::default(),
+            span_metrics: RawSpanMetrics::default(),
+            remote_write: RawRemoteWrite::default(),
+        }
+    }
+}
+
+/// `metrics_generator.per_tenant.<tenant>:`; an absent key keeps the global value.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGeneratorOverrides {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) processors: Option<Vec<String>>,
+    pub(crate) max_active_series: Option<u32>,
+}
+
+/// `metrics_generator.service_graphs:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawServiceGraphs {
+    /// How long a client or server span waits for its other half before the edge
+    /// expires (as a virtual node where the span allows, else unpaired).
+    #[serde(with = "duration")]
+    pub(crate) wait: Duration,
+    /// Edges waiting for their other half at most, per tenant; spans beyond are counted
+    /// in `traces_service_graph_dropped_spans_total`.
+    pub(crate) max_items: u32,
+    /// Upper bounds (seconds) of the request duration histograms.
+    pub(crate) histogram_buckets: Vec<f64>,
+    /// Span or resource attributes added as labels (dots become underscores).
+    pub(crate) dimensions: Vec<String>,
+    /// Label each dimension twice, as `client_<dim>` and `server_<dim>`.
+    pub(crate) enable_client_server_prefix: bool,
+    /// Add `virtual_node="client"|"server"` to edges whose other side is a virtual node.
+    pub(crate) enable_virtual_node_label: bool,
+    /// Span attributes naming the server of a client span that has no server span
+    /// (an uninstrumented or external service), in order of preference.
+    pub(crate) peer_attributes: Vec<String>,
+}
+
+impl Default for RawServiceGraphs {
+    fn default() -> Self {
+        RawServiceGraphs {
+            wait: Duration::from_secs(10),
+            max_items: 10_000,
+            histogram_buckets: exponential_buckets(0.1, 2.0, 8),
+            dimensions: Vec::new(),
+            enable_client_server_prefix: false,
+            enable_virtual_node_label: false,
+            peer_attributes: [
+                "peer.service",
+                "db.namespace",
+                "db.name",
+                "db.system",
+                "db.system.name",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        }
+    }
+}
+
+/// `metrics_generator.span_metrics:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawSpanMetrics {
+    /// Upper bounds (seconds) of the latency histogram.
+    pub(crate) histogram_buckets: Vec<f64>,
+    /// Span or resource attributes added as labels (dots become underscores; a name
+    /// that collides with an intrinsic label gets a `__` prefix).
+    pub(crate) dimensions: Vec<String>,
+    /// Which intrinsic labels are kept.
+    pub(crate) intrinsic_dimensions: RawIntrinsicDimensions,
+}
+
+impl Default for RawSpanMetrics {
+    fn default() -> Self {
+        RawSpanMetrics {
+            histogram_buckets: exponential_buckets(0.002, 2.0, 14),
+            dimensions: Vec::new(),
+            intrinsic_dimensions: RawIntrinsicDimensions::default(),
+        }
+    }
+}
+
+/// `metrics_generator.span_metrics.intrinsic_dimensions:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawIntrinsicDimensions {
+    pub(crate) service: bool,
+    pub(crate) span_name: bool,
+    pub(crate) span_kind: bool,
+    pub(crate) status_code: bool,
+    pub(crate) status_message: bool,
+}
+
+impl Default for RawIntrinsicDimensions {
+    fn default() -> Self {
+        RawIntrinsicDimensions {
+            service: true,
+            span_name: true,
+            span_kind: true,
+            status_code: true,
+            status_message: false,
+        }
+    }
+}
+
+/// `metrics_generator.remote_write:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRemoteWrite {
+    /// Prometheus remote-write receivers (`http://prometheus:9090/api/v1/write`,
+    /// Mimir's `/api/v1/push`, ...); every one receives every series.
+    pub(crate) endpoints: Vec<RawRemoteWriteEndpoint>,
+    /// How often the series are pushed (Tempo's `collection_interval`).
+    #[serde(with = "duration")]
+    pub(crate) interval: Duration,
+    /// Timeout of one push request.
+    #[serde(with = "duration")]
+    pub(crate) timeout: Duration,
+    /// Labels added to every pushed series.
+    pub(crate) external_labels: BTreeMap<String, String>,
+    /// When not empty, the tenant ID is added to every pushed series as this label
+    /// (Tempo's `inject_tenant_id_as`).
+    pub(crate) inject_tenant_id_as: String,
+}
+
+impl Default for RawRemoteWrite {
+    fn default() -> Self {
+        RawRemoteWrite {
+            endpoints: Vec::new(),
+            interval: Duration::from_secs(15),
+            timeout: Duration::from_secs(10),
+            external_labels: BTreeMap::new(),
+            inject_tenant_id_as: String::new(),
+        }
+    }
+}
+
+/// `metrics_generator.remote_write.endpoints[]:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRemoteWriteEndpoint {
+    /// URL of the receiver.
+    pub(crate) url: String,
+    /// Extra request headers (e.g. `Authorization`).
+    pub(crate) headers: BTreeMap<String, String>,
+    /// Send the tenant ID as `X-Scope-OrgID` (Tempo's
+    /// `remote_write_add_org_id_header`), so a multi-tenant receiver such as Mimir
+    /// keeps tenants apart.
+    pub(crate) send_tenant_header: bool,
+}
+
+impl Default for RawRemoteWriteEndpoint {
+    fn default() -> Self {
+        RawRemoteWriteEndpoint {
+            url: String::new(),
+            headers: BTreeMap::new(),
+            send_tenant_header: true,
+        }
+    }
+}
+
+/// Prometheus' `ExponentialBuckets(start, factor, count)`.
+fn exponential_buckets(start: f64, factor: f64, count: i32) -> Vec<f64> {
+    (0..count).map(|i| start * factor.powi(i)).collect()
 }
 
 /// `shutdown:`

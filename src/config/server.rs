@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub retention: RetentionConfig,
     /// `compaction`: merging of small blocks.
     pub compaction: CompactionConfig,
+    /// `metrics_generator`: service-graph and span metrics derived from spans.
+    pub metrics_generator: GeneratorConfig,
     /// `shutdown`: the drain after SIGTERM.
     pub shutdown: ShutdownConfig,
     /// `log`: the server's own logs.
@@ -280,4 +282,114 @@ pub enum LogFormat {
     Json,
     /// Structured entries sent to journald.
     Journald,
+}
+
+/// The metrics generator: service graphs and span metrics from ingested spans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratorConfig {
+    /// What applies to tenants without an override.
+    pub defaults: GeneratorTenantConfig,
+    /// `metrics_generator.per_tenant`, resolved against the defaults.
+    pub per_tenant: BTreeMap<TenantId, GeneratorTenantConfig>,
+    /// `metrics_generator.stale_after`.
+    pub stale_after: Duration,
+    /// `metrics_generator.ingestion_time_range_slack`; zero counts every span.
+    pub ingestion_time_range_slack: Duration,
+    /// `metrics_generator.queue_size`, in ingest requests.
+    pub queue_size: usize,
+    /// `metrics_generator.service_graphs`.
+    pub service_graphs: ServiceGraphsConfig,
+    /// `metrics_generator.span_metrics`.
+    pub span_metrics: SpanMetricsConfig,
+    /// `metrics_generator.remote_write`.
+    pub remote_write: RemoteWriteConfig,
+}
+
+impl GeneratorConfig {
+    /// Whether any tenant can have metrics; when not, the generator does not start.
+    pub fn enabled_anywhere(&self) -> bool {
+        self.defaults.enabled || self.per_tenant.values().any(|tenant| tenant.enabled)
+    }
+
+    /// The settings of `tenant`: its override, else the defaults.
+    pub fn for_tenant(&self, tenant: &TenantId) -> &GeneratorTenantConfig {
+        self.per_tenant.get(tenant).unwrap_or(&self.defaults)
+    }
+}
+
+/// What can differ per tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratorTenantConfig {
+    /// Whether any metrics are derived for the tenant.
+    pub enabled: bool,
+    /// The `service-graphs` processor runs.
+    pub service_graphs: bool,
+    /// The `span-metrics` processor runs.
+    pub span_metrics: bool,
+    /// Series of the tenant at most.
+    pub max_active_series: usize,
+}
+
+/// `metrics_generator.service_graphs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceGraphsConfig {
+    /// How long half an edge waits for its other half.
+    pub wait: Duration,
+    /// Half edges waiting at most, per tenant.
+    pub max_items: usize,
+    /// Ascending, finite, positive upper bounds in seconds.
+    pub histogram_buckets: Vec<f64>,
+    /// Attribute names (as written in spans).
+    pub dimensions: Vec<String>,
+    /// Dimensions labelled `client_<dim>` and `server_<dim>`.
+    pub enable_client_server_prefix: bool,
+    /// Edges to a virtual node carry `virtual_node`.
+    pub enable_virtual_node_label: bool,
+    /// Attributes naming the server of an unpaired client span, in order.
+    pub peer_attributes: Vec<String>,
+}
+
+/// `metrics_generator.span_metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanMetricsConfig {
+    /// Ascending, finite, positive upper bounds in seconds.
+    pub histogram_buckets: Vec<f64>,
+    /// Attribute names (as written in spans).
+    pub dimensions: Vec<String>,
+    /// Label `service`.
+    pub intrinsic_service: bool,
+    /// Label `span_name`.
+    pub intrinsic_span_name: bool,
+    /// Label `span_kind`.
+    pub intrinsic_span_kind: bool,
+    /// Label `status_code`.
+    pub intrinsic_status_code: bool,
+    /// Label `status_message`.
+    pub intrinsic_status_message: bool,
+}
+
+/// `metrics_generator.remote_write`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteWriteConfig {
+    /// Receivers; empty means no remote write.
+    pub endpoints: Vec<RemoteWriteEndpoint>,
+    /// How often the series are pushed.
+    pub interval: Duration,
+    /// Timeout of one push.
+    pub timeout: Duration,
+    /// Label name → value, names valid Prometheus label names.
+    pub external_labels: BTreeMap<String, String>,
+    /// Label carrying the tenant ID, if any.
+    pub inject_tenant_id_as: Option<String>,
+}
+
+/// One remote-write receiver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteWriteEndpoint {
+    /// An `http://` or `https://` URL.
+    pub url: String,
+    /// Header name → value, both valid HTTP header parts.
+    pub headers: Vec<(String, String)>,
+    /// Send `X-Scope-OrgID: <tenant>`.
+    pub send_tenant_header: bool,
 }

@@ -108,6 +108,57 @@ impl Drop for EnvVars {
     }
 }
 
+fn default_generator() -> GeneratorConfig {
+    GeneratorConfig {
+        defaults: GeneratorTenantConfig {
+            enabled: true,
+            service_graphs: true,
+            span_metrics: true,
+            max_active_series: 50_000,
+        },
+        per_tenant: BTreeMap::new(),
+        stale_after: Duration::from_secs(900),
+        ingestion_time_range_slack: Duration::from_secs(30),
+        queue_size: 1024,
+        service_graphs: ServiceGraphsConfig {
+            wait: Duration::from_secs(10),
+            max_items: 10_000,
+            histogram_buckets: vec![0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8],
+            dimensions: Vec::new(),
+            enable_client_server_prefix: false,
+            enable_virtual_node_label: false,
+            peer_attributes: [
+                "peer.service",
+                "db.namespace",
+                "db.name",
+                "db.system",
+                "db.system.name",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        },
+        span_metrics: SpanMetricsConfig {
+            histogram_buckets: vec![
+                0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
+                8.192, 16.384,
+            ],
+            dimensions: Vec::new(),
+            intrinsic_service: true,
+            intrinsic_span_name: true,
+            intrinsic_span_kind: true,
+            intrinsic_status_code: true,
+            intrinsic_status_message: false,
+        },
+        remote_write: RemoteWriteConfig {
+            endpoints: Vec::new(),
+            interval: Duration::from_secs(15),
+            timeout: Duration::from_secs(10),
+            external_labels: BTreeMap::new(),
+            inject_tenant_id_as: None,
+        },
+    }
+}
+
 fn default_config() -> ServerConfig {
     ServerConfig {
         api: ApiConfig {
@@ -169,6 +220,7 @@ fn default_config() -> ServerConfig {
             cycle: Duration::from_secs(30),
             compacted_block_retention: Duration::from_secs(3600),
         },
+        metrics_generator: default_generator(),
         shutdown: ShutdownConfig {
             timeout: Duration::from_secs(30),
         },
@@ -296,6 +348,28 @@ compaction:
   max_block_size: 1GiB
   cycle: 10s
   compacted_block_retention: 0s
+metrics_generator:
+  processors: [span-metrics]
+  max_active_series: 1000
+  per_tenant:
+    acme: { processors: [service-graphs, span-metrics], max_active_series: 20 }
+    quiet: { enabled: false }
+  service_graphs:
+    wait: 2s
+    dimensions: [deployment.environment]
+    enable_client_server_prefix: true
+  span_metrics:
+    histogram_buckets: [0.01, 0.1, 1]
+    dimensions: [http.route]
+    intrinsic_dimensions: { status_message: true }
+  remote_write:
+    endpoints:
+      - url: http://127.0.0.1:9090/api/v1/write
+        headers: { Authorization: Bearer xyz }
+        send_tenant_header: false
+    interval: 30s
+    external_labels: { cluster: eu1 }
+    inject_tenant_id_as: tenant
 shutdown:
   timeout: 2m
 log:
@@ -374,6 +448,40 @@ log:
                 max_block_bytes: 1024 * MIB,
                 cycle: Duration::from_secs(10),
                 compacted_block_retention: Duration::ZERO,
+            },
+            metrics_generator: {
+                let mut generator = default_generator();
+                generator.defaults.service_graphs = false;
+                generator.defaults.max_active_series = 1000;
+                let acme = GeneratorTenantConfig {
+                    service_graphs: true,
+                    max_active_series: 20,
+                    ..generator.defaults.clone()
+                };
+                let quiet = GeneratorTenantConfig {
+                    enabled: false,
+                    ..generator.defaults.clone()
+                };
+                generator.per_tenant =
+                    BTreeMap::from([(tenant("acme"), acme), (tenant("quiet"), quiet)]);
+                generator.service_graphs.wait = Duration::from_secs(2);
+                generator.service_graphs.dimensions = vec!["deployment.environment".to_owned()];
+                generator.service_graphs.enable_client_server_prefix = true;
+                generator.span_metrics.histogram_buckets = vec![0.01, 0.1, 1.0];
+                generator.span_metrics.dimensions = vec!["http.route".to_owned()];
+                generator.span_metrics.intrinsic_status_message = true;
+                generator.remote_write = RemoteWriteConfig {
+                    endpoints: vec![RemoteWriteEndpoint {
+                        url: "http://127.0.0.1:9090/api/v1/write".to_owned(),
+                        headers: vec![("Authorization".to_owned(), "Bearer xyz".to_owned())],
+                        send_tenant_header: false,
+                    }],
+                    interval: Duration::from_secs(30),
+                    timeout: Duration::from_secs(10),
+                    external_labels: BTreeMap::from([("cluster".to_owned(), "eu1".to_owned())]),
+                    inject_tenant_id_as: Some("tenant".to_owned()),
+                };
+                generator
             },
             shutdown: ShutdownConfig {
                 timeout: Duration::from_secs(120),
@@ -977,4 +1085,40 @@ fn compaction_merges_between_two_and_a_bounded_number_of_blocks() {
     }
     let config = load_yaml("compaction: { max_input_blocks: 64 }").expect("valid config");
     assert_eq!(config.compaction.max_input_blocks, 64);
+}
+
+#[test]
+fn metrics_generator_rules() {
+    let errors = messages(&load_yaml_errors(
+        r#"
+metrics_generator:
+  processors: [service-graphs, spanmetrics]
+  queue_size: 0
+  per_tenant:
+    "": { enabled: false }
+  service_graphs: { histogram_buckets: [1, 0.5], max_items: 0 }
+  span_metrics: { histogram_buckets: [] }
+  remote_write:
+    endpoints:
+      - url: prometheus:9090/api/v1/write
+        headers: { "Bad Header": "secret-value" }
+    external_labels: { "__reserved": x, "ok_label": y }
+    inject_tenant_id_as: "not-a-label"
+"#,
+    ));
+    let expected = [
+        "metrics_generator.processors: expected \"service-graphs\" or \"span-metrics\", got \"spanmetrics\"",
+        "metrics_generator.per_tenant.: tenant ID must not be empty",
+        "metrics_generator.queue_size: must be at least 1",
+        "metrics_generator.service_graphs.max_items: must be at least 1",
+        "metrics_generator.service_graphs.histogram_buckets: buckets must be strictly ascending",
+        "metrics_generator.span_metrics.histogram_buckets: at least one bucket is needed",
+        "metrics_generator.remote_write.endpoints[0].url: expected a URL like http://127.0.0.1:9090/api/v1/write, got \"prometheus:9090/api/v1/write\"",
+        "metrics_generator.remote_write.endpoints[0].headers.Bad Header: not a valid HTTP header name and value",
+        "metrics_generator.remote_write.external_labels.__reserved: not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)",
+        "metrics_generator.remote_write.inject_tenant_id_as: \"not-a-label\" is not a valid Prometheus label name",
+    ];
+    assert_eq!(errors, expected);
+    // A header value may be a secret: errors name the header, never its value.
+    assert!(errors.iter().all(|error| !error.contains("secret-value")));
 }

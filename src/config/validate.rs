@@ -11,11 +11,11 @@ use tracing_subscriber::EnvFilter;
 
 use super::error::{ConfigError, ConfigErrors, ValueOrigin};
 use super::raw::{
-    RawBackendKind, RawCompaction, RawLog, RawLogFormat, RawQuery, RawRetention, RawS3Storage,
-    RawServerConfig, RawStorage,
+    RawBackendKind, RawCompaction, RawLog, RawLogFormat, RawMetricsGenerator, RawQuery,
+    RawRemoteWrite, RawRetention, RawS3Storage, RawServerConfig, RawStorage,
 };
 use super::server::*;
-use super::values::{ByteSize, RawFsync, RawStep};
+use super::values::{expected_one_of, ByteSize, RawFsync, RawStep};
 use crate::tenant::TenantId;
 
 /// A single request is buffered whole in memory, so larger limits are almost certainly a
@@ -182,6 +182,7 @@ pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> Ser
         query: validate_query(&raw.query, problems),
         retention: validate_retention(&raw.retention, problems),
         compaction: validate_compaction(&raw.compaction, problems),
+        metrics_generator: validate_generator(&raw.metrics_generator, problems),
         shutdown: ShutdownConfig {
             timeout: positive_duration(problems, "shutdown.timeout", raw.shutdown.timeout),
         },
@@ -336,25 +337,16 @@ fn non_empty(text: &str) -> Option<String> {
 
 fn validate_endpoint(problems: &mut Problems<'_>, endpoint: &str, allow_http: bool) {
     const KEY: &str = "storage.s3.endpoint";
-    let uri = endpoint.parse::<http::Uri>().ok();
-    let scheme = uri.as_ref().and_then(|uri| uri.scheme_str());
-    let has_host = uri
-        .as_ref()
-        .and_then(|uri| uri.host())
-        .is_some_and(|host| !host.is_empty());
-    match scheme {
-        Some("http" | "https") if has_host => {}
-        _ => {
-            problems.invalid(
-                KEY,
-                format!(
-                    "expected a URL like http://127.0.0.1:9000 or https://s3.example.com, got {endpoint:?}"
-                ),
-            );
-            return;
-        }
+    if !is_http_url(endpoint) {
+        problems.invalid(
+            KEY,
+            format!(
+                "expected a URL like http://127.0.0.1:9000 or https://s3.example.com, got {endpoint:?}"
+            ),
+        );
+        return;
     }
-    if scheme == Some("http") && !allow_http {
+    if endpoint.starts_with("http://") && !allow_http {
         problems.invalid(
             KEY,
             "a plain http:// endpoint needs storage.s3.allow_http: true",
@@ -433,21 +425,28 @@ fn validate_query(raw: &RawQuery, problems: &mut Problems<'_>) -> QueryConfig {
     }
 }
 
+/// The tenant a per-tenant override is for. An override for a name no tenant can have
+/// would silently never apply, so such a name is an error.
+fn override_tenant(problems: &mut Problems<'_>, key: &str, name: &str) -> Option<TenantId> {
+    match TenantId::new(name) {
+        Ok(_) if name.is_empty() => {
+            problems.invalid(key, "tenant ID must not be empty");
+            None
+        }
+        Ok(tenant) => Some(tenant),
+        Err(error) => {
+            problems.invalid(key, format!("{name:?} is not a valid tenant ID: {error}"));
+            None
+        }
+    }
+}
+
 fn validate_retention(raw: &RawRetention, problems: &mut Problems<'_>) -> RetentionConfig {
     let mut per_tenant = BTreeMap::new();
     for (name, retention) in &raw.per_tenant {
         let key = format!("retention.per_tenant.{name}");
-        // An override for a name no tenant can have would silently never apply.
-        let tenant = match TenantId::new(name) {
-            Ok(_) if name.is_empty() => {
-                problems.invalid(&key, "tenant ID must not be empty");
-                continue;
-            }
-            Ok(tenant) => tenant,
-            Err(error) => {
-                problems.invalid(&key, format!("{name:?} is not a valid tenant ID: {error}"));
-                continue;
-            }
+        let Some(tenant) = override_tenant(problems, &key, name) else {
+            continue;
         };
         per_tenant.insert(tenant, positive_duration(problems, &key, retention.0));
     }
@@ -460,6 +459,187 @@ fn validate_retention(raw: &RawRetention, problems: &mut Problems<'_>) -> Retent
         per_tenant,
         interval: positive_duration(problems, "retention.interval", raw.interval),
     }
+}
+
+const GENERATOR_PROCESSORS: [&str; 2] = ["service-graphs", "span-metrics"];
+
+fn validate_generator(raw: &RawMetricsGenerator, problems: &mut Problems<'_>) -> GeneratorConfig {
+    let processors = |problems: &mut Problems<'_>, key: &str, names: &[String]| {
+        for name in names {
+            if !GENERATOR_PROCESSORS.contains(&name.as_str()) {
+                problems.invalid(key, expected_one_of(&GENERATOR_PROCESSORS, name));
+            }
+        }
+        let has = |wanted: &str| names.iter().any(|name| name == wanted);
+        (has("service-graphs"), has("span-metrics"))
+    };
+    let (service_graphs, span_metrics) =
+        processors(problems, "metrics_generator.processors", &raw.processors);
+    let defaults = GeneratorTenantConfig {
+        enabled: raw.enabled,
+        service_graphs,
+        span_metrics,
+        max_active_series: raw.max_active_series as usize,
+    };
+    let mut per_tenant = BTreeMap::new();
+    for (name, overrides) in &raw.per_tenant {
+        let key = format!("metrics_generator.per_tenant.{name}");
+        let Some(tenant) = override_tenant(problems, &key, name) else {
+            continue;
+        };
+        let mut config = defaults.clone();
+        if let Some(enabled) = overrides.enabled {
+            config.enabled = enabled;
+        }
+        if let Some(names) = &overrides.processors {
+            (config.service_graphs, config.span_metrics) =
+                processors(problems, &format!("{key}.processors"), names);
+        }
+        if let Some(max) = overrides.max_active_series {
+            config.max_active_series = max as usize;
+        }
+        per_tenant.insert(tenant, config);
+    }
+    let sg = &raw.service_graphs;
+    let sm = &raw.span_metrics;
+    GeneratorConfig {
+        defaults,
+        per_tenant,
+        stale_after: positive_duration(problems, "metrics_generator.stale_after", raw.stale_after),
+        ingestion_time_range_slack: raw.ingestion_time_range_slack,
+        queue_size: match raw.queue_size {
+            0 => {
+                problems.invalid("metrics_generator.queue_size", "must be at least 1");
+                1
+            }
+            size => size as usize,
+        },
+        service_graphs: ServiceGraphsConfig {
+            wait: positive_duration(problems, "metrics_generator.service_graphs.wait", sg.wait),
+            max_items: match sg.max_items {
+                0 => {
+                    problems.invalid(
+                        "metrics_generator.service_graphs.max_items",
+                        "must be at least 1",
+                    );
+                    1
+                }
+                items => items as usize,
+            },
+            histogram_buckets: histogram_buckets(
+                problems,
+                "metrics_generator.service_graphs.histogram_buckets",
+                &sg.histogram_buckets,
+            ),
+            dimensions: sg.dimensions.clone(),
+            enable_client_server_prefix: sg.enable_client_server_prefix,
+            enable_virtual_node_label: sg.enable_virtual_node_label,
+            peer_attributes: sg.peer_attributes.clone(),
+        },
+        span_metrics: SpanMetricsConfig {
+            histogram_buckets: histogram_buckets(
+                problems,
+                "metrics_generator.span_metrics.histogram_buckets",
+                &sm.histogram_buckets,
+            ),
+            dimensions: sm.dimensions.clone(),
+            intrinsic_service: sm.intrinsic_dimensions.service,
+            intrinsic_span_name: sm.intrinsic_dimensions.span_name,
+            intrinsic_span_kind: sm.intrinsic_dimensions.span_kind,
+            intrinsic_status_code: sm.intrinsic_dimensions.status_code,
+            intrinsic_status_message: sm.intrinsic_dimensions.status_message,
+        },
+        remote_write: validate_remote_write(&raw.remote_write, problems),
+    }
+}
+
+fn histogram_buckets(problems: &mut Problems<'_>, key: &str, buckets: &[f64]) -> Vec<f64> {
+    if buckets.is_empty() {
+        problems.invalid(key, "at least one bucket is needed");
+    } else if buckets.iter().any(|b| !b.is_finite() || *b <= 0.0) {
+        problems.invalid(
+            key,
+            "buckets must be finite and greater than 0 (+Inf is implied)",
+        );
+    } else if buckets.windows(2).any(|pair| pair[0] >= pair[1]) {
+        problems.invalid(key, "buckets must be strictly ascending");
+    }
+    buckets.to_vec()
+}
+
+/// Prometheus' label name syntax: `[a-zA-Z_][a-zA-Z0-9_]*`, and `__` is reserved.
+fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+}
+
+fn validate_remote_write(raw: &RawRemoteWrite, problems: &mut Problems<'_>) -> RemoteWriteConfig {
+    const KEY: &str = "metrics_generator.remote_write";
+    let mut endpoints = Vec::new();
+    for (index, endpoint) in raw.endpoints.iter().enumerate() {
+        let key = format!("{KEY}.endpoints[{index}]");
+        if !is_http_url(&endpoint.url) {
+            problems.invalid(
+                &format!("{key}.url"),
+                format!(
+                    "expected a URL like http://127.0.0.1:9090/api/v1/write, got {:?}",
+                    endpoint.url
+                ),
+            );
+        }
+        let mut headers = Vec::new();
+        for (name, value) in &endpoint.headers {
+            let valid = http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                && http::HeaderValue::from_str(value).is_ok();
+            if !valid {
+                // The value may be a secret: name the header, never print the value.
+                problems.invalid(
+                    &format!("{key}.headers.{name}"),
+                    "not a valid HTTP header name and value",
+                );
+            }
+            headers.push((name.clone(), value.clone()));
+        }
+        endpoints.push(RemoteWriteEndpoint {
+            url: endpoint.url.clone(),
+            headers,
+            send_tenant_header: endpoint.send_tenant_header,
+        });
+    }
+    for name in raw.external_labels.keys() {
+        if !is_label_name(name) {
+            problems.invalid(
+                &format!("{KEY}.external_labels.{name}"),
+                "not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)",
+            );
+        }
+    }
+    let inject = raw.inject_tenant_id_as.trim();
+    if !inject.is_empty() && !is_label_name(inject) {
+        problems.invalid(
+            &format!("{KEY}.inject_tenant_id_as"),
+            format!("{inject:?} is not a valid Prometheus label name"),
+        );
+    }
+    RemoteWriteConfig {
+        endpoints,
+        interval: positive_duration(problems, &format!("{KEY}.interval"), raw.interval),
+        timeout: positive_duration(problems, &format!("{KEY}.timeout"), raw.timeout),
+        external_labels: raw.external_labels.clone(),
+        inject_tenant_id_as: (!inject.is_empty()).then(|| inject.to_owned()),
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some_and(|host| !host.is_empty())
 }
 
 /// Inputs merged at once: each holds a row group in memory during the merge.

@@ -14,10 +14,11 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::config::{FsyncPolicy, HeadConfig, IngestConfig, WalConfig};
+use crate::config::{FsyncPolicy, HeadConfig, ServerConfig};
 use crate::otlp::count_spans;
 use crate::otlp::validate::retain_valid_spans;
 use crate::receiver::{Accepted, ConsumeError, TraceBatch, TraceConsumer};
+use crate::server::generator::Generator;
 use crate::server::head::{CutPartition, CutReason, Head};
 use crate::server::metrics::ServerMetrics;
 use crate::server::wal::{
@@ -76,6 +77,8 @@ struct IngestInner {
     max_head_bytes: u64,
     retry_after: Duration,
     metrics: Arc<ServerMetrics>,
+    /// Sees every acknowledged request; `None` when the generator is disabled.
+    generator: Option<Generator>,
     closed: std::sync::atomic::AtomicBool,
 }
 
@@ -112,11 +115,13 @@ impl Ingest {
         wal: WalDir,
         last_segment: u64,
         head: Arc<Mutex<Head>>,
-        config: &IngestConfig,
-        wal_config: &WalConfig,
-        head_config: HeadConfig,
+        server_config: &ServerConfig,
         metrics: Arc<ServerMetrics>,
+        generator: Option<Generator>,
     ) -> Result<(Ingest, thread::JoinHandle<()>), WalError> {
+        let config = &server_config.ingest;
+        let wal_config = &server_config.wal;
+        let head_config = server_config.head.clone();
         let segment = wal.create_segment(last_segment + 1)?;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_CAPACITY);
         let max_inflight_permits = (config.max_inflight_bytes as usize / PERMIT_BYTES)
@@ -162,6 +167,7 @@ impl Ingest {
                 max_head_bytes,
                 retry_after: config.retry_after,
                 metrics,
+                generator,
                 closed: std::sync::atomic::AtomicBool::new(false),
             }),
         };
@@ -265,13 +271,17 @@ impl TraceConsumer for Ingest {
 
         let num_bytes = batch.num_bytes;
         let resource_spans = batch.resource_spans;
-        let (framed, pieces) = if num_bytes > INLINE_ENCODE_LIMIT {
+        let (framed, pieces, resource_spans) = if num_bytes > INLINE_ENCODE_LIMIT {
             let tenant = tenant.clone();
-            tokio::task::spawn_blocking(move || batch_record(&tenant, &resource_spans))
-                .await
-                .map_err(|e| ConsumeError::Internal(format!("encoding task failed: {e}")))?
+            tokio::task::spawn_blocking(move || {
+                let (framed, pieces) = batch_record(&tenant, &resource_spans);
+                (framed, pieces, resource_spans)
+            })
+            .await
+            .map_err(|e| ConsumeError::Internal(format!("encoding task failed: {e}")))?
         } else {
-            batch_record(&tenant, &resource_spans)
+            let (framed, pieces) = batch_record(&tenant, &resource_spans);
+            (framed, pieces, resource_spans)
         };
         let (done, rx) = oneshot::channel();
         inner
@@ -287,6 +297,9 @@ impl TraceConsumer for Ingest {
         match rx.await {
             Ok(Ok(())) => {
                 inner.metrics.ingested(&tenant, num_spans, num_bytes as u64);
+                if let Some(generator) = &inner.generator {
+                    generator.submit(&tenant, resource_spans);
+                }
                 Ok(accepted)
             }
             Ok(Err(error)) => {

@@ -30,6 +30,12 @@ struct ReasonLabels {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    /// Position in `metrics_generator.remote_write.endpoints` (URLs may carry secrets).
+    endpoint: String,
+}
+
 #[derive(Debug)]
 pub struct ServerMetrics {
     registry: Registry,
@@ -59,6 +65,13 @@ pub struct ServerMetrics {
     compaction_seconds: Histogram,
     compaction_replaced_deleted: Counter,
     orphans_removed: Counter,
+    generator_spans: Family<TenantLabels, Counter>,
+    generator_dropped_spans: Family<RefusedLabels, Counter>,
+    generator_series_limited: Family<TenantLabels, Counter>,
+    generator_active_series: Family<TenantLabels, Gauge>,
+    generator_edges_waiting: Family<TenantLabels, Gauge>,
+    remote_write_series: Family<EndpointLabels, Counter>,
+    remote_write_failures: Family<EndpointLabels, Counter>,
 }
 
 impl Default for ServerMetrics {
@@ -226,6 +239,50 @@ impl ServerMetrics {
             "Block folders without meta.json (interrupted uploads or deletes) removed",
             orphans_removed.clone(),
         );
+        let generator_spans = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "generator_spans",
+            "Spans counted by the metrics generator, per tenant",
+            generator_spans.clone(),
+        );
+        let generator_dropped_spans = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "generator_dropped_spans",
+            "Stored spans left out of the generated metrics: queue_full (the generator \
+             fell behind), outside_ingestion_slack (ended too long ago)",
+            generator_dropped_spans.clone(),
+        );
+        let generator_series_limited = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "generator_series_limited",
+            "Spans left out of the generated metrics because they would have created a \
+             series over metrics_generator.max_active_series",
+            generator_series_limited.clone(),
+        );
+        let generator_active_series = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "generator_active_series",
+            "Series the metrics generator holds, per tenant (histograms count each bucket)",
+            generator_active_series.clone(),
+        );
+        let generator_edges_waiting = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "generator_edges_waiting",
+            "Client or server spans waiting for their other half in the service graph",
+            generator_edges_waiting.clone(),
+        );
+        let remote_write_series = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "generator_remote_write_series",
+            "Series pushed by remote write and accepted, per endpoint",
+            remote_write_series.clone(),
+        );
+        let remote_write_failures = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "generator_remote_write_failed_series",
+            "Series whose push failed for good (after retries), per endpoint",
+            remote_write_failures.clone(),
+        );
         ServerMetrics {
             registry,
             ingested_spans,
@@ -254,6 +311,13 @@ impl ServerMetrics {
             compaction_seconds,
             compaction_replaced_deleted,
             orphans_removed,
+            generator_spans,
+            generator_dropped_spans,
+            generator_series_limited,
+            generator_active_series,
+            generator_edges_waiting,
+            remote_write_series,
+            remote_write_failures,
         }
     }
 
@@ -362,6 +426,63 @@ impl ServerMetrics {
 
     pub fn orphan_removed(&self) {
         self.orphans_removed.inc();
+    }
+
+    pub fn generator_spans(&self, tenant: &TenantId, spans: u64) {
+        self.generator_spans
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .inc_by(spans);
+    }
+
+    pub fn generator_dropped_spans(&self, tenant: &TenantId, reason: &str, spans: u64) {
+        self.generator_dropped_spans
+            .get_or_create(&RefusedLabels {
+                tenant: tenant.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc_by(spans);
+    }
+
+    pub fn generator_series_limited(&self, tenant: &TenantId, spans: u64) {
+        self.generator_series_limited
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .inc_by(spans);
+    }
+
+    pub fn generator_active_series(&self, tenant: &TenantId, series: usize) {
+        self.generator_active_series
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .set(series as i64);
+    }
+
+    pub fn generator_edges_waiting(&self, tenant: &TenantId, halves: usize) {
+        self.generator_edges_waiting
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .set(halves as i64);
+    }
+
+    pub fn remote_write_sent(&self, endpoint: usize, series: u64) {
+        self.remote_write_series
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_string(),
+            })
+            .inc_by(series);
+    }
+
+    pub fn remote_write_failed(&self, endpoint: usize, series: u64) {
+        self.remote_write_failures
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_string(),
+            })
+            .inc_by(series);
     }
 
     /// The Prometheus text exposition of every metric.

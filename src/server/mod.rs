@@ -15,6 +15,7 @@ pub mod block;
 pub mod blocklist;
 pub mod compactor;
 pub mod flush;
+pub mod generator;
 pub mod head;
 pub mod ingest;
 pub mod metrics;
@@ -44,6 +45,7 @@ use api::{ApiState, Readiness};
 use blocklist::BlockList;
 use compactor::Compactor;
 use flush::Flusher;
+use generator::Generator;
 use head::{CutReason, Head};
 use ingest::Ingest;
 use metrics::ServerMetrics;
@@ -69,6 +71,8 @@ pub enum ServerError {
     Replay(#[from] replay::ReplayError),
     #[error("receiver: {0}")]
     Receiver(String),
+    #[error("cannot start the metrics generator thread: {0}")]
+    Generator(std::io::Error),
 }
 
 /// How often the cut policy is evaluated.
@@ -100,6 +104,13 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     );
 
     let metrics = Arc::new(ServerMetrics::new());
+    let generator = match config.metrics_generator.enabled_anywhere() {
+        true => Some(
+            Generator::start(config.metrics_generator.clone(), Arc::clone(&metrics))
+                .map_err(ServerError::Generator)?,
+        ),
+        false => None,
+    };
     let readiness = Arc::new(Readiness::default());
     let head = Arc::new(Mutex::new(Head::default()));
     let store = BlockStore::from_config(&config.storage)?;
@@ -117,6 +128,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
             querier,
             search: search.clone(),
             metrics: Arc::clone(&metrics),
+            generator: generator.as_ref().map(|(generator, _)| generator.clone()),
             readiness: Arc::clone(&readiness),
         };
         let cancel = api_cancel.clone();
@@ -143,7 +155,14 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         writer_thread,
         flusher,
         instance_id,
-    } = open_ingest(&config, &head, &blocklist, &metrics).await?;
+    } = open_ingest(
+        &config,
+        &head,
+        &blocklist,
+        &metrics,
+        generator.as_ref().map(|(generator, _)| generator.clone()),
+    )
+    .await?;
     search.set_instance_id(instance_id);
 
     // Replay has rewritten any block a crash cut short, and nothing else of this server
@@ -195,6 +214,15 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         )
         .spawn(background_cancel.clone())
     });
+    let remote_write_cancel = CancellationToken::new();
+    let remote_write_task = generator.as_ref().and_then(|(generator, _)| {
+        generator::remote_write::spawn(
+            generator.clone(),
+            config.metrics_generator.remote_write.clone(),
+            Arc::clone(&metrics),
+            remote_write_cancel.clone(),
+        )
+    });
     let watchdog_task = {
         let ingest = ingest.clone();
         systemd::spawn_watchdog(
@@ -245,6 +273,19 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     {
         let _ = await_until(task, deadline).await;
     }
+    if let Some((generator, thread)) = generator {
+        // Spans acknowledged before the receivers stopped are counted, then pushed
+        // once more, so the last counts reach Prometheus.
+        let stopped = tokio::task::spawn_blocking(move || {
+            generator.stop();
+            thread.join()
+        });
+        let _ = await_until(stopped, deadline).await;
+        remote_write_cancel.cancel();
+        if let Some(task) = remote_write_task {
+            let _ = await_until(task, deadline).await;
+        }
+    }
     api_cancel.cancel();
     let _ = await_until(api_task, deadline).await;
     tracing::info!(took = ?started.elapsed(), "spoor-server stopped");
@@ -266,6 +307,7 @@ pub(crate) async fn open_ingest(
     head: &Arc<Mutex<Head>>,
     blocklist: &Arc<BlockList>,
     metrics: &Arc<ServerMetrics>,
+    generator: Option<Generator>,
 ) -> Result<IngestParts, ServerError> {
     let wal = WalDir::open(&config.wal.dir)?;
     let instance_id = wal.instance_id()?;
@@ -291,10 +333,9 @@ pub(crate) async fn open_ingest(
         wal,
         summary.last_segment,
         Arc::clone(head),
-        &config.ingest,
-        &config.wal,
-        config.head.clone(),
+        config,
         Arc::clone(metrics),
+        generator,
     )?;
     Ok(IngestParts {
         ingest,

@@ -33,7 +33,7 @@ async fn open(config: &ServerConfig, store: &BlockStore) -> Harness {
     let head = Arc::new(Mutex::new(Head::default()));
     let blocklist = Arc::new(BlockList::new(store.clone(), Arc::clone(&metrics)));
     blocklist.refresh().await.unwrap();
-    let parts = open_ingest(config, &head, &blocklist, &metrics)
+    let parts = open_ingest(config, &head, &blocklist, &metrics, None)
         .await
         .unwrap();
     let querier = Querier::new(head, Arc::clone(&blocklist));

@@ -23,6 +23,7 @@ use prost::Message;
 
 use crate::error::{ErrorCode, ServiceError};
 use crate::otlp::{proto_json, OtlpTracesData, TraceId};
+use crate::server::generator::Generator;
 use crate::server::metrics::ServerMetrics;
 use crate::server::query::{FoundTrace, Querier, TimeWindow};
 use crate::server::search::SearchService;
@@ -65,6 +66,8 @@ pub struct ApiState {
     pub querier: Querier,
     pub search: SearchService,
     pub metrics: Arc<ServerMetrics>,
+    /// Its series are served on `/metrics` after the server's own.
+    pub generator: Option<Generator>,
     pub readiness: Arc<Readiness>,
 }
 
@@ -139,15 +142,37 @@ async fn ready(State(state): State<ApiState>) -> Response {
     }
 }
 
+/// The server's own metrics, then the generated series (tens of thousands of lines
+/// at the series limit, so formatted off the async workers).
 async fn metrics(State(state): State<ApiState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
+    let encoded = tokio::task::spawn_blocking(move || {
+        let mut out = state.metrics.encode();
+        if let Some(generator) = &state.generator {
+            // One exposition has one `# EOF`, after everything.
+            if out.ends_with("# EOF\n") {
+                out.truncate(out.len() - "# EOF\n".len());
+            }
+            generator.encode_openmetrics(&mut out);
+            out.push_str("# EOF\n");
+        }
+        out
+    })
+    .await;
+    match encoded {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics failed: {error}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn buildinfo() -> Response {
