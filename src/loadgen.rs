@@ -211,8 +211,7 @@ pub async fn run(endpoint: &str, shape: LoadShape) -> Result<LoadResult, LoadErr
     let sent_spans = Arc::new(AtomicU64::new(0));
     let concurrency = shape.concurrency.max(1);
     let traces_per_request = shape.traces_per_request.max(1);
-    let requests_per_client =
-        shape.total_spans / SPANS_PER_TRACE / traces_per_request / concurrency;
+    let total_requests = shape.total_spans / SPANS_PER_TRACE / traces_per_request;
     let now_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
