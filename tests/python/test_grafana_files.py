@@ -524,7 +524,7 @@ tests:
   # Refusals for 10 minutes fire; slow fsyncs (p99 well above 100 ms) too.
   - interval: 1m
     input_series:
-      - series: 'spoor_ingest_refused_spans_total{{job="spoor-server",instance="s1:3200",tenant="acme",reason="wal_full"}}'
+      - series: 'spoor_ingest_refused_spans_total{{job="spoor-server",instance="s1:3200",tenant="acme",reason="head_full"}}'
         values: '0+600x20'
       - series: 'spoor_wal_fsync_duration_seconds_bucket{{job="spoor-server",instance="s1:3200",le="0.1024"}}'
         values: '0+1x30'
@@ -536,10 +536,10 @@ tests:
       - eval_time: 18m
         alertname: SpoorIngestRefused
         exp_alerts:
-          - exp_labels: {{severity: warning, instance: "s1:3200", tenant: acme, reason: wal_full}}
+          - exp_labels: {{severity: warning, instance: "s1:3200", tenant: acme, reason: head_full}}
             exp_annotations:
-              summary: "spoor-server s1:3200 refuses spans of tenant acme (wal_full)"
-              description: "spoor-server on s1:3200 has refused 10 spans/s of tenant acme for 10 minutes, reason wal_full. Senders retry refused spans; look at WAL fsync latency, disk space and the ingest limits in /etc/spoor/server.yaml."
+              summary: "spoor-server s1:3200 refuses spans of tenant acme (head_full)"
+              description: "spoor-server on s1:3200 has refused 10 spans/s of tenant acme for 10 minutes, reason head_full. head_full: blocks are not uploaded fast enough (backend errors or throughput, head.max_block_size); inflight_full: WAL writes are slow (fsync latency, ingest.max_inflight_bytes); invalid_span: a sender sends malformed spans (`journalctl -u spoor-server` names them)."
       - eval_time: 25m
         alertname: SpoorWalFsyncSlow
         exp_alerts:
