@@ -220,6 +220,15 @@ fn a_flood_of_span_names_stays_within_the_series_limit_and_is_counted() {
     // A span-metrics series is calls + size + a 14-bucket histogram = 19 series.
     assert_eq!(budget.active, 400 / 19 * 19);
     assert_eq!(budget.limited, 1000 - 400 / 19);
+    drop(state);
+    // What an operator sees: the spans left out, on /metrics.
+    let exposed = generator.inner.metrics.encode();
+    let limited = format!(
+        "spoor_generator_series_limited_total{{tenant=\"single-tenant\"}} {}",
+        1000 - 400 / 19
+    );
+    assert!(exposed.contains(&limited), "{exposed}");
+    assert!(exposed.contains("spoor_generator_active_series{tenant=\"single-tenant\"} 399"));
 }
 
 #[test]
