@@ -325,30 +325,10 @@ impl Generator {
                 push_label(&mut labels, name, value);
             }
             push_label(&mut labels, "tenant", tenant.as_str());
-            match &sample.value {
-                SampleValue::Counter(value) => {
-                    let _ = writeln!(out, "{}_total{{{labels}}} {value}", family.name);
-                }
-                SampleValue::Histogram {
-                    bounds,
-                    cumulative,
-                    sum,
-                    count,
-                } => {
-                    for (index, count) in cumulative.iter().enumerate() {
-                        let le = bounds
-                            .get(index)
-                            .map_or_else(|| "+Inf".to_owned(), |bound| bound.to_string());
-                        let _ = writeln!(
-                            out,
-                            "{}_bucket{{{labels},le=\"{le}\"}} {count}",
-                            family.name
-                        );
-                    }
-                    let _ = writeln!(out, "{}_sum{{{labels}}} {sum}", family.name);
-                    let _ = writeln!(out, "{}_count{{{labels}}} {count}", family.name);
-                }
-            }
+            sample.for_each_series(|suffix, le, value| {
+                let le = le.map(|le| format!(",le=\"{le}\"")).unwrap_or_default();
+                let _ = writeln!(out, "{}{suffix}{{{labels}{le}}} {value}", family.name);
+            });
         }
     }
 }

@@ -238,6 +238,31 @@ pub(super) struct Sample {
     pub(super) value: SampleValue,
 }
 
+impl Sample {
+    /// The Prometheus series this sample stands for, in exposition order: the name
+    /// suffix (`_total`; `_bucket`, `_sum`, `_count`), a bucket's `le` label, the value.
+    pub(super) fn for_each_series(&self, mut emit: impl FnMut(&'static str, Option<String>, f64)) {
+        match &self.value {
+            SampleValue::Counter(value) => emit("_total", None, *value),
+            SampleValue::Histogram {
+                bounds,
+                cumulative,
+                sum,
+                count,
+            } => {
+                for (index, in_bucket) in cumulative.iter().enumerate() {
+                    let le = bounds
+                        .get(index)
+                        .map_or_else(|| "+Inf".to_owned(), |bound| bound.to_string());
+                    emit("_bucket", Some(le), *in_bucket as f64);
+                }
+                emit("_sum", None, *sum);
+                emit("_count", None, *count as f64);
+            }
+        }
+    }
+}
+
 /// Adds one series per entry of `table` to `out`, with `value` choosing what to expose.
 pub(super) fn snapshot_table<V>(
     table: &SeriesTable<V>,

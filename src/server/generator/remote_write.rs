@@ -14,7 +14,6 @@ use reqwest_client as reqwest;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::registry::SampleValue;
 use super::Generator;
 use crate::config::{RemoteWriteConfig, RemoteWriteEndpoint};
 use crate::server::metrics::ServerMetrics;
@@ -241,32 +240,14 @@ pub(super) fn write_request(
         });
     };
     for sample in samples {
-        let name = sample.family.name;
-        match &sample.value {
-            SampleValue::Counter(value) => {
-                series(format!("{name}_total"), &sample.labels, None, *value)
-            }
-            SampleValue::Histogram {
-                bounds,
-                cumulative,
-                sum,
-                count,
-            } => {
-                for (index, count) in cumulative.iter().enumerate() {
-                    let le = bounds
-                        .get(index)
-                        .map_or_else(|| "+Inf".to_owned(), |bound| bound.to_string());
-                    series(
-                        format!("{name}_bucket"),
-                        &sample.labels,
-                        Some(le),
-                        *count as f64,
-                    );
-                }
-                series(format!("{name}_sum"), &sample.labels, None, *sum);
-                series(format!("{name}_count"), &sample.labels, None, *count as f64);
-            }
-        }
+        sample.for_each_series(|suffix, le, value| {
+            series(
+                format!("{}{suffix}", sample.family.name),
+                &sample.labels,
+                le,
+                value,
+            );
+        });
     }
     WriteRequest { timeseries }
 }
