@@ -139,8 +139,10 @@ def _apt_env():
 
 
 def ensure_packages():
-    """incus from bookworm-backports and debootstrap, installed when missing."""
-    if shutil.which("incus") and os.path.exists(INCUSD) and shutil.which("debootstrap"):
+    """incus from bookworm-backports and debootstrap, installed when missing. dnsmasq-base
+    (only a Recommends of incus) too: `incus network create` runs `dnsmasq --version` even
+    for a bridge with no DHCP and no DNS."""
+    if all(shutil.which(p) for p in ("incus", "debootstrap", "dnsmasq")) and os.path.exists(INCUSD):
         return
     if not _has_backports():
         pathlib.Path(f"/etc/apt/sources.list.d/{SUITE}-backports.sources").write_text(
@@ -151,7 +153,7 @@ def ensure_packages():
             "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
     run(["apt-get", "update", "-q"], env=_apt_env(), timeout=600)
     run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "-t", f"{SUITE}-backports",
-         "incus", "debootstrap"], env=_apt_env(), timeout=1200)
+         "incus", "debootstrap", "dnsmasq-base"], env=_apt_env(), timeout=1200)
 
 
 def incus_answers():
@@ -214,7 +216,7 @@ def _build_rootfs(root):
         dbus_id.unlink()
     (root / "etc/hostname").write_text("spoor-test\n")
     (root / "etc/hosts").write_text("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")
-    # systemd-networkd configures the addresses the harness writes for a test bridge.
+    # systemd-networkd runs (it brings lo up); Container.attach sets bridge addresses with ip(8).
     wants = root / "etc/systemd/system/multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
     link = wants / "systemd-networkd.service"
@@ -352,6 +354,7 @@ class Container:
         self.config = dict(config or {})
         self.boot_timeout = boot_timeout
         self.addresses = {}  # bridge name -> IPv4 address on it
+        self.devices = {}  # bridge name -> the container's interface on it
 
     # lifecycle
     def __enter__(self):
@@ -466,10 +469,9 @@ class Container:
         """Attaches the container to a test Bridge with a static address; returns it."""
         address = bridge.allocate()
         incus("config", "device", "add", self.name, device, "nic", f"network={bridge.name}", f"name={device}")
-        self.write_file(f"/etc/systemd/network/50-{device}.network",
-                        f"[Match]\nName={device}\n\n[Network]\nAddress={address}/{bridge.network.prefixlen}\n"
-                        "LinkLocalAddressing=no\nIPv6AcceptRA=no\n")
-        self.exec("networkctl reload && networkctl reconfigure " + device)
+        # Set with ip(8), not systemd-networkd: a NIC hot-plugged into an unprivileged container
+        # stays "pending" in networkd forever, waiting for a udev that does not run there.
+        self.exec(f"ip link set dev {device} up && ip addr add {address}/{bridge.network.prefixlen} dev {device}")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             out = self.exec(["ip", "-4", "-o", "addr", "show", "dev", device], check=False).stdout
@@ -479,17 +481,17 @@ class Container:
         else:
             raise RuntimeError(f"{self.name}: {address} not on {device}: {out}")
         self.addresses[bridge.name] = str(address)
+        self.devices[bridge.name] = device
         return str(address)
 
     def ipv4(self, bridge):
-        """The container's address on a test bridge, as Incus sees it."""
+        """The container's IPv4 address on a test bridge, as Incus reports it."""
+        device = self.devices[bridge.name]
         state = json.loads(incus("query", f"/1.0/instances/{self.name}/state").stdout)
-        for nic in (state.get("network") or {}).values():
-            if nic.get("host_name") and self.addresses.get(bridge.name):
-                for a in nic.get("addresses", []):
-                    if a["family"] == "inet" and a["address"] == self.addresses[bridge.name]:
-                        return a["address"]
-        return self.addresses.get(bridge.name)
+        for a in ((state.get("network") or {}).get(device) or {}).get("addresses", []):
+            if a["family"] == "inet":
+                return a["address"]
+        return None
 
 
 # --- Test networks --------------------------------------------------------------------------
