@@ -464,6 +464,27 @@ class Container:
         import json as _json
         return [_json.loads(line) for line in out.splitlines() if line.strip()]
 
+    def install_debs(self, *debs, timeout=600):
+        """Pushes local .deb files in and installs them with apt, as an operator would
+        (`apt install ./x.deb`). The container has no network: every dependency must already
+        be in the image (see IMAGE_PACKAGES)."""
+        remote = []
+        for deb in debs:
+            deb = pathlib.Path(deb)
+            self.push_file(deb, f"/root/debs/{deb.name}")
+            remote.append(f"/root/debs/{deb.name}")
+        return self.exec(["apt-get", "install", "-y", "--no-install-recommends", *remote],
+                         env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=timeout)
+
+    def apt(self, *args, timeout=600):
+        """apt-get ARGS non-interactively (remove, purge, ...)."""
+        return self.exec(["apt-get", "-y", *args], env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=timeout)
+
+    def restart(self, timeout=None):
+        """Reboots the container (`incus restart`) and waits for systemd again."""
+        incus("restart", self.name, timeout=300)
+        return self.wait_for_systemd(timeout)
+
     # networking
     def attach(self, bridge, device="eth1"):
         """Attaches the container to a test Bridge with a static address; returns it."""
@@ -570,8 +591,21 @@ def _subnet_candidates(name):
     return [(start + i) % 250 + 1 for i in range(250)]
 
 
+def spoor_packages(target_dir=None):
+    """The newest spoor-server and spoor-collector .deb files that `make deb` wrote into
+    $(CARGO_TARGET_DIR)/packages, as {"server": path, "collector": path}; a missing one is
+    None."""
+    target = pathlib.Path(target_dir or os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache/spoor-target"))
+    found = {}
+    for key in ("server", "collector"):
+        debs = sorted((target / "packages").glob(f"spoor-{key}_*.deb"), key=lambda p: p.stat().st_mtime)
+        found[key] = debs[-1] if debs else None
+    return found
+
+
 def cleanup_leftovers():
-    """Deletes containers and networks this harness made that an interrupted run left."""
+    """Deletes containers and networks this harness made that an interrupted run left.
+    Only for a machine where no other test run is using Incus: it takes every spoor-t-*."""
     for inst in json.loads(incus("list", "--format=json").stdout):
         if inst["name"].startswith(NAME_PREFIX):
             run(["incus", "delete", "--force", inst["name"]], check=False)

@@ -4,6 +4,7 @@ its watchdog, and a test-owned bridge between the host and two containers."""
 
 import http.server
 import json
+import subprocess
 import threading
 import time
 
@@ -229,3 +230,104 @@ def test_bridge_connects_host_and_containers(incus_ready):
     assert br.name not in names
     instances = [i["name"] for i in json.loads(incus("list", "--format=json").stdout)]
     assert a.name not in instances and b.name not in instances
+
+
+PROBE_UNIT = """\
+[Unit]
+Description=spoor harness probe (a packaged Type=notify service)
+
+[Service]
+Type=notify
+NotifyAccess=main
+User=spoor-probe
+StateDirectory=spoor-probe
+ExecStart=/usr/bin/python3 /usr/lib/spoor-probe/probe.py
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+PROBE_PY = r"""
+import os, pathlib, socket
+pathlib.Path(os.environ["STATE_DIRECTORY"], "started").write_text("yes\n")
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+addr = os.environ["NOTIFY_SOCKET"]
+sock.sendto(b"READY=1\nSTATUS=probe ready", "\0" + addr[1:] if addr.startswith("@") else addr)
+print("probe started", flush=True)
+import time
+while True:
+    time.sleep(60)
+"""
+
+PROBE_POSTINST = """\
+#!/bin/sh
+set -e
+if [ "$1" = configure ]; then
+    adduser --system --group --quiet --no-create-home --home /var/lib/spoor-probe spoor-probe
+    deb-systemd-helper enable spoor-probe.service >/dev/null
+    systemctl daemon-reload
+    deb-systemd-invoke start spoor-probe.service
+fi
+"""
+
+PROBE_PRERM = """\
+#!/bin/sh
+set -e
+deb-systemd-invoke stop spoor-probe.service || true
+"""
+
+PROBE_POSTRM = """\
+#!/bin/sh
+set -e
+if [ "$1" = purge ]; then
+    deb-systemd-helper purge spoor-probe.service >/dev/null || true
+    rm -rf /var/lib/spoor-probe
+    deluser --quiet --system spoor-probe || true
+fi
+systemctl daemon-reload || true
+"""
+
+
+def _build_probe_deb(tmp_path):
+    root = tmp_path / "pkg"
+    files = {
+        "lib/systemd/system/spoor-probe.service": (PROBE_UNIT, 0o644),
+        "usr/lib/spoor-probe/probe.py": (PROBE_PY, 0o644),
+        "DEBIAN/control": ("Package: spoor-probe\nVersion: 0.1.0\nArchitecture: all\n"
+                           "Maintainer: Spoor tests <tests@example.invalid>\n"
+                           "Depends: adduser, python3\nDescription: harness probe\n", 0o644),
+        "DEBIAN/postinst": (PROBE_POSTINST, 0o755),
+        "DEBIAN/prerm": (PROBE_PRERM, 0o755),
+        "DEBIAN/postrm": (PROBE_POSTRM, 0o755),
+    }
+    for rel, (text, mode) in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        p.chmod(mode)
+    deb = tmp_path / "spoor-probe_0.1.0_all.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)], check=True,
+                   capture_output=True)
+    return deb
+
+
+def test_local_deb_installs_offline_and_its_notify_unit_starts(incus_ready, tmp_path):
+    deb = _build_probe_deb(tmp_path)
+    with Container() as c:
+        c.install_debs(deb)
+        props = c.unit_properties("spoor-probe.service", "ActiveState", "SubState", "StatusText",
+                                  "UnitFileState")
+        assert props == {"ActiveState": "active", "SubState": "running", "StatusText": "probe ready",
+                         "UnitFileState": "enabled"}
+        assert c.exec("stat -c %U /var/lib/spoor-probe/started").stdout.strip() == "spoor-probe"
+        assert any(e.get("MESSAGE") == "probe started" for e in c.journal("spoor-probe.service"))
+        # Enabled by the package: it comes back after a reboot of the container.
+        c.restart()
+        assert c.systemctl("is-active", "spoor-probe.service").stdout.strip() == "active"
+        c.apt("remove", "spoor-probe")
+        assert c.systemctl("is-active", "spoor-probe.service", check=False).stdout.strip() == "inactive"
+        assert c.exec("test -d /var/lib/spoor-probe", check=False).returncode == 0
+        c.apt("purge", "spoor-probe")
+        assert c.exec("test -e /var/lib/spoor-probe", check=False).returncode != 0
+        assert c.exec("id spoor-probe", check=False).returncode != 0
