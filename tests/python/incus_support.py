@@ -19,7 +19,6 @@ The container has no network device unless a test attaches one: `incus exec` nee
 """
 
 import contextlib
-import datetime
 import fcntl
 import hashlib
 import ipaddress
@@ -297,6 +296,10 @@ def ensure_image():
         if not (files / "rootfs.tar.gz").exists():
             t0 = time.monotonic()
             build_image_files(files)
+            # Images of older recipes and builds that an interrupted run left.
+            for old in list(CACHE_DIR.glob("debian12-*")) + list(CACHE_DIR.glob("build-*")):
+                if old != files:
+                    shutil.rmtree(old, ignore_errors=True)
             report.update(built=True, build_seconds=round(time.monotonic() - t0, 1))
         fp = _image_fingerprint_with_alias(IMAGE_ALIAS)
         if fp is not None:
