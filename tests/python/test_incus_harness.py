@@ -4,6 +4,7 @@ its watchdog, and a test-owned bridge between the host and two containers."""
 
 import http.server
 import json
+import re
 import subprocess
 import threading
 import time
@@ -331,3 +332,82 @@ def test_local_deb_installs_offline_and_its_notify_unit_starts(incus_ready, tmp_
         c.apt("purge", "spoor-probe")
         assert c.exec("test -e /var/lib/spoor-probe", check=False).returncode != 0
         assert c.exec("id spoor-probe", check=False).returncode != 0
+
+
+# The sandboxing the spoor units use (issue 6): all of it must work inside an unprivileged
+# Incus container, where systemd itself runs in a user namespace.
+HARDENED_UNIT = """\
+[Service]
+Type=notify
+NotifyAccess=main
+WatchdogSec=30s
+ExecStart=/usr/bin/python3 /usr/local/lib/hardened.py
+User=spoor-h
+Group=spoor-h
+StateDirectory=spoor-hardened
+ConfigurationDirectory=spoor-hardened
+LimitNOFILE=65536
+UMask=0027
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+DevicePolicy=closed
+PrivateUsers=yes
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+RemoveIPC=yes
+PrivateMounts=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+SystemCallErrorNumber=EPERM
+"""
+
+HARDENED_PY = r"""
+import os, pathlib, socket
+state = pathlib.Path(os.environ["STATE_DIRECTORY"])
+(state / "written").write_text("ok\n")
+try:
+    pathlib.Path("/etc/spoor-hardened-escape").write_text("no")
+    escaped = "yes"
+except OSError:
+    escaped = "no"
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+addr = os.environ["NOTIFY_SOCKET"]
+s.sendto(f"READY=1\nSTATUS=escaped={escaped}".encode(), "\0" + addr[1:] if addr.startswith("@") else addr)
+import time
+while True:
+    s.sendto(b"WATCHDOG=1", "\0" + addr[1:] if addr.startswith("@") else addr)
+    time.sleep(5)
+"""
+
+
+def test_hardened_notify_unit_runs_in_container(box):
+    box.exec("adduser --system --group --quiet --no-create-home spoor-h")
+    box.write_file("/usr/local/lib/hardened.py", HARDENED_PY)
+    box.write_file("/etc/systemd/system/spoor-hardened.service", HARDENED_UNIT)
+    box.systemctl("daemon-reload")
+    box.systemctl("start", "spoor-hardened.service")
+    props = box.unit_properties("spoor-hardened.service", "ActiveState", "SubState", "StatusText")
+    assert props == {"ActiveState": "active", "SubState": "running", "StatusText": "escaped=no"}, \
+        box.journal("spoor-hardened.service", json=False)
+    assert box.exec("cat /var/lib/spoor-hardened/written").stdout == "ok\n"
+    rating = box.exec("systemd-analyze security --no-pager spoor-hardened.service").stdout
+    exposure = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", rating).group(1))
+    assert exposure <= 2.0, rating
+    box.systemctl("stop", "spoor-hardened.service")
