@@ -1,21 +1,31 @@
 """A harness for appliance tests: real Incus system containers with real systemd and journald.
 
-Everything a fresh machine lacks is set up here, idempotently and under a lock file so that
-several pytest workers of one session may call it at once:
+Everything a fresh machine lacks is set up here, idempotently and under a lock file
+(~/.cache/spoor-incus/setup.lock), so that several pytest processes may call it at once:
 
 - `ensure_incus()`: the `bookworm-backports` apt source (on the mirror host the machine
-  already uses), the `incus` and `debootstrap` packages, a running `incusd` (started in the
-  background when none answers: these machines have no systemd as PID 1), a `dir` storage
-  pool and a default profile with a root disk and no network device.
+  already uses), the packages `incus` (from backports), `debootstrap` and `dnsmasq-base`, a
+  running `incusd` (started in the background when none answers: these machines have no
+  systemd as PID 1), a `dir` storage pool and a default profile with a root disk and no
+  network device.
 - `ensure_image()`: a Debian 12 system-container image built with `debootstrap`, packaged as
   an Incus image (metadata tarball + rootfs tarball), cached under ~/.cache/spoor-incus/
-  keyed by a hash of the recipe below, imported as `spoor-test-debian12`.
-- `Container`: launch, wait for systemd, exec, push/pull files, systemctl, journal; always
-  deleted on exit.
-- `Bridge`: a test-owned Incus bridge on an unused private /24, with no NAT and no routing
-  off the host; containers get static addresses on it, the host has the .1 address.
+  keyed by a hash of the recipe below, imported as `spoor-test-debian12`. The key covers the
+  recipe, not the mirror's contents: delete the cache to pick up a Debian point release.
+- `Container`: launch, wait for systemd, exec, push/pull files, systemctl, journal, install
+  local .deb files offline; always deleted on exit.
+- `Bridge`: a test-owned Incus bridge on an unused 10.213.x.0/24, the host at .1, no NAT,
+  no routing, no DHCP, no DNS; `Container.attach` gives a container a static address on it.
 
 The container has no network device unless a test attaches one: `incus exec` needs none.
+Tests take the session fixture `incus_ready` (conftest.py), which calls `prepare()` once:
+
+    def test_server_package(incus_ready, tmp_path):
+        debs = spoor_packages()
+        with Container() as c:
+            c.install_debs(debs["server"], debs["collector"])
+            assert c.unit_properties("spoor-server.service", "ActiveState")["ActiveState"] == "active"
+            lines = c.journal("spoor-server.service")       # list of journal JSON entries
 """
 
 import contextlib
@@ -150,8 +160,11 @@ def ensure_packages():
             f"Suites: {SUITE}-backports\n"
             "Components: main\n"
             "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
-    run(["apt-get", "update", "-q"], env=_apt_env(), timeout=600)
-    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "-t", f"{SUITE}-backports",
+    # Another apt on the machine (a second engineer, unattended jobs) holds the dpkg lock for
+    # a while at most: wait for it rather than fail.
+    lock = ["-o", "DPkg::Lock::Timeout=600"]
+    run(["apt-get", *lock, "update", "-q"], env=_apt_env(), timeout=900)
+    run(["apt-get", *lock, "install", "-y", "-q", "--no-install-recommends", "-t", f"{SUITE}-backports",
          "incus", "debootstrap", "dnsmasq-base"], env=_apt_env(), timeout=1200)
 
 
