@@ -112,3 +112,15 @@ def wait_flushed(server, timeout=30):
             return
         time.sleep(0.2)
     raise AssertionError("head was not flushed into blocks in time")
+
+
+@pytest.fixture(scope="session")
+def incus_ready():
+    """Incus running and the Debian 12 test image imported, once per session (the first run
+    on a machine installs Incus and builds the image; later runs import it from the cache).
+    Returns what was done and how long it took."""
+    import incus_support
+
+    report = incus_support.prepare()
+    print(f"incus harness ready: {report}")
+    return report
