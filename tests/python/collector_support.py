@@ -143,8 +143,9 @@ class Load:
     only when the collector answered success; refusals (429, RESOURCE_EXHAUSTED,
     UNAVAILABLE) and connection errors are not acknowledgements."""
 
-    def __init__(self, collector, spans_per_trace=10, pause=0.02):
+    def __init__(self, collector, spans_per_trace=10, pause=0.02, host="127.0.0.1"):
         self.collector = collector
+        self.host = host
         self.spans_per_trace = spans_per_trace
         self.pause = pause
         self.acknowledged = {}
@@ -177,7 +178,7 @@ class Load:
             trace_hex, span_ids, request = make_request(self.spans_per_trace)
             try:
                 response = session.post(
-                    f"http://127.0.0.1:{self.collector.http_port}/v1/traces",
+                    f"http://{self.host}:{self.collector.http_port}/v1/traces",
                     data=request.SerializeToString(),
                     headers={"Content-Type": "application/x-protobuf"}, timeout=10)
                 ok = response.status_code == 200
@@ -191,7 +192,7 @@ class Load:
         while not self.stop_event.is_set():
             if port != self.collector.grpc_port:
                 port = self.collector.grpc_port
-                channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+                channel = grpc.insecure_channel(f"{self.host}:{port}")
                 stub = trace_service_pb2_grpc.TraceServiceStub(channel)
             trace_hex, span_ids, request = make_request(self.spans_per_trace)
             try:
