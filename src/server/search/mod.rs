@@ -58,6 +58,7 @@
 //!   with a `q` filter, of the spans it selects. Under a `limit`, the smallest names or
 //!   values are kept, so the answer does not depend on which block scan finished first.
 
+mod columnar;
 mod convert;
 mod fetcher;
 mod find;
@@ -202,6 +203,11 @@ impl SearchService {
     /// under the head lock, which a flush takes to drop a cut once its blocks are
     /// registered, so every span is in exactly one of them.
     async fn sources(&self, tenant: &TenantId) -> Result<Arc<Sources>, SearchError> {
+        Ok(Arc::new(self.snapshot(tenant).await?))
+    }
+
+    /// [`SearchService::sources`], not yet shared.
+    async fn snapshot(&self, tenant: &TenantId) -> Result<Sources, SearchError> {
         let inner = Arc::clone(&self.inner);
         let tenant = tenant.clone();
         // Cloning the head's piece lists is proportional to the live traces: not for an
@@ -222,7 +228,7 @@ impl SearchService {
             Sources::new(snapshot.traces.into_iter().collect(), blocks)
         })
         .await?;
-        Ok(Arc::new(sources))
+        Ok(sources)
     }
 
     fn block_selection(&self, range: TimeRange) -> BlockSelection {
