@@ -460,6 +460,10 @@ impl MetricsEvaluator {
     }
 }
 
+/// Series of a leaf few enough to be compared one by one with a span's `by()` values
+/// before its key is built and looked up.
+const PROBED_SERIES: usize = 8;
+
 /// Rounds up to a power of two, Tempo's `Log2Bucketize`; values below 2 have no bucket.
 fn log2_bucket(v: u64) -> Option<u64> {
     if v < 2 {
@@ -572,22 +576,30 @@ impl LeafState {
 
         let histogram = matches!(leaf.func, MetricsFn::HistogramOverTime(_));
         let bucket_key = histogram.then(|| GroupKey::Float(bucket.unwrap_or(0.0).to_bits()));
-        // Consecutive spans mostly fall in the series of the span before: checking it
-        // first, value by value, spares collecting the `by()` values and building
-        // (allocating) the key for every span.
-        let same_as_last = self.last_slot.is_some_and(|slot| {
-            let last = &self.series[slot].key;
-            last.len() == leaf.by.len() + usize::from(histogram)
+        // Consecutive spans mostly fall in the series of the span before, or in one of
+        // a few: checking those first, value by value, spares collecting the `by()`
+        // values and building (allocating) and hashing the key for every span.
+        let is_key = |key: &[GroupKey]| {
+            key.len() == leaf.by.len() + usize::from(histogram)
                 && leaf
                     .by
                     .iter()
-                    .zip(last)
+                    .zip(key)
                     .all(|((_, f), k)| span.field(f).has_group_key(k))
-                && bucket_key.as_ref().is_none_or(|b| last.last() == Some(b))
-        });
-        let cached = self.last_slot.filter(|_| same_as_last);
+                && bucket_key.as_ref().is_none_or(|b| key.last() == Some(b))
+        };
+        let cached = match self.last_slot {
+            Some(slot) if is_key(&self.series[slot].key) => Some(slot),
+            _ if self.series.len() <= PROBED_SERIES => {
+                self.series.iter().position(|series| is_key(&series.key))
+            }
+            _ => None,
+        };
         let slot = match cached {
-            Some(slot) => slot,
+            Some(slot) => {
+                self.last_slot = Some(slot);
+                slot
+            }
             None => {
                 let by_values: Vec<Val<'_>> = leaf.by.iter().map(|(_, f)| span.field(f)).collect();
                 let mut key: Vec<GroupKey> = by_values.iter().map(Val::group_key).collect();
