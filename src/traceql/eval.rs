@@ -415,31 +415,46 @@ impl CExpr {
     }
 
     pub(crate) fn eval<'a>(&'a self, view: &TraceView<'a>, i: u32) -> Val<'a> {
+        self.eval_fields(&|field| view.field(i, field))
+    }
+
+    /// Evaluates against one span whose fields `field` reads: spans of a trace, or rows
+    /// of columnar storage (span-local expressions only there).
+    pub(crate) fn eval_fields<'a, F>(&'a self, field: &F) -> Val<'a>
+    where
+        F: Fn(&FieldRef) -> Val<'a>,
+    {
         match self {
             CExpr::Literal(value) => Val::from_literal(value),
-            CExpr::Field(field) => view.field(i, field),
-            CExpr::Not(inner) => match inner.eval(view, i) {
+            CExpr::Field(f) => field(f),
+            CExpr::Not(inner) => match inner.eval_fields(field) {
                 Val::Bool(b) => Val::Bool(!b),
                 _ => Val::Nil,
             },
-            CExpr::Neg(inner) => negate(&inner.eval(view, i)),
+            CExpr::Neg(inner) => negate(&inner.eval_fields(field)),
             CExpr::Logic { and, lhs, rhs } => {
-                let left = lhs.eval(view, i).is_true();
+                let left = lhs.eval_fields(field).is_true();
                 // Short-circuit: the right side has no side effects.
                 Val::Bool(if *and {
-                    left && rhs.eval(view, i).is_true()
+                    left && rhs.eval_fields(field).is_true()
                 } else {
-                    left || rhs.eval(view, i).is_true()
+                    left || rhs.eval_fields(field).is_true()
                 })
             }
-            CExpr::Compare { op, lhs, rhs } => {
-                Val::Bool(compare(*op, &lhs.eval(view, i), &rhs.eval(view, i)))
+            CExpr::Compare { op, lhs, rhs } => Val::Bool(compare(
+                *op,
+                &lhs.eval_fields(field),
+                &rhs.eval_fields(field),
+            )),
+            CExpr::Arith { op, lhs, rhs } => {
+                arith(*op, &lhs.eval_fields(field), &rhs.eval_fields(field))
             }
-            CExpr::Arith { op, lhs, rhs } => arith(*op, &lhs.eval(view, i), &rhs.eval(view, i)),
             CExpr::Regex { lhs, regex, negate } => {
-                Val::Bool(match_regex(&lhs.eval(view, i), regex, *negate))
+                Val::Bool(match_regex(&lhs.eval_fields(field), regex, *negate))
             }
-            CExpr::Exists { expr, exists } => Val::Bool(expr.eval(view, i).is_nil() != *exists),
+            CExpr::Exists { expr, exists } => {
+                Val::Bool(expr.eval_fields(field).is_nil() != *exists)
+            }
         }
     }
 
@@ -507,6 +522,35 @@ impl CSpanset {
                     .collect::<Result<_, _>>()?,
             ),
         })
+    }
+
+    /// Whether a span-local expression (filters joined by `||` or `|`, plus `select()`)
+    /// selects the span whose fields `field` reads; `None` for expressions where that
+    /// depends on other spans.
+    pub(crate) fn selects_span<'a, F>(&'a self, field: &F) -> Option<bool>
+    where
+        F: Fn(&FieldRef) -> Val<'a>,
+    {
+        match self {
+            CSpanset::Filter(expr) => Some(expr.eval_fields(field).is_true()),
+            CSpanset::Op {
+                op: SpansetOp::Union,
+                lhs,
+                rhs,
+            } => Some(lhs.selects_span(field)? || rhs.selects_span(field)?),
+            CSpanset::Op { .. } => None,
+            CSpanset::Pipeline(stages) => {
+                let mut selected = true;
+                for stage in stages {
+                    match stage {
+                        CStage::Spanset(expr) => selected &= expr.selects_span(field)?,
+                        CStage::Select => {}
+                        _ => return None,
+                    }
+                }
+                Some(selected)
+            }
+        }
     }
 
     /// Runs the expression over the input spansets of one trace.

@@ -337,13 +337,18 @@ impl MetricsEvaluator {
                     let Some(interval) = self.intervals.index(start) else {
                         continue;
                     };
+                    if let (Some(compare), Some(filter)) =
+                        (&mut state.compare, &leaf.compare_filter)
+                    {
+                        compare.observe(filter, &view, i, interval, self.intervals.count);
+                        continue;
+                    }
                     let want_exemplar = !exemplar_taken
                         && self.exemplar_traces.len() < self.params.max_exemplars
                         && !self.exemplar_traces.contains(&trace.trace_id);
                     let took = state.observe(
                         leaf,
-                        &view,
-                        i,
+                        &TraceSpan { view: &view, i },
                         interval,
                         &self.intervals,
                         self.params.max_series,
@@ -356,6 +361,61 @@ impl MetricsEvaluator {
                 }
             }
         }
+    }
+
+    /// Observes spans stored outside a [`Trace`] (columnar storage), for queries whose
+    /// every leaf selects and groups spans by the span's own fields (span-local, no
+    /// `compare()`): each leaf's filter is evaluated on the span alone, which for such
+    /// queries is what evaluating its trace would select. `ids`: the spans' trace and
+    /// span IDs were read, so they may become exemplars.
+    pub(crate) fn observe_spans<'a, S: SpanFields<'a>>(
+        &mut self,
+        spans: impl IntoIterator<Item = S>,
+        ids: bool,
+    ) {
+        let query = Arc::clone(&self.query);
+        let Plan::Metrics(expr) = &query.plan else {
+            return;
+        };
+        let mut leaves = Vec::new();
+        expr.leaves(&mut leaves);
+        for span in spans {
+            self.inspected_spans += 1;
+            let Some(interval) = self.intervals.index(span.start_unix_nanos()) else {
+                continue;
+            };
+            for (leaf, state) in leaves.iter().zip(self.leaves.iter_mut()) {
+                // `None`: not span-local, so not for this method; nothing is selected.
+                let selected = leaf.compare_filter.is_none()
+                    && leaf
+                        .source
+                        .selects_span(&|field| span.field(field))
+                        .unwrap_or(false);
+                if !selected {
+                    continue;
+                }
+                let want_exemplar = ids
+                    && self.exemplar_traces.len() < self.params.max_exemplars
+                    && !self.exemplar_traces.contains(span.trace_id());
+                let took = state.observe(
+                    leaf,
+                    &span,
+                    interval,
+                    &self.intervals,
+                    self.params.max_series,
+                    want_exemplar,
+                );
+                if took {
+                    self.exemplar_traces.insert(span.trace_id().to_vec());
+                }
+            }
+        }
+    }
+
+    /// Whether a span observed now with its IDs could become an exemplar: below
+    /// `max_exemplars`, so reading the IDs is worth it.
+    pub(crate) fn wants_exemplars(&self) -> bool {
+        self.exemplar_traces.len() < self.params.max_exemplars
     }
 
     /// Adds what another evaluator of the same query and parameters observed, so
@@ -400,6 +460,10 @@ impl MetricsEvaluator {
     }
 }
 
+/// Series of a leaf few enough to be compared one by one with a span's `by()` values
+/// before its key is built and looked up.
+const PROBED_SERIES: usize = 8;
+
 /// Rounds up to a power of two, Tempo's `Log2Bucketize`; values below 2 have no bucket.
 fn log2_bucket(v: u64) -> Option<u64> {
     if v < 2 {
@@ -415,6 +479,38 @@ fn bucket_of(value: &Val<'_>) -> Option<f64> {
         Val::Dur(d) => log2_bucket(u64::try_from(*d).ok()?).map(|b| b as f64 / 1e9),
         Val::Int(i) => log2_bucket(u64::try_from(*i).ok()?).map(|b| b as f64),
         _ => None,
+    }
+}
+
+/// A span as metrics read it: its fields, its start, and the IDs an exemplar names.
+pub(crate) trait SpanFields<'a> {
+    fn field(&self, field: &FieldRef) -> Val<'a>;
+    fn start_unix_nanos(&self) -> u64;
+    fn trace_id(&self) -> &[u8];
+    fn span_id(&self) -> &[u8];
+}
+
+/// Span `i` of a trace.
+struct TraceSpan<'v, 't> {
+    view: &'v TraceView<'t>,
+    i: u32,
+}
+
+impl<'t> SpanFields<'t> for TraceSpan<'_, 't> {
+    fn field(&self, field: &FieldRef) -> Val<'t> {
+        self.view.field(self.i, field)
+    }
+
+    fn start_unix_nanos(&self) -> u64 {
+        self.view.span(self.i).start_unix_nanos
+    }
+
+    fn trace_id(&self) -> &[u8] {
+        &self.view.trace.trace_id
+    }
+
+    fn span_id(&self) -> &[u8] {
+        &self.view.span(self.i).span_id
     }
 }
 
@@ -450,23 +546,17 @@ impl LeafState {
         }
     }
 
-    /// Adds span `i`; returns whether an exemplar was recorded.
-    #[allow(clippy::too_many_arguments)]
-    fn observe(
+    /// Adds a span (not for `compare()`); returns whether an exemplar was recorded.
+    fn observe<'a>(
         &mut self,
         leaf: &CMetricsQuery,
-        view: &TraceView<'_>,
-        i: u32,
+        span: &impl SpanFields<'a>,
         interval: usize,
         intervals: &Intervals,
         max_series: usize,
         want_exemplar: bool,
     ) -> bool {
-        if let (Some(compare), Some(filter)) = (&mut self.compare, &leaf.compare_filter) {
-            compare.observe(filter, view, i, interval, intervals.count);
-            return false;
-        }
-        let field_value = leaf.func.field().map(|f| view.field(i, &f.field));
+        let field_value = leaf.func.field().map(|f| span.field(&f.field));
         let (bucket, value) = match &leaf.func {
             MetricsFn::Rate | MetricsFn::CountOverTime => (None, None),
             MetricsFn::HistogramOverTime(_) | MetricsFn::QuantileOverTime(..) => {
@@ -486,25 +576,32 @@ impl LeafState {
 
         let histogram = matches!(leaf.func, MetricsFn::HistogramOverTime(_));
         let bucket_key = histogram.then(|| GroupKey::Float(bucket.unwrap_or(0.0).to_bits()));
-        // Consecutive spans mostly fall in the series of the span before: checking it
-        // first, value by value, spares collecting the `by()` values and building
-        // (allocating) the key for every span.
-        let same_as_last = self.last_slot.is_some_and(|slot| {
-            let last = &self.series[slot].key;
-            last.len() == leaf.by.len() + usize::from(histogram)
+        // Consecutive spans mostly fall in the series of the span before, or in one of
+        // a few: checking those first, value by value, spares collecting the `by()`
+        // values and building (allocating) and hashing the key for every span.
+        let is_key = |key: &[GroupKey]| {
+            key.len() == leaf.by.len() + usize::from(histogram)
                 && leaf
                     .by
                     .iter()
-                    .zip(last)
-                    .all(|((_, f), k)| view.field(i, f).has_group_key(k))
-                && bucket_key.as_ref().is_none_or(|b| last.last() == Some(b))
-        });
-        let cached = self.last_slot.filter(|_| same_as_last);
+                    .zip(key)
+                    .all(|((_, f), k)| span.field(f).has_group_key(k))
+                && bucket_key.as_ref().is_none_or(|b| key.last() == Some(b))
+        };
+        let cached = match self.last_slot {
+            Some(slot) if is_key(&self.series[slot].key) => Some(slot),
+            _ if self.series.len() <= PROBED_SERIES => {
+                self.series.iter().position(|series| is_key(&series.key))
+            }
+            _ => None,
+        };
         let slot = match cached {
-            Some(slot) => slot,
+            Some(slot) => {
+                self.last_slot = Some(slot);
+                slot
+            }
             None => {
-                let by_values: Vec<Val<'_>> =
-                    leaf.by.iter().map(|(_, f)| view.field(i, f)).collect();
+                let by_values: Vec<Val<'_>> = leaf.by.iter().map(|(_, f)| span.field(f)).collect();
                 let mut key: Vec<GroupKey> = by_values.iter().map(Val::group_key).collect();
                 key.extend(bucket_key);
                 if let Some(&slot) = self.index.get(&key) {
@@ -532,22 +629,21 @@ impl LeafState {
         let series = &mut self.series[slot];
         series.data.add(interval, value.unwrap_or(0.0), bucket);
         if want_exemplar {
-            let span = view.span(i);
             series.exemplars.push((
                 interval,
                 Exemplar {
                     labels: vec![
                         (
                             "trace:id".to_string(),
-                            Value::String(trace_id_hex(&view.trace.trace_id)),
+                            Value::String(trace_id_hex(span.trace_id())),
                         ),
                         (
                             "span:id".to_string(),
-                            Value::String(span_id_hex(&span.span_id)),
+                            Value::String(span_id_hex(span.span_id())),
                         ),
                     ],
                     value: value.unwrap_or(f64::NAN),
-                    timestamp_ms: i64::try_from(span.start_unix_nanos / 1_000_000)
+                    timestamp_ms: i64::try_from(span.start_unix_nanos() / 1_000_000)
                         .unwrap_or(i64::MAX),
                 },
             ));

@@ -243,7 +243,7 @@ impl Projection {
     }
 }
 
-fn column<'a, T: Array + 'static>(
+pub(crate) fn column<'a, T: Array + 'static>(
     batch: &'a RecordBatch,
     name: &'static str,
 ) -> Result<&'a T, ConvertError> {
@@ -255,7 +255,7 @@ fn column<'a, T: Array + 'static>(
         .ok_or(ConvertError::ColumnType(name))
 }
 
-fn optional_column<'a, T: Array + 'static>(
+pub(crate) fn optional_column<'a, T: Array + 'static>(
     batch: &'a RecordBatch,
     name: &'static str,
 ) -> Result<Option<&'a T>, ConvertError> {

@@ -11,13 +11,14 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::tenant::TenantId;
 use crate::traceql::ast::QueryBody;
 use crate::traceql::{
-    CompiledQuery, FetchError, FetchRequest, MetricsEvaluator, MetricsParams, MetricsResult,
-    SpansetFetcher, Trace, TraceBatches,
+    CompiledQuery, EngineError, FetchError, FetchRequest, MetricsEvaluator, MetricsParams,
+    MetricsResult, SpansetFetcher, Trace, TraceBatches,
 };
 
+use super::columnar::{metrics_columns, observe_blocks, ColumnarScan};
 use super::convert::Projection;
 use super::plan::{is_span_local_metrics, projection, span_local_projection};
-use super::scan::{scan, Assembly, ScanStats, TraceSink};
+use super::scan::{scan, Assembly, ScanStats, Sources, TraceSink};
 use super::{SearchError, SearchService, TimeRange};
 
 /// Batches buffered between the scan and the consumer: enough to keep both busy, few
@@ -39,6 +40,8 @@ pub struct StoreFetcher {
     whole_traces: bool,
     /// Columns to read instead of those the request's fields need.
     columns: Option<Projection>,
+    /// What to read instead of a snapshot of the tenant's data taken per fetch.
+    sources: Option<Arc<Sources>>,
     stats: Arc<Mutex<ScanStats>>,
 }
 
@@ -51,6 +54,7 @@ impl StoreFetcher {
             range,
             whole_traces: true,
             columns: None,
+            sources: None,
             stats: Arc::new(Mutex::new(ScanStats::default())),
         }
     }
@@ -65,6 +69,12 @@ impl StoreFetcher {
     /// spans it looks at.
     pub(crate) fn with_columns(mut self, columns: Projection) -> StoreFetcher {
         self.columns = Some(columns);
+        self
+    }
+
+    /// Reads these sources rather than the tenant's data as it is when fetching.
+    pub(crate) fn with_sources(mut self, sources: Arc<Sources>) -> StoreFetcher {
+        self.sources = Some(sources);
         self
     }
 
@@ -118,7 +128,10 @@ impl Drop for ChannelBatches {
 #[async_trait]
 impl SpansetFetcher for StoreFetcher {
     async fn fetch(&self, request: &FetchRequest) -> Result<Box<dyn TraceBatches>, FetchError> {
-        let sources = self.service.sources(&self.tenant).await?;
+        let sources = match &self.sources {
+            Some(sources) => Arc::clone(sources),
+            None => self.service.sources(&self.tenant).await?,
+        };
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let sink: Arc<dyn TraceSink> = Arc::new(ChannelSink { tx });
         let assembly = if self.whole_traces {
@@ -168,7 +181,7 @@ impl SearchService {
         // leave the other CPUs waiting on it.
         let new_evaluator = || MetricsEvaluator::new(Arc::clone(&query), params.clone());
         let mut merged = new_evaluator()?;
-        let mut idle = (0..self.inner.parallelism.max(1))
+        let idle = (0..self.inner.parallelism.max(1))
             .map(|_| new_evaluator())
             .collect::<Result<Vec<_>, _>>()?;
         let request = merged.fetch_request();
@@ -177,36 +190,40 @@ impl SearchService {
             end_unix_nanos: request.end_unix_nanos,
         };
         let mut fetcher = StoreFetcher::new(self.clone(), tenant.clone(), range);
-        if matches!(&query.query().body, QueryBody::Metrics(expr) if is_span_local_metrics(expr)) {
-            let columns = span_local_projection(&request, params_exemplars > 0);
-            fetcher = fetcher.pieces().with_columns(columns);
+        let mut columnar = None;
+        if let QueryBody::Metrics(expr) = &query.query().body {
+            if is_span_local_metrics(expr) {
+                let columns = span_local_projection(&request, params_exemplars > 0);
+                fetcher = fetcher.pieces().with_columns(columns);
+            }
+            if let Some(columns) = metrics_columns(expr, &request) {
+                // Blocks are read column by column, the head by the scan: both from one
+                // snapshot, so that no span is counted twice or missed.
+                let mut sources = self.snapshot(tenant).await?;
+                let blocks = std::mem::take(&mut sources.blocks);
+                fetcher = fetcher.with_sources(Arc::new(sources));
+                columnar = Some((Sources::new(Vec::new(), blocks), columns));
+            }
         }
-        let mut batches = fetcher.fetch(&request).await.map_err(fetch_failed)?;
-        let mut running = JoinSet::new();
-        while let Some(batch) = batches.next_batch().await.map_err(fetch_failed)? {
-            let mut evaluator = match idle.pop() {
-                Some(evaluator) => evaluator,
-                // Every evaluator is busy: wait for one (evaluators are either idle or
-                // running, so the set is not empty).
-                None => match running.join_next().await {
-                    Some(done) => done?,
-                    None => new_evaluator()?,
-                },
+        let mut idle = observe_fetched(&fetcher, &request, idle, &new_evaluator).await?;
+        let mut stats = fetcher.stats();
+        if let Some((blocks, columns)) = columnar {
+            let scan = ColumnarScan {
+                request: &request,
+                columns,
+                parallelism: self.inner.parallelism,
+                query: Arc::clone(&query),
+                params: params.clone(),
             };
-            running.spawn_blocking(move || {
-                evaluator.observe(&batch);
-                evaluator
-            });
-        }
-        while let Some(done) = running.join_next().await {
-            idle.push(done?);
+            let (pool, block_stats) = observe_blocks(&blocks, scan, idle).await?;
+            idle = pool;
+            stats.add(&block_stats);
         }
         let result = tokio::task::spawn_blocking(move || {
             idle.into_iter().for_each(|other| merged.merge(other));
             merged.finish()
         })
         .await?;
-        let stats = fetcher.stats();
         tracing::debug!(
             tenant = %tenant,
             series = result.series.len(),
@@ -216,6 +233,37 @@ impl SearchService {
         );
         Ok(MetricsOutcome { result, stats })
     }
+}
+
+/// Feeds what `fetcher` finds to the `idle` evaluators, each batch to one on a blocking
+/// thread, and returns them once all are done.
+async fn observe_fetched(
+    fetcher: &StoreFetcher,
+    request: &FetchRequest,
+    mut idle: Vec<MetricsEvaluator>,
+    new_evaluator: &(dyn Fn() -> Result<MetricsEvaluator, EngineError> + Sync),
+) -> Result<Vec<MetricsEvaluator>, SearchError> {
+    let mut batches = fetcher.fetch(request).await.map_err(fetch_failed)?;
+    let mut running = JoinSet::new();
+    while let Some(batch) = batches.next_batch().await.map_err(fetch_failed)? {
+        let mut evaluator = match idle.pop() {
+            Some(evaluator) => evaluator,
+            // Every evaluator is busy: wait for one (evaluators are either idle or
+            // running, so the set is not empty).
+            None => match running.join_next().await {
+                Some(done) => done?,
+                None => new_evaluator()?,
+            },
+        };
+        running.spawn_blocking(move || {
+            evaluator.observe(&batch);
+            evaluator
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        idle.push(done?);
+    }
+    Ok(idle)
 }
 
 fn fetch_failed(error: FetchError) -> SearchError {

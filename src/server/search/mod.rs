@@ -27,6 +27,9 @@
 //!     → a sink on the blocking thread: the TraceQL engine (SearchEvaluator per batch,
 //!          MetricsEvaluator behind the SpansetFetcher seam in fetcher.rs, tag
 //!          collectors in tags.rs)
+//!   · metrics whose filters and by() read only a span's own columns (columnar.rs):
+//!          the head as above; blocks one row group at a time, only those columns,
+//!          each row observed as a span without building one
 //!   ← results + ScanStats → Tempo JSON (api/search_json.rs)
 //! ```
 //!
@@ -53,11 +56,15 @@
 //! - **Span-local queries** (see plan.rs) let the scan drop pieces that do not match
 //!   without assembling their trace, and let metrics count spans piece by piece: each
 //!   span lives in exactly one piece, so sums are exact (tempo-vulture's invariant:
-//!   `count_over_time` sums to the search's `matched`).
+//!   `count_over_time` sums to the search's `matched`). When such metrics read only
+//!   columns of the span itself (duration, name, status, kind, service name), a block
+//!   row is that span, and blocks are read column by column; their traces are then not
+//!   counted in `inspectedTraces`.
 //! - **Tags**: names and values of whole blocks overlapping the range, plus the head;
 //!   with a `q` filter, of the spans it selects. Under a `limit`, the smallest names or
 //!   values are kept, so the answer does not depend on which block scan finished first.
 
+mod columnar;
 mod convert;
 mod fetcher;
 mod find;
@@ -202,6 +209,11 @@ impl SearchService {
     /// under the head lock, which a flush takes to drop a cut once its blocks are
     /// registered, so every span is in exactly one of them.
     async fn sources(&self, tenant: &TenantId) -> Result<Arc<Sources>, SearchError> {
+        Ok(Arc::new(self.snapshot(tenant).await?))
+    }
+
+    /// [`SearchService::sources`], not yet shared.
+    async fn snapshot(&self, tenant: &TenantId) -> Result<Sources, SearchError> {
         let inner = Arc::clone(&self.inner);
         let tenant = tenant.clone();
         // Cloning the head's piece lists is proportional to the live traces: not for an
@@ -222,7 +234,7 @@ impl SearchService {
             Sources::new(snapshot.traces.into_iter().collect(), blocks)
         })
         .await?;
-        Ok(Arc::new(sources))
+        Ok(sources)
     }
 
     fn block_selection(&self, range: TimeRange) -> BlockSelection {

@@ -335,6 +335,19 @@ pub(crate) fn selected_blocks(
     selected
 }
 
+/// The totals of reading the selected blocks, one job each.
+pub(crate) fn selection_stats(sources: &Sources, selected: &[usize]) -> ScanStats {
+    ScanStats {
+        total_blocks: selected.len() as u64,
+        total_block_bytes: selected
+            .iter()
+            .map(|&i| sources.blocks[i].meta().data_size_bytes)
+            .sum(),
+        total_jobs: selected.len() as u64,
+        ..ScanStats::default()
+    }
+}
+
 /// Runs a scan to completion (or until the sink stops it).
 ///
 /// # Errors
@@ -383,13 +396,8 @@ pub(crate) async fn scan(
         .map(|start| start..(start + HEAD_CHUNK).min(sources.head.len()))
         .collect();
     let stats = ScanStats {
-        total_blocks: selected.len() as u64,
-        total_block_bytes: selected
-            .iter()
-            .map(|&i| sources.blocks[i].meta().data_size_bytes)
-            .sum(),
         total_jobs: (head_chunks.len() + selected.len()) as u64,
-        ..ScanStats::default()
+        ..selection_stats(&sources, &selected)
     };
     let row_filter = RowFilter::new(&piece);
     let context = Arc::new(ScanContext {

@@ -526,6 +526,33 @@ fn engine_model(traces: &[TracePieces]) -> Vec<crate::traceql::Trace> {
 }
 
 impl Store {
+    /// A metrics query over pieces of traces decoded into spans (the scan the service
+    /// uses for span-local metrics that need more than the columns of a span).
+    async fn metrics_by_pieces(
+        &self,
+        query: &Arc<crate::traceql::CompiledQuery>,
+        params: &MetricsParams,
+    ) -> crate::traceql::MetricsResult {
+        use crate::traceql::{MetricsEvaluator, SpansetFetcher};
+        let mut evaluator = MetricsEvaluator::new(Arc::clone(query), params.clone()).unwrap();
+        let request = evaluator.fetch_request();
+        let fetcher = StoreFetcher::new(
+            self.service.clone(),
+            tenant(),
+            TimeRange::Window {
+                start_unix_nanos: request.start_unix_nanos,
+                end_unix_nanos: request.end_unix_nanos,
+            },
+        )
+        .pieces()
+        .with_columns(super::plan::span_local_projection(&request, false));
+        let mut batches = fetcher.fetch(&request).await.unwrap();
+        while let Some(batch) = batches.next_batch().await.unwrap() {
+            evaluator.observe(&batch);
+        }
+        evaluator.finish()
+    }
+
     /// The service's search over `[start, end]` returns exactly what the engine finds in
     /// `model`, which must find something.
     async fn assert_search_as_engine(
@@ -644,22 +671,51 @@ async fn scans_agree_with_the_engine_over_all_traces() {
         }
     }
 
-    for query in [
-        "{ } | count_over_time() by (resource.service.name)",
-        "{ status = error } | rate() by (span.http.route, kind)",
-        "{ duration > 10ms } | histogram_over_time(duration) by (resource.service.name)",
+    let metrics_params = |max_exemplars| MetricsParams {
+        start_unix_nanos: window_start,
+        end_unix_nanos: window_end,
+        step_nanos: 60 * SECOND,
+        instant: false,
+        max_series: 1000,
+        max_exemplars,
+    };
+    for (query, columnar) in [
+        ("{ } | count_over_time() by (resource.service.name)", true),
+        ("{ } | rate() by (resource.service.name)", true),
+        ("{ status = error } | count_over_time() by (name, kind)", true),
+        (
+            "{ duration > 10ms && kind = server } | quantile_over_time(duration, 0.5, 0.9) by (resource.service.name)",
+            true,
+        ),
+        (
+            "{ resource.service.name =~ \"pay.*\" } || { status = ok } | max_over_time(duration) by (status)",
+            true,
+        ),
+        (
+            "{ statusMessage != \"\" } | { kind != client } | count_over_time() by (statusMessage)",
+            true,
+        ),
+        ("{ } | histogram_over_time(duration) by (kind)", true),
+        ("{ } | min_over_time(duration) by (resource.service.name)", true),
+        ("{ status = error } | rate() by (span.http.route, kind)", false),
+        (
+            "{ duration > 10ms } | histogram_over_time(duration) by (resource.service.name)",
+            true,
+        ),
+        ("{ .service.name = \"payment\" } | rate()", false),
     ] {
         let compiled = Arc::new(compile(query).unwrap());
-        let params = MetricsParams {
-            start_unix_nanos: window_start,
-            end_unix_nanos: window_end,
-            step_nanos: 60 * SECOND,
-            instant: false,
-            max_series: 1000,
-            max_exemplars: 0,
-        };
+        let params = metrics_params(0);
         let mut evaluator = MetricsEvaluator::new(Arc::clone(&compiled), params.clone()).unwrap();
         let request = evaluator.fetch_request();
+        let crate::traceql::ast::QueryBody::Metrics(expr) = &compiled.query().body else {
+            panic!("{query}: not metrics");
+        };
+        assert_eq!(
+            super::columnar::metrics_columns(expr, &request).is_some(),
+            columnar,
+            "{query}"
+        );
         let in_range: Vec<Trace> = model
             .iter()
             .filter(|t| {
@@ -673,13 +729,77 @@ async fn scans_agree_with_the_engine_over_all_traces() {
         let expected = evaluator.finish();
         let found = store
             .service
-            .query_range(&tenant(), compiled, params)
+            .query_range(&tenant(), Arc::clone(&compiled), params.clone())
             .await
             .unwrap()
             .result;
         assert!(!expected.series.is_empty(), "{query}: no data to compare");
         assert_eq!(found.series, expected.series, "{query}");
+        // The same blocks and head, every span decoded and observed in its piece: what
+        // the service does for metrics that need more than the span's own columns.
+        let scanned = store.metrics_by_pieces(&compiled, &params).await;
+        assert_eq!(found.series, scanned.series, "{query}: columns vs pieces");
     }
+
+    // Exemplars from columns name a span of the series, one per trace, within the
+    // bound.
+    let compiled = Arc::new(compile("{ } | rate() by (resource.service.name)").unwrap());
+    let found = store
+        .service
+        .query_range(&tenant(), compiled, metrics_params(25))
+        .await
+        .unwrap()
+        .result;
+    let spans: std::collections::HashMap<(String, String), &crate::traceql::Span> = model
+        .iter()
+        .flat_map(|t| {
+            t.spans.iter().map(|s| {
+                (
+                    (
+                        crate::traceql::model::trace_id_hex(&t.trace_id),
+                        crate::traceql::model::span_id_hex(&s.span_id),
+                    ),
+                    s,
+                )
+            })
+        })
+        .collect();
+    let mut exemplar_traces = std::collections::HashSet::new();
+    for series in &found.series {
+        for exemplar in &series.exemplars {
+            let id = |key: &str| {
+                exemplar
+                    .labels
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| match v {
+                        crate::traceql::Value::String(s) => s.clone(),
+                        other => panic!("{key}: {other:?}"),
+                    })
+                    .unwrap()
+            };
+            let (trace, span) = (id("trace:id"), id("span:id"));
+            let stored = spans[&(trace.clone(), span)];
+            assert_eq!(
+                exemplar.timestamp_ms,
+                (stored.start_unix_nanos / 1_000_000) as i64
+            );
+            let service = stored.resource.service_name().unwrap().to_string();
+            assert_eq!(
+                series.labels,
+                vec![(
+                    "resource.service.name".to_string(),
+                    crate::traceql::Value::String(service)
+                )]
+            );
+            assert!(exemplar_traces.insert(trace), "one exemplar per trace");
+        }
+    }
+    assert!(
+        (1..=25).contains(&exemplar_traces.len()),
+        "{} exemplars",
+        exemplar_traces.len()
+    );
 
     // Tag values read lean columns too; twice, the second time from the cache.
     let string_values = |get: &dyn Fn(&crate::traceql::Span) -> Option<String>| {
