@@ -1,0 +1,411 @@
+"""The Ansible roles and observability.yml (ansible/), run for real.
+
+- Fast, no Incus: ansible-lint (production profile) and `ansible-playbook --syntax-check`.
+- Against the local Incus (harness: incus_support): the playbook creates its own
+  containers (names start with the harness's `spoor-t-` prefix) on a test bridge with
+  static addresses, installs the spoor packages from local .deb files (air-gapped, as the
+  containers have no network), and provisions a "Grafana host" container (Grafana itself is
+  not installable here: the test checks the files it would read). Then: both units active,
+  a trace sent through the collector comes back from the server, the Grafana files parse
+  and carry the addresses; a second run and `--check --diff` change nothing; bad variables
+  fail before any restart, naming the variable; a version bump upgrades under load with no
+  acknowledged span lost; `state: absent` uninstalls; the containers are deleted.
+
+The packages come from `make deb` (incus_support.spoor_packages(); SPOOR_PKG_TARGET_DIR
+points at another cargo target directory). Without them the Incus tests are skipped.
+"""
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import requests
+import yaml
+
+import incus_support
+from collector_support import Load, verify_delivery
+from incus_support import Bridge, incus, run
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = REPO / "ansible"
+BIN = pathlib.Path(sys.executable).parent
+
+SERVER_UNIT = "spoor-server.service"
+COLLECTOR_UNIT = "spoor-collector.service"
+RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def ansible_env():
+    env = dict(os.environ)
+    env.update({
+        "PATH": f"{BIN}:{env.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_HOME": str(pathlib.Path.home() / ".cache/spoor-ansible"),
+        "ANSIBLE_LOCAL_TEMP": str(pathlib.Path.home() / ".cache/spoor-ansible/tmp"),
+    })
+    # spoor-server and spoor-collector read every SPOOR_ variable as a configuration key;
+    # none of the test's must leak into the play (it runs `--check-config` locally only
+    # inside containers, but keep the environment clean anyway).
+    return {k: v for k, v in env.items() if not k.startswith("SPOOR_")}
+
+
+def playbook(*args, inventory=None, timeout=1800):
+    cmd = [str(BIN / "ansible-playbook")]
+    if inventory:
+        cmd += ["-i", str(inventory)]
+    cmd += ["observability.yml", *args]
+    return subprocess.run(cmd, cwd=ANSIBLE_DIR, env=ansible_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def recap(result):
+    """{host: {"ok", "changed", "unreachable", "failed"}} from the PLAY RECAP."""
+    return {m[1]: dict(ok=int(m[2]), changed=int(m[3]), unreachable=int(m[4]), failed=int(m[5]))
+            for m in RECAP.finditer(result.stdout)}
+
+
+def describe(result):
+    return f"rc={result.returncode}\nstdout (tail):\n{result.stdout[-12000:]}\nstderr:\n{result.stderr[-4000:]}"
+
+
+# --- Fast checks --------------------------------------------------------------------------
+
+def test_ansible_lint_production_profile():
+    res = subprocess.run([str(BIN / "ansible-lint"), "--profile", "production", "--offline"],
+                         cwd=ANSIBLE_DIR, env=ansible_env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-8000:] + res.stderr[-8000:]
+    assert "Profile 'production' was required, and it passed" in res.stdout + res.stderr
+
+
+def test_syntax_check():
+    res = playbook("--syntax-check", inventory=ANSIBLE_DIR / "inventories/example/hosts.yml")
+    assert res.returncode == 0, describe(res)
+
+
+def test_every_role_has_defaults_argument_specs_and_meta():
+    for role in ("spoor_incus", "spoor_server", "spoor_collector", "spoor_grafana"):
+        root = ANSIBLE_DIR / "roles" / role
+        defaults = yaml.safe_load((root / "defaults/main.yml").read_text())
+        specs = yaml.safe_load((root / "meta/argument_specs.yml").read_text())["argument_specs"]
+        meta = yaml.safe_load((root / "meta/main.yml").read_text())
+        assert meta["galaxy_info"]["role_name"] == role
+        assert all(name.startswith(role + "_") for name in defaults), f"{role}: unprefixed default"
+        documented = {name for entry in specs.values() for name in entry.get("options", {})}
+        assert set(defaults) <= documented, f"{role}: not in argument_specs: {set(defaults) - documented}"
+
+
+# --- The real run ----------------------------------------------------------------------------
+
+def _deb_version(path):
+    return subprocess.run(["dpkg-deb", "-f", str(path), "Version"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def repack_deb(deb, version, dest_dir):
+    """The same package with another upstream version (revision 1), as a release would be."""
+    work = dest_dir / f"repack-{uuid.uuid4().hex[:6]}"
+    run(["dpkg-deb", "-R", str(deb), str(work)])
+    control = work / "DEBIAN/control"
+    text = re.sub(r"^Version: .*$", f"Version: {version}-1", control.read_text(), flags=re.M)
+    control.write_text(text)
+    package = re.search(r"^Package: (.*)$", text, re.M)[1]
+    arch = re.search(r"^Architecture: (.*)$", text, re.M)[1]
+    out = dest_dir / f"{package}_{version}-1_{arch}.deb"
+    run(["dpkg-deb", "--root-owner-group", "-b", str(work), str(out)])
+    shutil.rmtree(work)
+    return out
+
+
+class Appliance:
+    """The test inventory and what the playbook built from it."""
+
+    def __init__(self, tmp, bridge, debs):
+        self.tmp = tmp
+        self.bridge = bridge
+        suffix = uuid.uuid4().hex[:6]
+        self.names = {role: f"{incus_support.NAME_PREFIX}{suffix}-{role}" for role in ("server", "collector", "grafana")}
+        self.ips = {role: str(bridge.allocate()) for role in self.names}
+        self.packages = tmp / "packages"
+        self.packages.mkdir()
+        # Both packages at one version, as a release ships them (the local builds may differ).
+        self.version = "0.1.0"
+        for key in ("server", "collector"):
+            repack_deb(debs[key], self.version, self.packages)
+        self.inventory = tmp / "hosts.yml"
+        self.write_inventory()
+
+    def write_inventory(self, **extra_vars):
+        prefix = self.bridge.network.prefixlen
+
+        def host(role):
+            return {self.names[role]: {"spoor_incus_ipv4_address": f"{self.ips[role]}/{prefix}"}}
+
+        inventory = {"all": {
+            "vars": {
+                "spoor_version": self.version,
+                "spoor_package_source": "local",
+                "spoor_package_dir": str(self.packages),
+                "spoor_server_retention": "3d",
+                "spoor_grafana_prometheus_url": "http://prometheus.test:9090",
+                "spoor_grafana_loki_url": "http://loki.test:3100",
+                "spoor_grafana_tenant": "single-tenant",
+                # No Grafana here: files only, no service to restart, no grafana group.
+                "spoor_grafana_file_group": "root",
+                "spoor_grafana_restart": False,
+                **extra_vars,
+            },
+            "children": {
+                "incus_hosts": {"hosts": {"localhost": {
+                    "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}},
+                "observability": {
+                    "vars": {
+                        "ansible_connection": "community.general.incus",
+                        "ansible_python_interpreter": "/usr/bin/python3",
+                        "spoor_incus_managed": True,
+                        "spoor_incus_image": incus_support.IMAGE_ALIAS,
+                        "spoor_incus_profiles": ["default"],
+                        "spoor_incus_network": self.bridge.name,
+                    },
+                    "children": {
+                        "spoor_servers": {"hosts": host("server")},
+                        "spoor_collectors": {"hosts": host("collector")},
+                        "grafana": {"hosts": host("grafana")},
+                    },
+                },
+            },
+        }}
+        self.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
+
+    def exec(self, role, cmd, check=True, timeout=120):
+        res = subprocess.run(["incus", "exec", self.names[role], "--", "bash", "-c", cmd],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        if check:
+            assert res.returncode == 0, f"{cmd}: rc={res.returncode} {res.stdout} {res.stderr}"
+        return res
+
+    def unit(self, role, unit, *props):
+        out = self.exec(role, f"systemctl show -p {','.join(props)} {unit}").stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def delete(self):
+        for name in self.names.values():
+            run(["incus", "delete", "--force", name], check=False, timeout=120)
+
+
+class ServerEndpoint:
+    def __init__(self, ip):
+        self.api = f"http://{ip}:3200"
+
+
+class CollectorEndpoint:
+    grpc_port = 4317
+    http_port = 4318
+
+
+@pytest.fixture(scope="module")
+def spoor_debs():
+    debs = incus_support.spoor_packages(os.environ.get("SPOOR_PKG_TARGET_DIR"))
+    if not (debs["server"] and debs["collector"]):
+        pytest.skip("no spoor-server/spoor-collector .deb from `make deb` (packaging not merged yet, or not "
+                    "built): set SPOOR_PKG_TARGET_DIR to a cargo target directory holding packages/")
+    return debs
+
+
+@pytest.fixture(scope="module")
+def appliance(incus_ready, spoor_debs, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ansible")
+    with Bridge() as bridge:
+        app = Appliance(tmp, bridge, spoor_debs)
+        try:
+            app.first_run = playbook(inventory=app.inventory)
+            yield app
+        finally:
+            app.delete()
+
+
+def test_first_run_converges(appliance):
+    res = appliance.first_run
+    assert res.returncode == 0, describe(res)
+    hosts = recap(res)
+    assert set(appliance.names.values()) | {"localhost"} <= set(hosts), hosts
+    assert all(h["failed"] == 0 and h["unreachable"] == 0 for h in hosts.values()), hosts
+
+
+def test_containers_created_by_the_play_with_systemd_up(appliance):
+    listed = {i["name"]: i for i in json.loads(incus("list", "--format=json").stdout)}
+    for name in appliance.names.values():
+        assert listed[name]["status"] == "Running"
+    assert appliance.exec("server", "systemctl is-system-running").stdout.strip() in ("running", "degraded")
+
+
+def test_both_units_active_at_the_pinned_version(appliance):
+    for role, unit, package in (("server", SERVER_UNIT, "spoor-server"), ("collector", COLLECTOR_UNIT, "spoor-collector")):
+        props = appliance.unit(role, unit, "ActiveState", "SubState", "UnitFileState")
+        assert props == {"ActiveState": "active", "SubState": "running", "UnitFileState": "enabled"}, props
+        version = appliance.exec(role, f"dpkg-query -W -f '${{Version}}' {package}").stdout
+        assert version == f"{appliance.version}-1"
+
+
+def test_configs_rendered_from_variables_and_inventory(appliance):
+    server = yaml.safe_load(appliance.exec("server", "cat /etc/spoor/server.yaml").stdout)
+    assert server["retention"]["block_retention"] == "3d"
+    assert server["api"]["listen_address"] == "0.0.0.0:3200"
+    collector = yaml.safe_load(appliance.exec("collector", "cat /etc/spoor/collector.yaml").stdout)
+    # One server in spoor_servers: a plain otlp exporter to its address, persistent queue.
+    assert collector["exporters"]["otlp"]["endpoint"] == f"{appliance.ips['server']}:4319"
+    assert collector["exporters"]["otlp"]["sending_queue"]["persistent"]["directory"] == "/var/lib/spoor-collector/queue"
+    assert collector["service"]["pipelines"]["traces"]["exporters"] == ["otlp"]
+    mode = appliance.exec("server", "stat -c '%U:%G %a' /etc/spoor/server.yaml").stdout.strip()
+    assert mode == "root:spoor 640"
+
+
+def test_a_trace_through_the_collector_comes_back_from_the_server(appliance):
+    trace_id = uuid.uuid4().hex
+    span_id = uuid.uuid4().hex[:16]
+    now = time.time_ns()
+    body = {"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "ansible-test"}}]},
+        "scopeSpans": [{"scope": {"name": "test"}, "spans": [{
+            "traceId": trace_id, "spanId": span_id, "name": "provisioned", "kind": 2,
+            "startTimeUnixNano": str(now), "endTimeUnixNano": str(now + 1_000_000)}]}]}]}
+    response = requests.post(f"http://{appliance.ips['collector']}:4318/v1/traces", json=body, timeout=10)
+    assert response.status_code == 200, response.text
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        got = requests.get(f"http://{appliance.ips['server']}:3200/api/traces/{trace_id}", timeout=10)
+        if got.status_code == 200:
+            assert "provisioned" in got.text and "ansible-test" in got.text
+            return
+        time.sleep(1)
+    pytest.fail(f"trace {trace_id} not readable from the server: {got.status_code} {got.text}")
+
+
+def test_grafana_files_in_place_templated_and_parse(appliance):
+    datasources = yaml.safe_load(appliance.exec("grafana", "cat /etc/grafana/provisioning/datasources/spoor.yaml").stdout)
+    by_uid = {d["uid"]: d for d in datasources["datasources"]}
+    assert set(by_uid) == {"tempo", "prometheus", "loki"}
+    assert by_uid["tempo"]["url"] == f"http://{appliance.ips['server']}:3200"
+    assert by_uid["prometheus"]["url"] == "http://prometheus.test:9090"
+    assert by_uid["loki"]["url"] == "http://loki.test:3100"
+    assert by_uid["tempo"]["secureJsonData"]["httpHeaderValue1"] == "single-tenant"
+    # Grafana's own macros keep their `$$` escape (Grafana expands variables in these files).
+    assert by_uid["loki"]["jsonData"]["derivedFields"][0]["url"] == "$${__value.raw}"
+    # Everything else is the repository's file, unchanged.
+    source = yaml.safe_load((REPO / "grafana/provisioning/datasources/spoor.yaml").read_text())
+    for ds in source["datasources"]:
+        assert by_uid[ds["uid"]]["jsonData"] == ds["jsonData"]
+    provider = yaml.safe_load(appliance.exec("grafana", "cat /etc/grafana/provisioning/dashboards/spoor.yaml").stdout)
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards/spoor"
+    for src in (REPO / "grafana/dashboards").glob("*.json"):
+        landed = json.loads(appliance.exec("grafana", f"cat /var/lib/grafana/dashboards/spoor/{src.name}").stdout)
+        assert landed == json.loads(src.read_text())
+
+
+def test_second_run_changes_nothing(appliance):
+    res = playbook(inventory=appliance.inventory)
+    assert res.returncode == 0, describe(res)
+    hosts = recap(res)
+    assert hosts and all(h["changed"] == 0 for h in hosts.values()), (hosts, describe(res))
+
+
+def test_check_diff_reports_no_changes(appliance):
+    res = playbook("--check", "--diff", inventory=appliance.inventory)
+    assert res.returncode == 0, describe(res)
+    hosts = recap(res)
+    assert hosts and all(h["changed"] == 0 for h in hosts.values()), (hosts, describe(res))
+
+
+def _main_pids(app):
+    return {role: app.unit(role, unit, "MainPID", "ActiveEnterTimestamp")
+            for role, unit in (("server", SERVER_UNIT), ("collector", COLLECTOR_UNIT))}
+
+
+@pytest.mark.parametrize("extra, variable", [
+    ({"spoor_server_retention": "-1d"}, "spoor_server_retention"),
+    ({"spoor_server_retention": "0s"}, "spoor_server_retention"),
+    ({"spoor_collector_exporter": "kafka"}, "spoor_collector_exporter"),
+    ({"spoor_collector_extra_exporters": {"kafka": {"brokers": ["k:9092"]}}}, "spoor_collector_extra_exporters"),
+    # Passes the role's own checks; the binary's --check-config refuses it (template validate:).
+    ({"spoor_server_config_extra": {"wal": {"fsync": "sometimes"}}}, "wal.fsync"),
+])
+def test_bad_variable_fails_before_any_restart_naming_it(appliance, extra, variable):
+    before = _main_pids(appliance)
+    config_before = appliance.exec("server", "sha256sum /etc/spoor/server.yaml").stdout
+    res = playbook("-e", json.dumps(extra), inventory=appliance.inventory)
+    assert res.returncode != 0, describe(res)
+    assert variable in res.stdout, describe(res)
+    assert _main_pids(appliance) == before
+    assert appliance.exec("server", "sha256sum /etc/spoor/server.yaml").stdout == config_before
+
+
+@pytest.fixture(scope="module")
+def upgraded(appliance):
+    """A version bump (repacked packages, higher version) applied by the play while load
+    runs through the collector."""
+    new_version = "0.1.9"
+    for name in list(appliance.packages.glob("*.deb")):
+        repack_deb(name, new_version, appliance.packages)
+    pids_before = _main_pids(appliance)
+    load = Load(CollectorEndpoint(), host=appliance.ips["collector"], pause=0.01).start()
+    try:
+        time.sleep(3)
+        res = playbook("-e", f"spoor_version={new_version}", inventory=appliance.inventory)
+        time.sleep(3)
+    finally:
+        load.stop()
+    return dict(result=res, version=new_version, acknowledged=dict(load.acknowledged), refused=load.refused,
+                pids_before=pids_before)
+
+
+def test_version_bump_upgrades_both_hosts(appliance, upgraded):
+    res = upgraded["result"]
+    assert res.returncode == 0, describe(res)
+    for role, package in (("server", "spoor-server"), ("collector", "spoor-collector")):
+        version = appliance.exec(role, f"dpkg-query -W -f '${{Version}}' {package}").stdout
+        assert version == f"{upgraded['version']}-1"
+    after = _main_pids(appliance)
+    for role in ("server", "collector"):
+        assert after[role]["MainPID"] != upgraded["pids_before"][role]["MainPID"], f"{role} was not restarted"
+    # Serial plays: the server's play (one host at a time) finished before the collector's began.
+    out = res.stdout
+    assert out.index("PLAY [Deploy spoor-server]") < out.index("PLAY [Deploy spoor-collector]")
+
+
+def test_version_bump_under_load_loses_no_acknowledged_span(appliance, upgraded):
+    acknowledged = upgraded["acknowledged"]
+    assert len(acknowledged) > 50, f"too little load got through: {len(acknowledged)} traces"
+    missing, _duplicates = verify_delivery(ServerEndpoint(appliance.ips["server"]), acknowledged, timeout=180)
+    assert missing == 0, f"{missing} acknowledged spans lost across the upgrade"
+
+
+def test_state_absent_removes_the_services(appliance, upgraded):
+    res = playbook("-e", "spoor_server_state=absent", "-e", "spoor_collector_state=absent",
+                   "-e", "spoor_grafana_state=absent", inventory=appliance.inventory)
+    assert res.returncode == 0, describe(res)
+    for role, unit, package in (("server", SERVER_UNIT, "spoor-server"), ("collector", COLLECTOR_UNIT, "spoor-collector")):
+        status = appliance.exec(role, f"dpkg-query -W -f '${{Status}}' {package}", check=False).stdout
+        assert "installed" not in status.split() or "deinstall" in status, status
+        assert appliance.unit(role, unit, "LoadState")["LoadState"] == "not-found"
+    assert appliance.exec("grafana", "test -e /etc/grafana/provisioning/datasources/spoor.yaml", check=False).returncode == 1
+    # And again: nothing left to do.
+    again = playbook("-e", "spoor_server_state=absent", "-e", "spoor_collector_state=absent",
+                     "-e", "spoor_grafana_state=absent", inventory=appliance.inventory)
+    assert again.returncode == 0, describe(again)
+    assert all(h["changed"] == 0 for h in recap(again).values()), describe(again)
+
+
+def test_container_deletion(appliance, upgraded):
+    res = playbook("-e", "spoor_incus_state=absent", "--limit", "incus_hosts", inventory=appliance.inventory)
+    assert res.returncode == 0, describe(res)
+    listed = {i["name"] for i in json.loads(incus("list", "--format=json").stdout)}
+    assert not set(appliance.names.values()) & listed
+    again = playbook("-e", "spoor_incus_state=absent", "--limit", "incus_hosts", inventory=appliance.inventory)
+    assert again.returncode == 0 and recap(again)["localhost"]["changed"] == 0, describe(again)
