@@ -102,6 +102,89 @@ def test_every_role_has_defaults_argument_specs_and_meta():
         assert set(defaults) <= documented, f"{role}: not in argument_specs: {set(defaults) - documented}"
 
 
+def render_configs(tmp_path, servers, extra_vars=None):
+    """The roles' rendered server.yaml and collector.yaml for an inventory whose
+    spoor_servers group holds `servers` ({name: hostvars}), without touching any host."""
+    roles = ANSIBLE_DIR / "roles"
+    inventory = {"all": {"children": {
+        "spoor_servers": {"hosts": servers},
+        "render": {"hosts": {"localhost": {"ansible_connection": "local",
+                                           "ansible_python_interpreter": sys.executable}}},
+    }}}
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    out = {"server": tmp_path / "server.yaml", "collector": tmp_path / "collector.yaml"}
+    play = [{
+        "name": "Render", "hosts": "render", "gather_facts": False,
+        "vars_files": [str(roles / r / d / "main.yml") for r in ("spoor_server", "spoor_collector") for d in ("defaults", "vars")],
+        "tasks": [
+            {"name": "Server", "ansible.builtin.copy": {"dest": str(out["server"]), "mode": "0644",
+                                                       "content": "{{ __spoor_server_config | to_nice_yaml }}"}},
+            {"name": "Collector", "ansible.builtin.copy": {"dest": str(out["collector"]), "mode": "0644",
+                                                          "content": "{{ __spoor_collector_config | to_nice_yaml }}"}},
+        ],
+    }]
+    (tmp_path / "render.yml").write_text(yaml.safe_dump(play, sort_keys=False))
+    # Extra vars: above the vars_files that stand in for the roles' defaults.
+    res = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "render.yml"),
+                          "-e", json.dumps(extra_vars or {})],
+                         cwd=ANSIBLE_DIR, env=ansible_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, describe(res)
+    return {k: yaml.safe_load(v.read_text()) for k, v in out.items()}, out
+
+
+def check_config(binary, path):
+    """The locally built binary's --check-config on a rendered file, when there is one."""
+    from conftest import BIN_DIR
+    exe = BIN_DIR / binary
+    if not exe.exists():
+        return None
+    res = subprocess.run([str(exe), "--config", str(path), "--check-config"], env=ansible_env(),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+def test_one_server_in_the_group_gives_an_otlp_exporter(tmp_path):
+    configs, paths = render_configs(tmp_path, {"s1": {"spoor_incus_ipv4_address": "10.9.0.11/24"}})
+    exporters = configs["collector"]["exporters"]
+    assert list(exporters) == ["otlp"]
+    assert exporters["otlp"]["endpoint"] == "10.9.0.11:4319"
+    assert exporters["otlp"]["sending_queue"]["persistent"]["directory"] == "/var/lib/spoor-collector/queue"
+    assert configs["server"]["retention"]["block_retention"] == "14d"
+    check_config("spoor-collector", paths["collector"])
+    check_config("spoor-server", paths["server"])
+
+
+def test_several_servers_give_a_loadbalancing_exporter(tmp_path):
+    configs, paths = render_configs(tmp_path, {
+        "s1": {"spoor_incus_ipv4_address": "10.9.0.11/24"},
+        "s2": {"spoor_server_advertise_address": "traces-2.example", "spoor_server_otlp_grpc_listen_address": "0.0.0.0:5319"},
+        "s3": {"ansible_host": "10.9.0.13"},
+    })
+    collector = configs["collector"]
+    assert list(collector["exporters"]) == ["loadbalancing"]
+    lb = collector["exporters"]["loadbalancing"]
+    assert lb["routing_key"] == "traceID"
+    assert lb["resolver"]["static"]["hostnames"] == ["10.9.0.11:4319", "traces-2.example:5319", "10.9.0.13:4319"]
+    assert lb["protocol"]["otlp"]["sending_queue"]["persistent"]["directory"] == "/var/lib/spoor-collector/queue"
+    assert collector["service"]["pipelines"]["traces"]["exporters"] == ["loadbalancing"]
+    check_config("spoor-collector", paths["collector"])
+
+
+def test_explicit_backends_and_extra_exporters(tmp_path):
+    configs, paths = render_configs(tmp_path, {"s1": {"ansible_host": "10.9.0.11"}}, extra_vars={
+        "spoor_collector_backends": ["10.1.0.1:4319"],
+        "spoor_collector_extra_exporters": {"debug": {"verbosity": "basic"}},
+        "spoor_server_retention_per_tenant": {"acme": "30d"},
+    })
+    collector = configs["collector"]
+    assert collector["exporters"]["otlp"]["endpoint"] == "10.1.0.1:4319"
+    assert collector["service"]["pipelines"]["traces"]["exporters"] == ["otlp", "debug"]
+    assert configs["server"]["retention"]["per_tenant"] == {"acme": "30d"}
+    check_config("spoor-collector", paths["collector"])
+    check_config("spoor-server", paths["server"])
+
+
 # --- The real run ----------------------------------------------------------------------------
 
 def _deb_version(path):
