@@ -185,6 +185,125 @@ def test_explicit_backends_and_extra_exporters(tmp_path):
     check_config("spoor-server", paths["server"])
 
 
+class FakeGrafana:
+    """Just enough of Grafana's HTTP API for the spoor_grafana role's API mode: datasources
+    by uid, folders, dashboards by uid; remembers every write."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.datasources, self.folders, self.dashboards, self.writes = {}, {}, {}, []
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _body(self):
+                return json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+
+            def do_GET(self):
+                if self.headers.get("Authorization") != "Bearer test-token":
+                    return self._send(401, {"message": "unauthorized"})
+                parts = self.path.strip("/").split("/")
+                if parts[:3] == ["api", "datasources", "uid"] and parts[3] in fake.datasources:
+                    return self._send(200, fake.datasources[parts[3]])
+                if parts[:2] == ["api", "folders"] and parts[2] in fake.folders:
+                    return self._send(200, fake.folders[parts[2]])
+                if parts[:3] == ["api", "dashboards", "uid"] and parts[3] in fake.dashboards:
+                    return self._send(200, fake.dashboards[parts[3]])
+                return self._send(404, {"message": "not found"})
+
+            def do_POST(self):
+                body = self._body()
+                fake.writes.append(("POST", self.path, body))
+                if self.path == "/api/datasources":
+                    fake.datasources[body["uid"]] = {**body, "id": len(fake.datasources) + 1, "orgId": 1}
+                elif self.path == "/api/folders":
+                    fake.folders[body["uid"]] = body
+                elif self.path == "/api/dashboards/db":
+                    dash = body["dashboard"]
+                    old = fake.dashboards.get(dash["uid"], {}).get("dashboard", {})
+                    fake.dashboards[dash["uid"]] = {"dashboard": {**dash, "id": 7, "version": old.get("version", 0) + 1},
+                                                    "meta": {"folderUid": body["folderUid"]}}
+                return self._send(200, {"message": "ok"})
+
+            def do_PUT(self):
+                body = self._body()
+                fake.writes.append(("PUT", self.path, body))
+                fake.datasources[self.path.rsplit("/", 1)[1]] = {**body, "id": 1, "orgId": 1}
+                return self._send(200, {"message": "ok"})
+
+            def do_DELETE(self):
+                fake.writes.append(("DELETE", self.path, None))
+                uid = self.path.rsplit("/", 1)[1]
+                fake.datasources.pop(uid, None)
+                fake.dashboards.pop(uid, None)
+                return self._send(200, {"message": "deleted"})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_grafana_api_mode_provisions_once_and_removes(tmp_path):
+    grafana = FakeGrafana()
+    try:
+        (tmp_path / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
+        (tmp_path / "grafana.yml").write_text(yaml.safe_dump([{
+            "name": "Grafana through its API", "hosts": "localhost", "gather_facts": False,
+            "roles": [{"role": "spoor_grafana"}]}]))
+        env = {**ansible_env(), "ANSIBLE_ROLES_PATH": str(ANSIBLE_DIR / "roles")}
+        variables = {"spoor_grafana_url": grafana.url, "spoor_grafana_api_token": "test-token",
+                     "spoor_grafana_source_dir": str(REPO / "grafana"),
+                     "spoor_grafana_server_url": "http://10.9.0.11:3200",
+                     "spoor_grafana_prometheus_url": "http://prometheus.test:9090",
+                     "spoor_grafana_loki_url": "http://loki.test:3100"}
+
+        def run_play(**extra):
+            return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"),
+                                   str(tmp_path / "grafana.yml"), "-e", json.dumps({**variables, **extra})],
+                                  env=env, capture_output=True, text=True, timeout=300)
+
+        first = run_play()
+        assert first.returncode == 0, describe(first)
+        assert set(grafana.datasources) == {"tempo", "prometheus", "loki"}
+        assert grafana.datasources["tempo"]["url"] == "http://10.9.0.11:3200"
+        # Not a provisioning file: Grafana expands nothing, so `$$` is written as `$`.
+        assert grafana.datasources["loki"]["jsonData"]["derivedFields"][0]["url"] == "${__value.raw}"
+        assert set(grafana.folders) == {"spoor"}
+        assert grafana.dashboards["spoor-service-map"]["meta"]["folderUid"] == "spoor"
+
+        writes = len(grafana.writes)
+        second = run_play()
+        assert second.returncode == 0, describe(second)
+        assert recap(second)["localhost"]["changed"] == 0, describe(second)
+        assert len(grafana.writes) == writes
+
+        changed = run_play(spoor_grafana_server_url="http://10.9.0.12:3200")
+        assert changed.returncode == 0, describe(changed)
+        assert [w[:2] for w in grafana.writes[writes:]] == [("PUT", "/api/datasources/uid/tempo")]
+
+        removed = run_play(spoor_grafana_state="absent")
+        assert removed.returncode == 0, describe(removed)
+        assert not grafana.datasources and not grafana.dashboards
+    finally:
+        grafana.close()
+
+
 # --- The real run ----------------------------------------------------------------------------
 
 def _deb_version(path):
@@ -476,7 +595,10 @@ def test_state_absent_removes_the_services(appliance, upgraded):
     for role, unit, package in (("server", SERVER_UNIT, "spoor-server"), ("collector", COLLECTOR_UNIT, "spoor-collector")):
         status = appliance.exec(role, f"dpkg-query -W -f '${{Status}}' {package}", check=False).stdout
         assert "installed" not in status.split() or "deinstall" in status, status
-        assert appliance.unit(role, unit, "LoadState")["LoadState"] == "not-found"
+        props = appliance.unit(role, unit, "LoadState", "ActiveState")
+        # The unit file went with the package; debhelper's postrm masks the unit on remove
+        # (unmasked again on purge or reinstall).
+        assert props["ActiveState"] == "inactive" and props["LoadState"] in ("not-found", "masked"), props
     assert appliance.exec("grafana", "test -e /etc/grafana/provisioning/datasources/spoor.yaml", check=False).returncode == 1
     # And again: nothing left to do.
     again = playbook("-e", "spoor_server_state=absent", "-e", "spoor_collector_state=absent",
