@@ -146,20 +146,24 @@ def test_deb_control_declares_version_dependencies_and_conffiles(name, packages,
 @pytest.mark.parametrize("name", PACKAGES)
 def test_deb_maintainer_scripts_follow_debian_conventions(name, extracted):
     control = extracted[name]["control"]
-    scripts = {script: (control / script).read_text() for script in ("postinst", "prerm", "postrm")}
+    scripts = {script: (control / script).read_text() for script in ("preinst", "postinst", "prerm", "postrm")}
     for script, text in scripts.items():
         subprocess.run(["sh", "-n", str(control / script)], check=True)
         assert "#DEBHELPER#" not in text, script
         assert os.access(control / script, os.X_OK), script
     service = f"{name}.service"
-    postinst, prerm, postrm = scripts["postinst"], scripts["prerm"], scripts["postrm"]
+    preinst, postinst, prerm, postrm = (scripts[s] for s in ("preinst", "postinst", "prerm", "postrm"))
     # The user exists before the unit can start.
     assert postinst.index(f"systemd-sysusers ${{DPKG_ROOT:+--root=\"$DPKG_ROOT\"}} {name}.conf") \
         < postinst.index(f"deb-systemd-helper enable {service}")
-    # Install: enable, then start on first configuration only; upgrade: try-restart.
-    assert f"deb-systemd-invoke start {service}" in postinst
-    assert re.search(r'if \[ "\$1" = "configure" \] && \[ -z "\$2" \]', postinst)
-    assert f"deb-systemd-invoke try-restart {service}" in postinst
+    # Install (also after `apt remove`): enable, then start; upgrade: try-restart only.
+    flag = f"/run/{name}.dpkg-start"
+    assert re.search(rf'if \[ "\$1" = "install" \] .*\n\ttouch {flag}\n', preinst)
+    assert re.search(rf'if \[ "\$1" = "configure" \] && \[ -e {flag} \]; then\n\trm -f {flag}\n'
+                     rf'\tdeb-systemd-invoke start {re.escape(service)}', postinst)
+    assert postinst.index(f"deb-systemd-helper enable {service}") < postinst.index(f"deb-systemd-invoke start {service}")
+    assert re.search(rf'if \[ -n "\$2" \]; then\s+deb-systemd-invoke try-restart {re.escape(service)}', postinst)
+    assert "restart" not in postinst.replace("try-restart", "")
     assert re.search(rf'\[ "\$1" = remove \]; then\s+deb-systemd-invoke stop {re.escape(service)}', prerm)
     # State goes only on purge; the conffile is dpkg's to delete.
     purge = postrm[postrm.index('if [ "$1" = "purge" ]; then\n\trm -rf'):]
