@@ -45,6 +45,9 @@ test-python: $(PY_STAMP)
 PKG_DIR := $(CARGO_TARGET_DIR)/packages
 PKG_STAGE := $(PKG_DIR)/stage
 PKG_VARIANTS := server collector
+# `make deb rpm PKG_VERSION=0.1.1` packages the same build as another version, for
+# upgrade tests; by default the version is Cargo.toml's.
+PKG_VERSION ?=
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -y -q
 
 packages: deb rpm
@@ -61,7 +64,8 @@ deb: package-tools
 	$(CARGO) build --release --bin spoor-server --bin spoor-collector
 	mkdir -p $(PKG_DIR)
 	for variant in $(PKG_VARIANTS); do \
-		$(CARGO) deb --no-build --strip --no-separate-debug-symbols --variant $$variant -o $(PKG_DIR)/ || exit 1; \
+		$(CARGO) deb --no-build --strip --no-separate-debug-symbols --variant $$variant -o $(PKG_DIR)/ \
+			$(if $(PKG_VERSION),--deb-version $(PKG_VERSION)-1) || exit 1; \
 	done
 	@ls -1 $(PKG_DIR)/*.deb
 
@@ -75,7 +79,8 @@ rpm: package-tools
 		gzip -9nc packaging/man/$$bin.1 > $(PKG_STAGE)/release/$$bin.1.gz || exit 1; \
 	done
 	for variant in $(PKG_VARIANTS); do \
-		$(CARGO) generate-rpm --target-dir $(PKG_STAGE) --variant $$variant -o $(PKG_DIR)/ || exit 1; \
+		$(CARGO) generate-rpm --target-dir $(PKG_STAGE) --variant $$variant -o $(PKG_DIR)/ \
+			$(if $(PKG_VERSION),--set-metadata 'version = "$(PKG_VERSION)"') || exit 1; \
 	done
 	@ls -1 $(PKG_DIR)/*.rpm
 
