@@ -14,20 +14,15 @@ import re
 import signal
 import subprocess
 import time
-import tomllib
 
 import pytest
 import requests
 import yaml
 
 from collector_support import Collector
-from conftest import BIN_DIR, free_port
+from conftest import BIN_DIR, PKG_DIR, REPO, VERSION, free_port
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-TARGET_DIR = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache/spoor-target"))
-PKG_DIR = TARGET_DIR / "packages"
-VERSION = tomllib.loads((REPO / "Cargo.toml").read_text())["package"]["version"]
-
+# The fixture `packages` (conftest.py) builds these once per session.
 PACKAGES = {
     "spoor-server": {"config": "/etc/spoor/server.yaml", "source_config": "packaging/server.yaml",
                      "docs": ["README.md", "configuration.md", "storage.md", "override.conf.example"]},
@@ -40,26 +35,6 @@ MAX_EXPOSURE = 2.0
 
 def run(*args, **kwargs):
     return subprocess.run(args, capture_output=True, text=True, check=True, **kwargs).stdout
-
-
-@pytest.fixture(scope="session")
-def packaging_tools():
-    """cargo-deb, cargo-generate-rpm, lintian, rpmlint, rpm and strace, installed when missing."""
-    subprocess.run(["make", "package-tools"], cwd=REPO, check=True)
-
-
-@pytest.fixture(scope="session")
-def packages(packaging_tools):
-    subprocess.run(["make", "deb", "rpm"], cwd=REPO, check=True)
-    arch_deb = run("dpkg", "--print-architecture").strip()
-    arch_rpm = run("uname", "-m").strip()
-    built = {}
-    for name in PACKAGES:
-        deb = PKG_DIR / f"{name}_{VERSION}-1_{arch_deb}.deb"
-        rpm = PKG_DIR / f"{name}-{VERSION}-1.{arch_rpm}.rpm"
-        assert deb.is_file() and rpm.is_file(), sorted(p.name for p in PKG_DIR.iterdir())
-        built[name] = {"deb": deb, "rpm": rpm}
-    return built
 
 
 @pytest.fixture(scope="session")
