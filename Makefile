@@ -9,7 +9,7 @@ PYTHON := $(VENV)/bin/python
 PY_REQUIREMENTS := tests/python/requirements.txt
 PY_STAMP := $(VENV)/.installed-$(shell sha1sum $(PY_REQUIREMENTS) 2>/dev/null | cut -c1-12)
 
-.PHONY: build release run run-collector test test-rust test-python lint fmt bench bench-ingest bench-search bench-collector fuzz clean-data
+.PHONY: build release run run-collector test test-rust test-python lint fmt bench bench-ingest bench-search bench-collector fuzz clean-data packages deb rpm package-tools lint-packages
 
 build:
 	$(CARGO) build --bins
@@ -40,6 +40,55 @@ $(PY_STAMP): $(PY_REQUIREMENTS)
 test-python: $(PY_STAMP)
 	$(CARGO) build --bins
 	TEST_SPOOR_BIN_DIR=$(CARGO_TARGET_DIR)/debug $(PYTHON) -m pytest -q tests/python
+
+## spoor-server and spoor-collector as .deb and .rpm, all in $(PKG_DIR).
+PKG_DIR := $(CARGO_TARGET_DIR)/packages
+PKG_STAGE := $(PKG_DIR)/stage
+PKG_VARIANTS := server collector
+# `make deb rpm PKG_VERSION=0.1.1` packages the same build as another version, for
+# upgrade tests; by default the version is Cargo.toml's.
+PKG_VERSION ?=
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -y -q
+
+packages: deb rpm
+
+## The packaging tools, and strace for the system call filter test (test_packaging.py).
+package-tools:
+	command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked
+	command -v cargo-generate-rpm >/dev/null || $(CARGO) install cargo-generate-rpm --locked
+	command -v lintian >/dev/null && command -v rpmlint >/dev/null && command -v rpm >/dev/null \
+		&& command -v strace >/dev/null \
+		|| { $(APT_GET) update && $(APT_GET) install --no-install-recommends lintian rpmlint rpm strace; }
+
+deb: package-tools
+	$(CARGO) build --release --bin spoor-server --bin spoor-collector
+	mkdir -p $(PKG_DIR)
+	for variant in $(PKG_VARIANTS); do \
+		$(CARGO) deb --no-build --strip --no-separate-debug-symbols --variant $$variant -o $(PKG_DIR)/ \
+			$(if $(PKG_VERSION),--deb-version $(PKG_VERSION)-1) || exit 1; \
+	done
+	@ls -1 $(PKG_DIR)/*.deb
+
+# cargo-generate-rpm neither strips nor compresses man pages: a stage directory shaped
+# like a target dir holds both, and --target-dir points `target/release/` assets at it.
+rpm: package-tools
+	$(CARGO) build --release --bin spoor-server --bin spoor-collector
+	mkdir -p $(PKG_STAGE)/release
+	for bin in spoor-server spoor-collector; do \
+		strip --strip-all -o $(PKG_STAGE)/release/$$bin $(CARGO_TARGET_DIR)/release/$$bin && \
+		gzip -9nc packaging/man/$$bin.1 > $(PKG_STAGE)/release/$$bin.1.gz || exit 1; \
+	done
+	for variant in $(PKG_VARIANTS); do \
+		$(CARGO) generate-rpm --target-dir $(PKG_STAGE) --variant $$variant -o $(PKG_DIR)/ \
+			$(if $(PKG_VERSION),--set-metadata 'version = "$(PKG_VERSION)"') || exit 1; \
+	done
+	@ls -1 $(PKG_DIR)/*.rpm
+
+## lintian and rpmlint on the packages; accepted findings are listed with their reasons in
+## packaging/lintian-overrides and packaging/rpmlint.toml.
+lint-packages: packages
+	lintian --no-cfg --fail-on error,warning $(PKG_DIR)/*.deb
+	rpmlint -c packaging/rpmlint.toml $(PKG_DIR)/*.rpm
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -6,11 +6,16 @@ import signal
 import socket
 import subprocess
 import time
+import tomllib
 
 import pytest
 import requests
 
 BIN_DIR = pathlib.Path(os.environ.get("TEST_SPOOR_BIN_DIR", pathlib.Path.home() / ".cache/spoor-target/debug"))
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TARGET_DIR = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache/spoor-target"))
+PKG_DIR = TARGET_DIR / "packages"
+VERSION = tomllib.loads((REPO / "Cargo.toml").read_text())["package"]["version"]
 
 
 _HANDED_OUT = set()
@@ -124,3 +129,26 @@ def incus_ready():
     report = incus_support.prepare()
     print(f"incus harness ready: {report}")
     return report
+
+
+@pytest.fixture(scope="session")
+def packaging_tools():
+    """cargo-deb, cargo-generate-rpm, lintian, rpmlint, rpm and strace, installed when missing."""
+    subprocess.run(["make", "package-tools"], cwd=REPO, check=True)
+
+
+@pytest.fixture(scope="session")
+def packages(packaging_tools):
+    """The .deb and .rpm of both services, built once per session by `make deb rpm`:
+    {"spoor-server": {"deb": path, "rpm": path}, "spoor-collector": {...}}."""
+    subprocess.run(["make", "deb", "rpm"], cwd=REPO, check=True)
+    arch_deb = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    arch_rpm = subprocess.run(["uname", "-m"], capture_output=True, text=True, check=True).stdout.strip()
+    built = {}
+    for name in ("spoor-server", "spoor-collector"):
+        deb = PKG_DIR / f"{name}_{VERSION}-1_{arch_deb}.deb"
+        rpm = PKG_DIR / f"{name}-{VERSION}-1.{arch_rpm}.rpm"
+        assert deb.is_file() and rpm.is_file(), sorted(p.name for p in PKG_DIR.iterdir())
+        built[name] = {"deb": deb, "rpm": rpm}
+    return built

@@ -42,11 +42,12 @@ class Endpoint:
 
 
 @pytest.fixture(scope="module")
-def appliance(incus_ready, spoor_debs):
+def appliance(incus_ready, packages):
+    debs = {"server": packages["spoor-server"]["deb"], "collector": packages["spoor-collector"]["deb"]}
     with Bridge() as bridge, Container() as container:
         ip = container.attach(bridge)
-        container.install_debs(spoor_debs["server"], spoor_debs["collector"])
-        yield container, ip, spoor_debs
+        container.install_debs(debs["server"], debs["collector"])
+        yield container, ip, debs
 
 
 def state(container, unit):
@@ -126,22 +127,22 @@ def test_active_only_after_ready_even_while_a_large_wal_replays(appliance):
     assert sent["spans"] == 200_000
     # Poll inside the container (an `incus exec` per sample would be too slow to see the
     # activating phase) while the unit restarts and replays the WAL.
-    script = """
+    script = r"""
         systemctl restart --no-block spoor-server
         end=$(( $(date +%s) + 60 ))
         while [ "$(date +%s)" -lt "$end" ]; do
-            line=$(systemctl show -p ActiveState,SubState,StatusText --value spoor-server | paste -sd'|')
+            line=$(systemctl show -p ActiveState -p SubState -p StatusText spoor-server | sort | paste -sd'|')
             echo "$line"
-            case "$line" in active\\|running*) break ;; esac
+            case "$line" in ActiveState=active\|*SubState=running*) break ;; esac
             sleep 0.02
         done
     """
     samples = container.exec(["bash", "-c", script], timeout=90).stdout.splitlines()
-    states = [line.split("|", 2) for line in samples]
-    assert states[-1][:2] == ["active", "running"], samples
-    activating = [s for s in states if s[0] == "activating"]
+    states = [dict(field.split("=", 1) for field in line.split("|")) for line in samples]
+    assert (states[-1]["ActiveState"], states[-1]["SubState"]) == ("active", "running"), samples
+    activating = [s for s in states if s["ActiveState"] == "activating"]
     assert activating, f"never seen activating: {samples}"
-    assert any("replaying" in s[2] for s in activating), f"no replay status while activating: {samples}"
+    assert any("replaying" in s["StatusText"] for s in activating), f"no replay status while activating: {samples}"
     wait_ready(ip)
     # Fast block cuts and a short watchdog for the rest of the module, through a drop-in
     # as an operator would write one.
@@ -196,12 +197,12 @@ def test_journal_has_structured_startup_lines_and_tenant_fields(appliance):
 def test_a_broken_config_fails_at_exec_start_pre_naming_the_key(appliance):
     container, ip, _ = appliance
     original = container.read_file("/etc/spoor/server.yaml")
-    container.write_file("/etc/spoor/server.yaml", original.decode() + "\nwal:\n  fsync: sometimes\n")
+    container.write_file("/etc/spoor/server.yaml", original.decode() + "\ncompaction:\n  max_input_blocks: 1000\n")
     try:
         restarted = container.systemctl("restart", SERVER_UNIT, check=False)
         assert restarted.returncode != 0
         log = container.exec(["journalctl", "-u", SERVER_UNIT, "-n", "40", "--no-pager", "-o", "cat"]).stdout
-        assert "wal.fsync" in log, log
+        assert "compaction.max_input_blocks" in log, log
         assert "ExecStartPre" in container.exec(["systemctl", "status", SERVER_UNIT, "--no-pager"], check=False).stdout
     finally:
         container.write_file("/etc/spoor/server.yaml", original)
@@ -228,7 +229,7 @@ def test_sigkill_under_load_is_restarted_by_systemd_and_loses_nothing(appliance)
 def test_a_stuck_process_is_restarted_by_the_watchdog(appliance):
     container, ip, _ = appliance
     before = state(container, SERVER_UNIT)
-    container.exec(["kill", "-STOP", before["MainPID"]])
+    container.exec(["bash", "-c", f"kill -STOP {before['MainPID']}"])
     after = wait_active(container, SERVER_UNIT, timeout=60, other_than_pid=before["MainPID"])
     assert int(after["NRestarts"]) > int(before["NRestarts"]), after
     log = container.exec(["journalctl", "-u", SERVER_UNIT, "-n", "60", "--no-pager"]).stdout
@@ -269,7 +270,7 @@ def test_upgrade_keeps_an_edited_config_restarts_and_loses_nothing(appliance):
     before = state(container, SERVER_UNIT)
 
     def upgrade():
-        container.exec(["bash", "-c", f"DEBIAN_FRONTEND=noninteractive apt-get install -y --allow-downgrades "
+        container.exec(["bash", "-c", f"DEBIAN_FRONTEND=noninteractive apt-get install -y "
                                       f"-o Dpkg::Options::=--force-confold {newer_deb}"], timeout=300)
 
     acknowledged = run_load_during(ip, upgrade, seconds_after=6)
