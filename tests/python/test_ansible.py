@@ -11,8 +11,9 @@
   fail before any restart, naming the variable; a version bump upgrades under load with no
   acknowledged span lost; `state: absent` uninstalls; the containers are deleted.
 
-The packages come from `make deb` (incus_support.spoor_packages(); SPOOR_PKG_TARGET_DIR
-points at another cargo target directory). Without them the Incus tests are skipped.
+The packages come from the session's `make deb rpm` (conftest `packages`), or, with
+SPOOR_PKG_TARGET_DIR set, from that cargo target directory's packages/ without a build.
+They are repacked as one release (both at 0.1.0, then 0.1.9 for the upgrade).
 """
 
 import json
@@ -413,11 +414,18 @@ class CollectorEndpoint:
 
 
 @pytest.fixture(scope="module")
-def spoor_debs():
-    debs = incus_support.spoor_packages(os.environ.get("SPOOR_PKG_TARGET_DIR"))
+def spoor_debs(request):
+    """The .deb files of this tree: the session's `make deb rpm` (conftest `packages`), or,
+    with SPOOR_PKG_TARGET_DIR set, the newest ones already in that cargo target directory's
+    packages/ (no build; skipped when there are none)."""
+    target = os.environ.get("SPOOR_PKG_TARGET_DIR")
+    if not target:
+        packages = request.getfixturevalue("packages")
+        return {"server": packages["spoor-server"]["deb"], "collector": packages["spoor-collector"]["deb"]}
+    debs = incus_support.spoor_packages(target)
     if not (debs["server"] and debs["collector"]):
-        pytest.skip("no spoor-server/spoor-collector .deb from `make deb` (packaging not merged yet, or not "
-                    "built): set SPOOR_PKG_TARGET_DIR to a cargo target directory holding packages/")
+        pytest.skip(f"no spoor-server/spoor-collector .deb in {target}/packages (run `make deb` or unset "
+                    "SPOOR_PKG_TARGET_DIR to build them)")
     return debs
 
 
