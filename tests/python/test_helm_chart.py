@@ -322,3 +322,17 @@ def test_grafana_sidecar_configmaps():
     assert dashboards_cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert dashboards_cm["data"]["service-map.json"] == (REPO / "grafana/dashboards/service-map.json").read_text().rstrip("\n")
     assert not [d for d in _kind(_render({}), "ConfigMap") if "grafana" in d["metadata"]["name"]]
+
+
+def test_static_s3_credentials_become_a_secret():
+    docs = _render({"storage": {"backend": "s3", "s3": {"bucket": "traces", "credentials": {
+        "accessKeyId": "AKIA", "secretAccessKey": "shh"}}}})
+    (secret,) = _kind(docs, "Secret")
+    assert secret["metadata"]["name"] == "spoor-s3"
+    assert secret["stringData"] == {"AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "shh"}
+    (container,) = _one(docs, "StatefulSet", "-server")["spec"]["template"]["spec"]["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]}
+    assert refs == {"AWS_ACCESS_KEY_ID": "spoor-s3", "AWS_SECRET_ACCESS_KEY": "spoor-s3"}
+    config = _one(docs, "ConfigMap", "-server")["data"]["server.yaml"]
+    assert "shh" not in config and "AKIA" not in config
+    assert not _kind(_render({}), "Secret")

@@ -100,3 +100,12 @@ app.kubernetes.io/component: {{ index . 1 }}
 -}}
 {{- toYaml (mustMergeOverwrite $config (deepCopy .Values.collector.extraConfig)) }}
 {{- end }}
+
+{{/* The Secret holding S3 credentials, or "" for ambient credentials. */}}
+{{- define "spoor.s3Secret" -}}
+{{- if .Values.storage.s3.credentialsSecret }}
+{{- .Values.storage.s3.credentialsSecret }}
+{{- else if and .Values.storage.s3.credentials.accessKeyId .Values.storage.s3.credentials.secretAccessKey }}
+{{- printf "%s-s3" (include "spoor.fullname" .) }}
+{{- end }}
+{{- end }}
