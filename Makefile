@@ -37,7 +37,7 @@ $(PY_STAMP): $(PY_REQUIREMENTS)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-test-python: $(PY_STAMP)
+test-python: $(PY_STAMP) image-tools
 	$(CARGO) build --bins
 	TEST_SPOOR_BIN_DIR=$(CARGO_TARGET_DIR)/debug $(PYTHON) -m pytest -q tests/python
 

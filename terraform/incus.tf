@@ -24,7 +24,10 @@ locals {
   }
   cloud_init = {
     for component, package in local.packages : component => templatefile("${path.module}/templates/cloud-init.yaml.tftpl", {
-      package = package.name
+      package     = package.name
+      config_file = "/etc/spoor/${component}.yaml"
+      # The account line both packages ship (packaging/sysusers.d/).
+      sysusers = trimspace(one([for line in split("\n", file("${path.module}/../packaging/sysusers.d/${package.name}.conf")) : line if startswith(line, "u ")]))
       apt_source_command = try(var.package_source.type, "") == "apt" ? join(" ", [
         "echo '${try(var.package_source.apt_repository, "")}' > /etc/apt/sources.list.d/spoor.list",
         "&& apt-get update &&",

@@ -71,3 +71,24 @@ def server_config(retention="14d", tenants=None, storage=None):
 
 def collector_config(server_address):
     return render("collector.yaml.tftpl", {"server_otlp_grpc": f"{server_address}:4319"})
+
+
+def cloud_init(component, version, source="local", apt_repository="", revision="1"):
+    """The module's local.cloud_init[component] (incus.tf) for these inputs."""
+    package = f"spoor-{component}"
+    deb = f"{package}_{version}-{revision}_amd64.deb"
+    sysusers = next(line.strip() for line in (REPO / f"packaging/sysusers.d/{package}.conf").read_text().splitlines()
+                    if line.startswith("u "))
+    return render("cloud-init.yaml.tftpl", {
+        "package": package,
+        "config_file": f"/etc/spoor/{component}.yaml",
+        "sysusers": sysusers,
+        "apt_source_command": (f"echo '{apt_repository}' > /etc/apt/sources.list.d/spoor.list && apt-get update &&"
+                               if source == "apt" else ""),
+        "package_spec": f"/var/cache/spoor/{deb}" if source == "local" else f"{package}={version}-{revision}",
+    })
+
+
+def deb_path_in_instance(component, version, revision="1"):
+    """Where incus.tf's dynamic `file` block puts the package (package_source.type = local)."""
+    return f"/var/cache/spoor/spoor-{component}_{version}-{revision}_amd64.deb"

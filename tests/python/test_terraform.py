@@ -26,8 +26,8 @@ import yaml
 
 from conftest import BIN_DIR
 from terraform_support import (
-    MODULE, REPO, blocks, collector_config, load, render, resources, server_config,
-    template_placeholders, unquote,
+    MODULE, REPO, blocks, cloud_init, collector_config, deb_path_in_instance, load, render,
+    resources, server_config, template_placeholders, unquote,
 )
 
 TF_FILES = sorted(p for p in MODULE.rglob("*.tf") if ".terraform" not in p.parts)
@@ -342,7 +342,7 @@ def test_template_variables_match_the_templatefile_calls():
     (locals_block,) = [b for b in load(MODULE / "incus.tf")["locals"]]
     assert set(k for k in locals_block["server_template_vars"] if not k.startswith("__")) == template_placeholders("server.yaml.tftpl")
     assert template_placeholders("collector.yaml.tftpl") == {"server_otlp_grpc"}
-    assert template_placeholders("cloud-init.yaml.tftpl") == {"package", "apt_source_command", "package_spec"}
+    assert template_placeholders("cloud-init.yaml.tftpl") == {"package", "config_file", "sysusers", "apt_source_command", "package_spec"}
     assert 'server_config = templatefile("${path.module}/templates/server.yaml.tftpl", local.server_template_vars)' in incus
     assert "jsonencode(local.storage_config)" in incus and "jsonencode(local.tenant_retention)" in incus
 
@@ -374,16 +374,27 @@ def test_incus_collector_config_passes_check_config(tmp_path):
 @pytest.mark.parametrize("source", ["local", "apt"])
 def test_cloud_init_installs_the_pinned_package(source):
     spec = "/var/cache/spoor/spoor-server_0.1.0-1_amd64.deb" if source == "local" else "spoor-server=0.1.0-1"
-    apt = ("echo 'deb [trusted=yes] https://apt.example/spoor stable main' > /etc/apt/sources.list.d/spoor.list"
-           " && apt-get update &&") if source == "apt" else ""
-    text = render("cloud-init.yaml.tftpl", {"package": "spoor-server", "apt_source_command": apt, "package_spec": spec})
+    text = cloud_init("server", "0.1.0", source, "deb [trusted=yes] https://apt.example/spoor stable main")
     assert text.startswith("#cloud-config\n")
     config = yaml.safe_load(text)
     ((shell, flag, command),) = config["runcmd"]
     assert (shell, flag) == ("sh", "-c")
     assert "--force-confold" in command and spec in command
+    assert "systemd-sysusers --inline 'u spoor - \"Spoor tracing appliance\" /nonexistent'" in command
+    assert "chgrp spoor /etc/spoor/server.yaml" in command
     assert command.strip().endswith("systemctl enable --now spoor-server")
-    assert command.strip().startswith("echo 'deb" if source == "apt" else "DEBIAN_FRONTEND")
+    assert command.strip().startswith("echo 'deb" if source == "apt" else "systemd-sysusers")
+
+
+def test_incus_file_blocks_deliver_what_the_harness_pushes():
+    """test_terraform_incus.py pushes files where incus.tf's file blocks put them."""
+    text = (MODULE / "incus.tf").read_text()
+    assert 'target_path        = "/etc/spoor/server.yaml"' in text
+    assert 'target_path        = "/etc/spoor/collector.yaml"' in text
+    assert text.count('mode               = "0640"') == 2
+    assert 'package_dir = "/var/cache/spoor"' in text
+    assert 'deb  = "spoor-${component}_${var.spoor_version}-${local.deb_revision}_amd64.deb"' in text
+    assert deb_path_in_instance("server", "0.1.0") == "/var/cache/spoor/spoor-server_0.1.0-1_amd64.deb"
 
 
 # --- terraform test files and README ----------------------------------------------------------------
