@@ -144,3 +144,64 @@ def test_server_from_the_image_becomes_ready(rootfs):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+READ_ONLY_RUN = r'''
+set -e
+root=$1 config_dir=$2
+shift 2
+# The pod the chart describes: the image's root filesystem read-only, the state
+# directory and /tmp writable (the PVC and the emptyDir), the ConfigMap at /etc/spoor.
+mount --bind "$root" "$root"
+mount -o remount,bind,ro "$root"
+mount -t tmpfs -o uid=10001,gid=10001,mode=0750 tmpfs "$root/var/lib/spoor-server"
+mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+mount --bind "$config_dir" "$root/etc/spoor"
+mount -o remount,bind,ro "$root/etc/spoor"
+exec chroot --userspec=10001:10001 "$root" "$@"
+'''
+
+
+def test_server_runs_with_the_charts_read_only_root_filesystem(rootfs, tmp_path):
+    """The chart sets readOnlyRootFilesystem: spoor-server from the image, with the chart's
+    rendered server.yaml and only the chart's volumes writable, becomes ready."""
+    helm = pytest.importorskip("helm_python")
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare not available")
+    rendered = helm.Chart.load(REPO / "packaging/helm/spoor").render({}, name="spoor", namespace="obs")
+    import yaml
+    configmap = yaml.safe_load(rendered["spoor/templates/server-configmap.yaml"])
+    config_dir = tmp_path / "etc-spoor"
+    config_dir.mkdir()
+    (config_dir / "server.yaml").write_text(configmap["data"]["server.yaml"])
+    config_dir.chmod(0o755)
+    (config_dir / "server.yaml").chmod(0o644)
+    state_dir = rootfs["spoor-server"] / "var/lib/spoor-server"
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in state_dir.rglob("*"))
+    api, grpc, http = free_port(), free_port(), free_port()
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "SPOOR_API__LISTEN_ADDRESS": f"127.0.0.1:{api}",
+        "SPOOR_OTLP__GRPC__LISTEN_ADDRESS": f"127.0.0.1:{grpc}",
+        "SPOOR_OTLP__HTTP__LISTEN_ADDRESS": f"127.0.0.1:{http}",
+    }
+    process = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", READ_ONLY_RUN, "sh",
+         rootfs["spoor-server"], config_dir, "/usr/bin/spoor-server", "--config", "/etc/spoor/server.yaml"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            try:
+                if requests.get(f"http://127.0.0.1:{api}/ready", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "not ready in 30s"
+            time.sleep(0.2)
+        # The WAL went to the (tmpfs) volume, not into the image's files.
+        assert sorted((str(p), p.stat().st_mtime_ns) for p in state_dir.rglob("*")) == before
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
