@@ -13,7 +13,7 @@ own schemas, no cluster needed.
 - The Grafana sidecar ConfigMaps carry exactly grafana/ (the one source of truth).
 
 What needs a cluster (pods becoming ready, the PVC binding, `helm test`) is not checked
-here; README "Deploy with Terraform or Helm" says so."""
+here; README "Deploy with Terraform, Helm or a container image" says so."""
 
 import pathlib
 import re
