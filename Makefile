@@ -9,7 +9,7 @@ PYTHON := $(VENV)/bin/python
 PY_REQUIREMENTS := tests/python/requirements.txt
 PY_STAMP := $(VENV)/.installed-$(shell sha1sum $(PY_REQUIREMENTS) 2>/dev/null | cut -c1-12)
 
-.PHONY: build release run run-collector test test-rust test-python lint fmt bench bench-ingest bench-search bench-collector fuzz clean-data packages deb rpm package-tools lint-packages
+.PHONY: image image-tools build release run run-collector test test-rust test-python lint fmt bench bench-ingest bench-search bench-collector fuzz clean-data packages deb rpm package-tools lint-packages
 
 build:
 	$(CARGO) build --bins
@@ -37,7 +37,7 @@ $(PY_STAMP): $(PY_REQUIREMENTS)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-test-python: $(PY_STAMP)
+test-python: $(PY_STAMP) image-tools
 	$(CARGO) build --bins
 	TEST_SPOOR_BIN_DIR=$(CARGO_TARGET_DIR)/debug $(PYTHON) -m pytest -q tests/python
 
@@ -89,6 +89,17 @@ rpm: package-tools
 lint-packages: packages
 	lintian --no-cfg --fail-on error,warning $(PKG_DIR)/*.deb
 	rpmlint -c packaging/rpmlint.toml $(PKG_DIR)/*.rpm
+
+## OCI images spoor-server:<version> and spoor-collector:<version> (from scratch, non-root,
+## no Docker daemon), in buildah's local storage: `buildah images`.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+
+image-tools:
+	command -v buildah >/dev/null || { $(APT_GET) update && $(APT_GET) install --no-install-recommends buildah; }
+
+image: image-tools
+	$(CARGO) build --release --bin spoor-server --bin spoor-collector
+	packaging/image/build-image.sh $(CARGO_TARGET_DIR)/release $(VERSION)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,111 @@
+{{/* Chart name, truncated to the 63 characters of a DNS label. */}}
+{{- define "spoor.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-chart unless the release name already contains the chart name. */}}
+{{- define "spoor.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "spoor.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "spoor.labels" -}}
+helm.sh/chart: {{ include "spoor.chart" . }}
+app.kubernetes.io/name: {{ include "spoor.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels of one component (server or collector): call with (list . "server"). */}}
+{{- define "spoor.selectorLabels" -}}
+{{- $ctx := index . 0 -}}
+app.kubernetes.io/name: {{ include "spoor.name" $ctx }}
+app.kubernetes.io/instance: {{ $ctx.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "spoor.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "spoor.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Image reference of one binary: call with (list . "spoor-server"). */}}
+{{- define "spoor.image" -}}
+{{- $ctx := index . 0 -}}
+{{- printf "%s%s:%s" $ctx.Values.image.prefix (index . 1) (default $ctx.Chart.AppVersion $ctx.Values.image.tag) }}
+{{- end }}
+
+{{- define "spoor.serverHost" -}}
+{{- printf "%s-server.%s.svc" (include "spoor.fullname" .) .Release.Namespace }}
+{{- end }}
+
+{{/* spoor-server's configuration (docs/configuration.md), merged with server.extraConfig. */}}
+{{- define "spoor.serverConfig" -}}
+{{- $s3 := .Values.storage.s3 -}}
+{{- $storage := dict "backend" .Values.storage.backend -}}
+{{- if eq .Values.storage.backend "s3" }}
+{{- $_ := set $storage "s3" (dict "bucket" $s3.bucket "endpoint" $s3.endpoint "region" $s3.region "prefix" $s3.prefix "force_path_style" $s3.forcePathStyle "allow_http" $s3.allowHttp) }}
+{{- else }}
+{{- $_ := set $storage "local" (dict "path" "/var/lib/spoor-server/blocks") }}
+{{- end }}
+{{- $config := dict
+  "api" (dict "listen_address" "0.0.0.0:3200")
+  "otlp" (dict "grpc" (dict "listen_address" "0.0.0.0:4319") "http" (dict "listen_address" "0.0.0.0:4320"))
+  "wal" (dict "path" "/var/lib/spoor-server/wal" "fsync" "always")
+  "storage" $storage
+  "head" (dict "max_block_size" .Values.server.memory.headMaxBlockSize)
+  "ingest" (dict "max_inflight_bytes" .Values.server.memory.ingestMaxInflightBytes)
+  "compaction" (dict "enabled" .Values.server.compaction "max_block_size" .Values.server.memory.compactionMaxBlockSize)
+  "retention" (dict "block_retention" .Values.retention "per_tenant" .Values.tenantRetention)
+  "log" (dict "level" .Values.server.logLevel "format" "json")
+-}}
+{{- toYaml (mustMergeOverwrite $config (deepCopy .Values.server.extraConfig)) }}
+{{- end }}
+
+{{/* spoor-collector's configuration (OpenTelemetry Collector shape, docs/collector.md). */}}
+{{- define "spoor.collectorConfig" -}}
+{{- $config := dict
+  "receivers" (dict "otlp" (dict "protocols" (dict "grpc" (dict "endpoint" "0.0.0.0:4317") "http" (dict "endpoint" "0.0.0.0:4318"))))
+  "processors" (dict
+    "memory_limiter" (dict "check_interval" "1s" "limit_percentage" 50 "spike_limit_percentage" 10)
+    "batch" (dict))
+  "exporters" (dict "otlp" (dict
+    "endpoint" (printf "%s:4319" (include "spoor.serverHost" .))
+    "tls" (dict "insecure" true)
+    "sending_queue" (dict "persistent" (dict "directory" "/var/lib/spoor-collector/queue" "max_size" .Values.collector.queueMaxSize))))
+  "extensions" (dict "health_check" (dict "endpoint" "0.0.0.0:13133"))
+  "service" (dict
+    "extensions" (list "health_check")
+    "pipelines" (dict "traces" (dict "receivers" (list "otlp") "processors" (list "memory_limiter" "batch") "exporters" (list "otlp")))
+    "telemetry" (dict "logs" (dict "level" .Values.collector.logLevel) "metrics" (dict "address" "0.0.0.0:8888")))
+-}}
+{{- toYaml (mustMergeOverwrite $config (deepCopy .Values.collector.extraConfig)) }}
+{{- end }}
+
+{{/* The Secret holding S3 credentials, or "" for ambient credentials. */}}
+{{- define "spoor.s3Secret" -}}
+{{- if .Values.storage.s3.credentialsSecret }}
+{{- .Values.storage.s3.credentialsSecret }}
+{{- else if and .Values.storage.s3.credentials.accessKeyId .Values.storage.s3.credentials.secretAccessKey }}
+{{- printf "%s-s3" (include "spoor.fullname" .) }}
+{{- end }}
+{{- end }}
