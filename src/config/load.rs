@@ -282,6 +282,7 @@ fn join_key(parent: &str, key: &str) -> String {
 const FREE_FORM_MAPS: &[&str] = &[
     "retention.per_tenant",
     "metrics_generator.per_tenant",
+    "limits.per_tenant",
     "metrics_generator.remote_write.external_labels",
 ];
 

@@ -38,6 +38,8 @@ pub(crate) struct RawServerConfig {
     pub(crate) retention: RawRetention,
     /// Merging of small blocks into larger ones.
     pub(crate) compaction: RawCompaction,
+    /// Per-tenant limits on what is ingested.
+    pub(crate) limits: RawLimits,
     /// Service-graph and span metrics derived from ingested spans.
     pub(crate) metrics_generator: RawMetricsGenerator,
     /// The ordered drain after SIGTERM.
@@ -419,6 +421,39 @@ impl Default for RawCompaction {
             compacted_block_retention: Duration::from_secs(3600),
         }
     }
+}
+
+/// `limits:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLimits {
+    /// Bytes per second one tenant may send (OTLP request sizes), refilled continuously;
+    /// `0` means unlimited. Requests over the limit are refused with RESOURCE_EXHAUSTED
+    /// (gRPC) or 429 (HTTP) naming the limit (Tempo's `ingestion_rate_limit_bytes`).
+    pub(crate) ingestion_rate: ByteSize,
+    /// Bytes one tenant may send at once above the rate; `0` means the same as one
+    /// second of `ingestion_rate` (Tempo's `ingestion_burst_size_bytes`).
+    pub(crate) ingestion_burst: ByteSize,
+    /// Tenant ID → overrides of `ingestion_rate` and `ingestion_burst`.
+    pub(crate) per_tenant: BTreeMap<String, RawTenantLimits>,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            ingestion_rate: ByteSize(0),
+            ingestion_burst: ByteSize(0),
+            per_tenant: BTreeMap::new(),
+        }
+    }
+}
+
+/// `limits.per_tenant.<tenant>:`; an absent key keeps the global value.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTenantLimits {
+    pub(crate) ingestion_rate: Option<ByteSize>,
+    pub(crate) ingestion_burst: Option<ByteSize>,
 }
 
 /// `metrics_generator:`

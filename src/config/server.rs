@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub retention: RetentionConfig,
     /// `compaction`: merging of small blocks.
     pub compaction: CompactionConfig,
+    /// `limits`: per-tenant ingest limits.
+    pub limits: LimitsConfig,
     /// `metrics_generator`: service-graph and span metrics derived from spans.
     pub metrics_generator: GeneratorConfig,
     /// `shutdown`: the drain after SIGTERM.
@@ -392,4 +394,29 @@ pub struct RemoteWriteEndpoint {
     pub headers: Vec<(String, String)>,
     /// Send `X-Scope-OrgID: <tenant>`.
     pub send_tenant_header: bool,
+}
+
+/// Per-tenant ingest limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// What applies to tenants without an override.
+    pub defaults: TenantLimits,
+    /// `limits.per_tenant`, resolved against the defaults.
+    pub per_tenant: BTreeMap<TenantId, TenantLimits>,
+}
+
+impl LimitsConfig {
+    /// The limits of `tenant`: its override, else the defaults.
+    pub fn for_tenant(&self, tenant: &TenantId) -> &TenantLimits {
+        self.per_tenant.get(tenant).unwrap_or(&self.defaults)
+    }
+}
+
+/// The limits of one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantLimits {
+    /// Bytes per second; `None` is unlimited.
+    pub ingestion_rate: Option<u64>,
+    /// Bytes at once above the rate (at least one second of the rate).
+    pub ingestion_burst: u64,
 }

@@ -220,6 +220,13 @@ fn default_config() -> ServerConfig {
             cycle: Duration::from_secs(30),
             compacted_block_retention: Duration::from_secs(3600),
         },
+        limits: LimitsConfig {
+            defaults: TenantLimits {
+                ingestion_rate: None,
+                ingestion_burst: 0,
+            },
+            per_tenant: BTreeMap::new(),
+        },
         metrics_generator: default_generator(),
         shutdown: ShutdownConfig {
             timeout: Duration::from_secs(30),
@@ -348,6 +355,11 @@ compaction:
   max_block_size: 1GiB
   cycle: 10s
   compacted_block_retention: 0s
+limits:
+  ingestion_rate: 10MiB
+  per_tenant:
+    acme: { ingestion_burst: 50MiB }
+    free: { ingestion_rate: 1MiB }
 metrics_generator:
   processors: [span-metrics]
   max_active_series: 1000
@@ -448,6 +460,28 @@ log:
                 max_block_bytes: 1024 * MIB,
                 cycle: Duration::from_secs(10),
                 compacted_block_retention: Duration::ZERO,
+            },
+            limits: LimitsConfig {
+                defaults: TenantLimits {
+                    ingestion_rate: Some(10 * MIB),
+                    ingestion_burst: 10 * MIB,
+                },
+                per_tenant: BTreeMap::from([
+                    (
+                        tenant("acme"),
+                        TenantLimits {
+                            ingestion_rate: Some(10 * MIB),
+                            ingestion_burst: 50 * MIB,
+                        },
+                    ),
+                    (
+                        tenant("free"),
+                        TenantLimits {
+                            ingestion_rate: Some(MIB),
+                            ingestion_burst: MIB,
+                        },
+                    ),
+                ]),
             },
             metrics_generator: {
                 let mut generator = default_generator();

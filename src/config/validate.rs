@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use super::error::{ConfigError, ConfigErrors, ValueOrigin};
 use super::raw::{
-    RawBackendKind, RawCompaction, RawLog, RawLogFormat, RawMetricsGenerator, RawQuery,
+    RawBackendKind, RawCompaction, RawLimits, RawLog, RawLogFormat, RawMetricsGenerator, RawQuery,
     RawRemoteWrite, RawRetention, RawS3Storage, RawServerConfig, RawStorage,
 };
 use super::server::*;
@@ -182,6 +182,7 @@ pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> Ser
         query: validate_query(&raw.query, problems),
         retention: validate_retention(&raw.retention, problems),
         compaction: validate_compaction(&raw.compaction, problems),
+        limits: validate_limits(&raw.limits, problems),
         metrics_generator: validate_generator(&raw.metrics_generator, problems),
         shutdown: ShutdownConfig {
             timeout: positive_duration(problems, "shutdown.timeout", raw.shutdown.timeout),
@@ -458,6 +459,29 @@ fn validate_retention(raw: &RawRetention, problems: &mut Problems<'_>) -> Retent
         ),
         per_tenant,
         interval: positive_duration(problems, "retention.interval", raw.interval),
+    }
+}
+
+fn validate_limits(raw: &RawLimits, problems: &mut Problems<'_>) -> LimitsConfig {
+    let resolve = |rate: ByteSize, burst: ByteSize| TenantLimits {
+        ingestion_rate: (rate.bytes() > 0).then(|| rate.bytes()),
+        // A burst below one second of the rate would refuse requests the rate allows.
+        ingestion_burst: burst.bytes().max(rate.bytes()),
+    };
+    let defaults = resolve(raw.ingestion_rate, raw.ingestion_burst);
+    let mut per_tenant = BTreeMap::new();
+    for (name, overrides) in &raw.per_tenant {
+        let key = format!("limits.per_tenant.{name}");
+        let Some(tenant) = override_tenant(problems, &key, name) else {
+            continue;
+        };
+        let rate = overrides.ingestion_rate.unwrap_or(raw.ingestion_rate);
+        let burst = overrides.ingestion_burst.unwrap_or(raw.ingestion_burst);
+        per_tenant.insert(tenant, resolve(rate, burst));
+    }
+    LimitsConfig {
+        defaults,
+        per_tenant,
     }
 }
 

@@ -72,6 +72,12 @@ pub enum ConsumeError {
         what: &'static str,
         retry_after: Duration,
     },
+    /// A per-tenant limit refuses the request; the message names the limit.
+    #[error("{message}")]
+    Limited {
+        message: String,
+        retry_after: Duration,
+    },
     #[error("shutting down")]
     Closed,
     #[error("{0}")]
@@ -84,6 +90,9 @@ impl ServiceError for ConsumeError {
     fn error_code(&self) -> ErrorCode {
         match self {
             ConsumeError::Full { retry_after, .. } => ErrorCode::ResourceExhausted {
+                retry_after: *retry_after,
+            },
+            ConsumeError::Limited { retry_after, .. } => ErrorCode::ResourceExhausted {
                 retry_after: *retry_after,
             },
             ConsumeError::Closed => ErrorCode::Unavailable,

@@ -20,6 +20,7 @@ use crate::otlp::validate::retain_valid_spans;
 use crate::receiver::{Accepted, ConsumeError, TraceBatch, TraceConsumer};
 use crate::server::generator::Generator;
 use crate::server::head::{CutPartition, CutReason, Head};
+use crate::server::limits::IngestLimiter;
 use crate::server::metrics::ServerMetrics;
 use crate::server::wal::{
     batch_record, frame, SegmentWriter, TracePiece, WalDir, WalError, WalRecord,
@@ -79,6 +80,7 @@ struct IngestInner {
     metrics: Arc<ServerMetrics>,
     /// Sees every acknowledged request; `None` when the generator is disabled.
     generator: Option<Generator>,
+    limiter: IngestLimiter,
     closed: std::sync::atomic::AtomicBool,
 }
 
@@ -168,6 +170,7 @@ impl Ingest {
                 retry_after: config.retry_after,
                 metrics,
                 generator,
+                limiter: IngestLimiter::new(server_config.limits.clone()),
                 closed: std::sync::atomic::AtomicBool::new(false),
             }),
         };
@@ -250,6 +253,19 @@ impl TraceConsumer for Ingest {
         let num_spans = count_spans(&batch.resource_spans) as u64;
         if num_spans == 0 {
             return Ok(accepted);
+        }
+        if let Err(limited) = inner
+            .limiter
+            .admit(&tenant, batch.num_bytes as u64, Instant::now())
+        {
+            inner
+                .metrics
+                .refused_spans(&tenant, "rate_limited", num_spans);
+            tracing::warn!(tenant = %tenant, num_spans, num_bytes = batch.num_bytes, rate = limited.rate, burst = limited.burst, "refusing spans: tenant over its ingest rate limit");
+            return Err(ConsumeError::Limited {
+                message: limited.to_string(),
+                retry_after: limited.retry_after,
+            });
         }
         let full = |what: &'static str| ConsumeError::Full {
             what,

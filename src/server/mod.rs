@@ -18,6 +18,7 @@ pub mod flush;
 pub mod generator;
 pub mod head;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod query;
 pub mod replay;

@@ -1,0 +1,64 @@
+"""Per-tenant ingest limits against a real spoor-server: a tenant over its rate gets an
+explicit refusal naming the limit (gRPC RESOURCE_EXHAUSTED with retry info, HTTP 429 with
+Retry-After), counted per tenant and reason; other tenants are unaffected; nothing
+refused is stored."""
+
+import grpc
+import requests
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+from collector_support import make_request
+from conftest import Server, metric_value
+
+
+def test_a_tenant_over_its_rate_is_refused_explicitly_and_others_are_not(tmp_path):
+    server = Server(tmp_path / "server", extra_env={
+        "SPOOR_LIMITS__INGESTION_RATE": "4KiB",
+        "SPOOR_LIMITS__INGESTION_BURST": "8KiB",
+    }).start()
+    try:
+        url = f"http://127.0.0.1:{server.http_port}/v1/traces"
+        headers = {"Content-Type": "application/x-protobuf", "X-Scope-OrgID": "noisy"}
+        accepted, refused = [], None
+        for _ in range(200):
+            trace_hex, _, request = make_request(20)
+            response = requests.post(url, data=request.SerializeToString(), headers=headers, timeout=10)
+            if response.status_code == 200:
+                accepted.append(trace_hex)
+                continue
+            refused = (trace_hex, response)
+            break
+        assert refused, "the rate limit never refused a request"
+        trace_hex, response = refused
+        assert response.status_code == 429, response.text
+        assert "limits.ingestion_rate" in response.text and "noisy" in response.text, response.text
+        assert int(response.headers["Retry-After"]) >= 1
+        assert accepted, "the burst should let the first requests through"
+
+        # gRPC: RESOURCE_EXHAUSTED with the same message.
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        _, _, big = make_request(400)
+        try:
+            stub.Export(big, metadata=[("x-scope-orgid", "noisy")], timeout=10)
+            raise AssertionError("a request larger than the burst was accepted")
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+            assert "limits.ingestion_rate" in error.details()
+        # Another tenant has a bucket of its own.
+        stub.Export(make_request(5)[2], metadata=[("x-scope-orgid", "quiet")], timeout=10)
+        channel.close()
+
+        refused_count = metric_value(server, 'spoor_ingest_refused_spans_total{tenant="noisy",reason="rate_limited"}')
+        assert refused_count and refused_count >= 20
+        # The refused trace was never stored; the accepted ones were.
+        def stored(trace):
+            response = requests.get(f"{server.api}/api/v2/traces/{trace}",
+                                    headers={"X-Scope-OrgID": "noisy"}, timeout=10)
+            assert response.status_code == 200, response.text
+            return response.json()["trace"] != {}
+
+        assert not stored(trace_hex)
+        assert stored(accepted[0])
+    finally:
+        server.stop()
