@@ -434,7 +434,12 @@ pub(crate) struct RawLimits {
     /// Bytes one tenant may send at once above the rate; `0` means the same as one
     /// second of `ingestion_rate` (Tempo's `ingestion_burst_size_bytes`).
     pub(crate) ingestion_burst: ByteSize,
-    /// Tenant ID → overrides of `ingestion_rate` and `ingestion_burst`.
+    /// Spans with an attribute value (string or bytes, on the span, its events and
+    /// links, or its resource) longer than this are refused individually and counted in
+    /// the OTLP `partial_success` answer; `0` means unlimited.
+    pub(crate) max_attribute_value_length: ByteSize,
+    /// Tenant ID → overrides of `ingestion_rate`, `ingestion_burst` and
+    /// `max_attribute_value_length`.
     pub(crate) per_tenant: BTreeMap<String, RawTenantLimits>,
 }
 
@@ -443,6 +448,7 @@ impl Default for RawLimits {
         RawLimits {
             ingestion_rate: ByteSize(0),
             ingestion_burst: ByteSize(0),
+            max_attribute_value_length: ByteSize(0),
             per_tenant: BTreeMap::new(),
         }
     }
@@ -454,6 +460,7 @@ impl Default for RawLimits {
 pub(crate) struct RawTenantLimits {
     pub(crate) ingestion_rate: Option<ByteSize>,
     pub(crate) ingestion_burst: Option<ByteSize>,
+    pub(crate) max_attribute_value_length: Option<ByteSize>,
 }
 
 /// `metrics_generator:`

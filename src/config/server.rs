@@ -419,4 +419,6 @@ pub struct TenantLimits {
     pub ingestion_rate: Option<u64>,
     /// Bytes at once above the rate (at least one second of the rate).
     pub ingestion_burst: u64,
+    /// Longest attribute value in bytes; `None` is unlimited.
+    pub max_attribute_value_length: Option<usize>,
 }

@@ -224,6 +224,7 @@ fn default_config() -> ServerConfig {
             defaults: TenantLimits {
                 ingestion_rate: None,
                 ingestion_burst: 0,
+                max_attribute_value_length: None,
             },
             per_tenant: BTreeMap::new(),
         },
@@ -357,8 +358,9 @@ compaction:
   compacted_block_retention: 0s
 limits:
   ingestion_rate: 10MiB
+  max_attribute_value_length: 4KiB
   per_tenant:
-    acme: { ingestion_burst: 50MiB }
+    acme: { ingestion_burst: 50MiB, max_attribute_value_length: 0 }
     free: { ingestion_rate: 1MiB }
 metrics_generator:
   processors: [span-metrics]
@@ -465,6 +467,7 @@ log:
                 defaults: TenantLimits {
                     ingestion_rate: Some(10 * MIB),
                     ingestion_burst: 10 * MIB,
+                    max_attribute_value_length: Some(4096),
                 },
                 per_tenant: BTreeMap::from([
                     (
@@ -472,6 +475,7 @@ log:
                         TenantLimits {
                             ingestion_rate: Some(10 * MIB),
                             ingestion_burst: 50 * MIB,
+                            max_attribute_value_length: None,
                         },
                     ),
                     (
@@ -479,6 +483,7 @@ log:
                         TenantLimits {
                             ingestion_rate: Some(MIB),
                             ingestion_burst: MIB,
+                            max_attribute_value_length: Some(4096),
                         },
                     ),
                 ]),

@@ -463,12 +463,17 @@ fn validate_retention(raw: &RawRetention, problems: &mut Problems<'_>) -> Retent
 }
 
 fn validate_limits(raw: &RawLimits, problems: &mut Problems<'_>) -> LimitsConfig {
-    let resolve = |rate: ByteSize, burst: ByteSize| TenantLimits {
+    let resolve = |rate: ByteSize, burst: ByteSize, max_value: ByteSize| TenantLimits {
         ingestion_rate: (rate.bytes() > 0).then(|| rate.bytes()),
         // A burst below one second of the rate would refuse requests the rate allows.
         ingestion_burst: burst.bytes().max(rate.bytes()),
+        max_attribute_value_length: (max_value.bytes() > 0).then(|| max_value.bytes() as usize),
     };
-    let defaults = resolve(raw.ingestion_rate, raw.ingestion_burst);
+    let defaults = resolve(
+        raw.ingestion_rate,
+        raw.ingestion_burst,
+        raw.max_attribute_value_length,
+    );
     let mut per_tenant = BTreeMap::new();
     for (name, overrides) in &raw.per_tenant {
         let key = format!("limits.per_tenant.{name}");
@@ -477,7 +482,10 @@ fn validate_limits(raw: &RawLimits, problems: &mut Problems<'_>) -> LimitsConfig
         };
         let rate = overrides.ingestion_rate.unwrap_or(raw.ingestion_rate);
         let burst = overrides.ingestion_burst.unwrap_or(raw.ingestion_burst);
-        per_tenant.insert(tenant, resolve(rate, burst));
+        let max_value = overrides
+            .max_attribute_value_length
+            .unwrap_or(raw.max_attribute_value_length);
+        per_tenant.insert(tenant, resolve(rate, burst, max_value));
     }
     LimitsConfig {
         defaults,

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::config::{FsyncPolicy, HeadConfig, ServerConfig};
 use crate::otlp::count_spans;
-use crate::otlp::validate::retain_valid_spans;
+use crate::otlp::validate::{retain_spans_with_values_within, retain_valid_spans};
 use crate::receiver::{Accepted, ConsumeError, TraceBatch, TraceConsumer};
 use crate::server::generator::Generator;
 use crate::server::head::{CutPartition, CutReason, Head};
@@ -240,11 +240,25 @@ impl TraceConsumer for Ingest {
             return Err(ConsumeError::Closed);
         }
         let tenant = batch.tenant.clone();
-        let rejected = retain_valid_spans(&mut batch.resource_spans);
+        let mut rejected = retain_valid_spans(&mut batch.resource_spans);
         if rejected.num_spans > 0 {
             inner
                 .metrics
                 .refused_spans(&tenant, "invalid_span", rejected.num_spans);
+        }
+        if let Some(max) = inner.limiter.for_tenant(&tenant).max_attribute_value_length {
+            let too_long = retain_spans_with_values_within(
+                &mut batch.resource_spans,
+                max,
+                "limits.max_attribute_value_length",
+            );
+            if too_long.num_spans > 0 {
+                inner
+                    .metrics
+                    .refused_spans(&tenant, "attribute_too_long", too_long.num_spans);
+                tracing::warn!(tenant = %tenant, num_spans = too_long.num_spans, reason = too_long.first_reason.as_deref().unwrap_or_default(), "refusing spans: attribute value over the tenant's limit");
+                rejected.merge(too_long);
+            }
         }
         let accepted = Accepted {
             rejected_spans: rejected.num_spans,

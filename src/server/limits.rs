@@ -47,11 +47,17 @@ impl IngestLimiter {
         }
     }
 
+    /// The limits of `tenant`.
+    pub fn for_tenant(&self, tenant: &TenantId) -> &TenantLimits {
+        self.config.for_tenant(tenant)
+    }
+
     /// Takes `bytes` from the tenant's bucket, or says why it cannot.
     pub fn admit(&self, tenant: &TenantId, bytes: u64, now: Instant) -> Result<(), RateLimited> {
         let TenantLimits {
             ingestion_rate: Some(rate),
             ingestion_burst: burst,
+            ..
         } = *self.config.for_tenant(tenant)
         else {
             return Ok(());
@@ -100,6 +106,7 @@ mod tests {
             defaults: TenantLimits {
                 ingestion_rate: rate,
                 ingestion_burst: burst,
+                max_attribute_value_length: None,
             },
             per_tenant,
         })
@@ -130,6 +137,7 @@ mod tests {
         let acme = TenantLimits {
             ingestion_rate: None,
             ingestion_burst: 0,
+            max_attribute_value_length: None,
         };
         let limiter = limiter(Some(100), 100, Some(acme));
         let now = Instant::now();

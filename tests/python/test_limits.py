@@ -62,3 +62,30 @@ def test_a_tenant_over_its_rate_is_refused_explicitly_and_others_are_not(tmp_pat
         assert stored(accepted[0])
     finally:
         server.stop()
+
+
+def test_spans_with_too_long_attribute_values_are_rejected_in_partial_success(tmp_path):
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    server = Server(tmp_path / "server", extra_env={
+        "SPOOR_LIMITS__MAX_ATTRIBUTE_VALUE_LENGTH": "64",
+    }).start()
+    try:
+        trace_hex, _, request = make_request(3)
+        spans = request.resource_spans[0].scope_spans[0].spans
+        spans[1].attributes.append(KeyValue(key="db.statement", value=AnyValue(string_value="x" * 65)))
+        response = requests.post(f"http://127.0.0.1:{server.http_port}/v1/traces",
+                                 data=request.SerializeToString(),
+                                 headers={"Content-Type": "application/x-protobuf"}, timeout=10)
+        assert response.status_code == 200, response.text
+        answer = ExportTraceServiceResponse.FromString(response.content)
+        assert answer.partial_success.rejected_spans == 1
+        assert "limits.max_attribute_value_length" in answer.partial_success.error_message
+        assert "db.statement" in answer.partial_success.error_message
+        stored = requests.get(f"{server.api}/api/traces/{trace_hex}", timeout=10).json()
+        names = [s["spanId"] for b in stored["batches"] for ss in b["scopeSpans"] for s in ss["spans"]]
+        assert len(names) == 2
+        assert metric_value(server, 'spoor_ingest_refused_spans_total{tenant="single-tenant",reason="attribute_too_long"}') == 1
+    finally:
+        server.stop()
