@@ -395,8 +395,8 @@ fn database_server(context: &SpanContext<'_>, span: &OtlpSpan) -> Option<String>
     Some(clean_value(&name).into_owned())
 }
 
-/// How long halves wait before [`ServiceGraphs::expire`] looks at them, for callers
-/// that schedule expiry.
+/// How often the generator runs [`ServiceGraphs::expire`]: a fifth of the wait (within
+/// 0.1–2 s), so a half is resolved at most that much after its wait is over.
 pub(super) fn expiry_period(config: &ServiceGraphsConfig) -> Duration {
     (config.wait / 5).clamp(Duration::from_millis(100), Duration::from_secs(2))
 }
