@@ -103,7 +103,9 @@ fn wal_segment() -> Vec<u8> {
     };
     segment.append(&spoor::server::wal::frame(&carry)).unwrap();
     segment
-        .append(&spoor::server::wal::frame(&WalRecord::Cut { through_segment: 0 }))
+        .append(&spoor::server::wal::frame(&WalRecord::Cut {
+            through_segment: 0,
+        }))
         .unwrap();
     segment.sync().unwrap();
     let file = std::fs::read_dir(dir.path())
@@ -157,7 +159,11 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     // One span the ingest path must reject (a short trace ID) next to a good one.
     let mut mixed = otlp_request(4, 2);
     mixed.resource_spans[0].scope_spans[0].spans[0].trace_id = vec![1, 2, 3];
-    seeds.push(("otlp_proto", "one-bad-span.pb".into(), mixed.encode_to_vec()));
+    seeds.push((
+        "otlp_proto",
+        "one-bad-span.pb".into(),
+        mixed.encode_to_vec(),
+    ));
     seeds.push(("wal_record", "segment.wal".into(), wal_segment()));
     seeds.push(("block_meta", "v1.json".into(), block_meta(Vec::new())));
     seeds.push((
@@ -234,7 +240,11 @@ fn every_seed_is_accepted_by_its_decoder() {
             }
             "wal_record" => {
                 let contents = read_segment(&bytes).expect(&context);
-                assert!(contents.damage.is_empty(), "{context}: {:?}", contents.damage);
+                assert!(
+                    contents.damage.is_empty(),
+                    "{context}: {:?}",
+                    contents.damage
+                );
                 assert_eq!(contents.records.len(), 3, "{context}");
                 for record in contents.records {
                     WalRecord::decode(record).expect(&context);
