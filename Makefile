@@ -9,7 +9,7 @@ PYTHON := $(VENV)/bin/python
 PY_REQUIREMENTS := tests/python/requirements.txt
 PY_STAMP := $(VENV)/.installed-$(shell sha1sum $(PY_REQUIREMENTS) 2>/dev/null | cut -c1-12)
 
-.PHONY: image image-tools build release run run-collector test test-rust test-python lint fmt bench bench-ingest bench-search bench-collector fuzz clean-data packages deb rpm package-tools lint-packages
+.PHONY: image image-tools build release run run-collector test test-rust test-python lint fmt bench bench-ingest bench-search bench-collector fuzz fuzz-tools fuzz-smoke clean-data packages deb rpm package-tools lint-packages
 
 build:
 	$(CARGO) build --bins
@@ -25,7 +25,7 @@ run:
 run-collector:
 	$(CARGO) run --release --bin spoor-collector
 
-test: test-rust test-python
+test: test-rust fuzz-smoke test-python
 
 test-rust:
 	$(CARGO) build --bins
@@ -126,17 +126,41 @@ bench-collector: release $(PY_STAMP)
 	ROTEL_BIN="$${ROTEL_BIN:-$$($(PYTHON) -c 'import pathlib, rotel; print(pathlib.Path(rotel.__file__).parent / "rotel-agent")')}" \
 		$(CARGO) bench --features test-util --bench collector_load
 
-## The TraceQL parser under libFuzzer (cargo-fuzz) for FUZZ_SECONDS, seeded with every query
-## of the parser corpus. Stable toolchain: RUSTC_BOOTSTRAP, no sanitizer (see fuzz/Cargo.toml).
+## Every fuzz target under libFuzzer (cargo-fuzz) for FUZZ_SECONDS each, one after the
+## other, each corpus seeded from fuzz/seeds/<target>/ (and, for traceql_parse, every query
+## of the parser corpus) and kept under FUZZ_CORPUS_DIR so later runs continue from it.
+## Stable toolchain: RUSTC_BOOTSTRAP, no sanitizer, optimised but with debug assertions so
+## integer overflow panics as in the tests (see fuzz/Cargo.toml). Findings and recorded
+## runs: docs/fuzzing.md.
+FUZZ_TARGETS ?= traceql_parse otlp_proto otlp_json wal_record block_meta collector_config jaeger_thrift zipkin_json
 FUZZ_SECONDS ?= 1200
+FUZZ_SMOKE_RUNS ?= 20000
 FUZZ_TARGET_DIR ?= $(HOME)/.cache/spoor-fuzz-target
-FUZZ_CORPUS ?= $(HOME)/.cache/spoor-fuzz-corpus/traceql_parse
-fuzz: $(PY_STAMP)
+FUZZ_CORPUS_DIR ?= $(HOME)/.cache/spoor-fuzz-corpus
+FUZZ_CARGO = cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) $(CARGO) fuzz
+FUZZ_BUILD_FLAGS ?= -s none -O -a
+
+fuzz-tools:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	mkdir -p $(FUZZ_CORPUS)
-	$(PYTHON) fuzz/seed_corpus.py tests/data/traceql $(FUZZ_CORPUS)
-	cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) $(CARGO) fuzz run -s none -O \
-		traceql_parse $(FUZZ_CORPUS) -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
+
+fuzz: fuzz-tools $(PY_STAMP)
+	$(PYTHON) fuzz/seed_corpus.py tests/data/traceql $(FUZZ_CORPUS_DIR)/traceql_parse
+	for target in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_CORPUS_DIR)/$$target && cp fuzz/seeds/$$target/* $(FUZZ_CORPUS_DIR)/$$target/ \
+		&& ($(FUZZ_CARGO) run $(FUZZ_BUILD_FLAGS) $$target $(FUZZ_CORPUS_DIR)/$$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1) || exit 1; \
+	done
+
+## Part of `make test`: every target over its checked-in seeds plus FUZZ_SMOKE_RUNS
+## mutations. New inputs go to a scratch directory, never into fuzz/seeds.
+fuzz-smoke: fuzz-tools
+	$(FUZZ_CARGO) build $(FUZZ_BUILD_FLAGS)
+	scratch=$$(mktemp -d) && for target in $(FUZZ_TARGETS); do \
+		mkdir -p $$scratch/$$target \
+		&& ($(FUZZ_CARGO) run $(FUZZ_BUILD_FLAGS) $$target $$scratch/$$target $(CURDIR)/fuzz/seeds/$$target -- \
+			-runs=$(FUZZ_SMOKE_RUNS) -max_total_time=30 -print_final_stats=1) \
+		|| { rm -rf $$scratch; exit 1; }; \
+	done; rm -rf $$scratch
 
 clean-data:
 	rm -rf ./data

@@ -286,7 +286,7 @@ fn random_and_mutated_queries_never_panic() {
     assert!(failed > ITERATIONS / 2, "only {failed} inputs failed");
 }
 
-/// Inputs the cargo-fuzz target found (docs/benchmarks.md, "TraceQL parser fuzzing") and
+/// Inputs the cargo-fuzz target found (docs/fuzzing.md, "TraceQL parser") and
 /// their neighbours: each compiles, and its canonical text compiles to itself.
 #[test]
 fn fuzz_findings_round_trip() {

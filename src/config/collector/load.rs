@@ -100,6 +100,21 @@ pub fn load_collector_config_with_env(
         })?,
         None => DEFAULT_CONFIG_YAML.to_owned(),
     };
+    load_collector_config_from_str(&text, config_file, env)
+}
+
+/// Parses and validates configuration text as [`load_collector_config_with_env`] does
+/// once it has read the file: `config_file` only names where `text` came from in error
+/// messages and value origins (`None` is the built-in default). Lets the text be checked
+/// without a file, e.g. by the fuzzer (`fuzz/fuzz_targets/collector_config.rs`).
+///
+/// # Errors
+/// Every problem found, each naming its key path.
+pub fn load_collector_config_from_str(
+    text: &str,
+    config_file: Option<&Path>,
+    env: &BTreeMap<String, String>,
+) -> Result<CollectorConfig, ConfigErrors> {
     let file_error = |message: String| {
         ConfigErrors::new(vec![ConfigError::File {
             path: config_file
@@ -108,7 +123,7 @@ pub fn load_collector_config_with_env(
             message,
         }])
     };
-    let mut tree = match serde_yaml::from_str::<Value>(&text) {
+    let mut tree = match serde_yaml::from_str::<Value>(text) {
         Ok(Value::Mapping(mapping)) => Value::Mapping(mapping),
         Ok(Value::Null) => Value::Mapping(Mapping::new()),
         Ok(_) => {

@@ -32,7 +32,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use load::{load_collector_config, load_collector_config_with_env, DEFAULT_CONFIG_YAML};
+pub use load::{
+    load_collector_config, load_collector_config_from_str, load_collector_config_with_env,
+    DEFAULT_CONFIG_YAML,
+};
 pub use processors::{
     ActionTarget, AttributeAction, AttributeValue, AttributesConfig, ConfigRegex, ConvertedType,
     MatchAttribute, MatchProperties, MatchString, ProbabilisticSamplerConfig, RedactionConfig,

@@ -144,7 +144,7 @@ type ProcessGroup = (Option<Process>, Vec<(usize, Span)>);
 ///
 /// # Errors
 /// A span has an all-zero trace ID or span ID.
-pub(crate) fn batches_to_otlp(batches: Vec<Batch>) -> Result<OtlpExportRequest, JaegerDecodeError> {
+pub fn batches_to_otlp(batches: Vec<Batch>) -> Result<OtlpExportRequest, JaegerDecodeError> {
     let blank = Span::default();
     // Spans keep their index in the request, for error messages.
     let mut groups: Vec<ProcessGroup> = Vec::new();

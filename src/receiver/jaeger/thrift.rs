@@ -69,7 +69,7 @@ pub enum ThriftProtocol {
 ///
 /// # Errors
 /// The bytes are not a well-formed `Batch` in `protocol`.
-pub(crate) fn decode_batch(bytes: &[u8], protocol: ThriftProtocol) -> Result<Batch> {
+pub fn decode_batch(bytes: &[u8], protocol: ThriftProtocol) -> Result<Batch> {
     match protocol {
         ThriftProtocol::Binary => {
             let mut reader = BinaryReader::new(bytes);
@@ -90,7 +90,7 @@ pub(crate) fn decode_batch(bytes: &[u8], protocol: ThriftProtocol) -> Result<Bat
 ///
 /// # Errors
 /// The message header is malformed, names another method, or its `Batch` is malformed.
-pub(crate) fn decode_agent_message(bytes: &[u8], protocol: ThriftProtocol) -> Result<Batch> {
+pub fn decode_agent_message(bytes: &[u8], protocol: ThriftProtocol) -> Result<Batch> {
     match protocol {
         ThriftProtocol::Binary => read_emit_batch(&mut BinaryReader::new(bytes)),
         ThriftProtocol::Compact => read_emit_batch(&mut CompactReader::new(bytes)),

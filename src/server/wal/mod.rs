@@ -25,8 +25,8 @@ use uuid::Uuid;
 use crate::otlp::TraceId;
 use crate::tenant::{TenantError, TenantId};
 
-use record::{fill_frame_header, frame_record, read_segment, segment_header, FRAME_HEADER_LEN};
-pub use record::{Damage, SegmentFormatError};
+use record::{fill_frame_header, frame_record, segment_header, FRAME_HEADER_LEN};
+pub use record::{read_segment, Damage, SegmentContents, SegmentFormatError};
 
 const SEGMENT_SUFFIX: &str = ".wal";
 const FLUSHED_MARKER: &str = "flushed-through";

@@ -49,7 +49,7 @@ pub enum SegmentFormatError {
 
 /// Result of reading a whole segment.
 #[derive(Debug, Default)]
-pub(crate) struct SegmentContents<'a> {
+pub struct SegmentContents<'a> {
     pub records: Vec<&'a [u8]>,
     pub damage: Vec<Damage>,
     /// Offset just past the last good record: where a torn tail starts.
@@ -68,8 +68,13 @@ fn intact_len_at(data: &[u8], offset: usize) -> Option<usize> {
     .then_some(len)
 }
 
-/// Parses a whole segment file, recovering every record that is intact.
-pub(crate) fn read_segment(data: &[u8]) -> Result<SegmentContents<'_>, SegmentFormatError> {
+/// Parses a whole segment file, recovering every record that is intact. Public so the
+/// fuzzer can feed it arbitrary bytes (`fuzz/fuzz_targets/wal_record.rs`).
+///
+/// # Errors
+/// The header is not a spoor WAL segment of a supported version; damage after the header
+/// is reported in [`SegmentContents::damage`], never as an error.
+pub fn read_segment(data: &[u8]) -> Result<SegmentContents<'_>, SegmentFormatError> {
     if data.len() < HEADER_LEN || &data[..8] != MAGIC {
         return Err(SegmentFormatError::BadMagic);
     }
