@@ -438,8 +438,13 @@ pub(crate) struct RawLimits {
     /// links, or its resource) longer than this are refused individually and counted in
     /// the OTLP `partial_success` answer; `0` means unlimited.
     pub(crate) max_attribute_value_length: ByteSize,
-    /// Tenant ID → overrides of `ingestion_rate`, `ingestion_burst` and
-    /// `max_attribute_value_length`.
+    /// Traces one tenant may have live (received, not yet in a block). A request that
+    /// would start more is refused as a whole with RESOURCE_EXHAUSTED / 429 naming the
+    /// limit; spans of traces already live are always accepted. `0` means unlimited
+    /// (Tempo's `max_traces_per_user`, which drops instead).
+    pub(crate) max_live_traces: u32,
+    /// Tenant ID → overrides of `ingestion_rate`, `ingestion_burst`,
+    /// `max_attribute_value_length` and `max_live_traces`.
     pub(crate) per_tenant: BTreeMap<String, RawTenantLimits>,
 }
 
@@ -449,6 +454,7 @@ impl Default for RawLimits {
             ingestion_rate: ByteSize(0),
             ingestion_burst: ByteSize(0),
             max_attribute_value_length: ByteSize(0),
+            max_live_traces: 0,
             per_tenant: BTreeMap::new(),
         }
     }
@@ -461,6 +467,7 @@ pub(crate) struct RawTenantLimits {
     pub(crate) ingestion_rate: Option<ByteSize>,
     pub(crate) ingestion_burst: Option<ByteSize>,
     pub(crate) max_attribute_value_length: Option<ByteSize>,
+    pub(crate) max_live_traces: Option<u32>,
 }
 
 /// `metrics_generator:`

@@ -421,4 +421,6 @@ pub struct TenantLimits {
     pub ingestion_burst: u64,
     /// Longest attribute value in bytes; `None` is unlimited.
     pub max_attribute_value_length: Option<usize>,
+    /// Live traces at most; `None` is unlimited.
+    pub max_live_traces: Option<usize>,
 }

@@ -225,6 +225,7 @@ fn default_config() -> ServerConfig {
                 ingestion_rate: None,
                 ingestion_burst: 0,
                 max_attribute_value_length: None,
+                max_live_traces: None,
             },
             per_tenant: BTreeMap::new(),
         },
@@ -359,8 +360,9 @@ compaction:
 limits:
   ingestion_rate: 10MiB
   max_attribute_value_length: 4KiB
+  max_live_traces: 5000
   per_tenant:
-    acme: { ingestion_burst: 50MiB, max_attribute_value_length: 0 }
+    acme: { ingestion_burst: 50MiB, max_attribute_value_length: 0, max_live_traces: 0 }
     free: { ingestion_rate: 1MiB }
 metrics_generator:
   processors: [span-metrics]
@@ -468,6 +470,7 @@ log:
                     ingestion_rate: Some(10 * MIB),
                     ingestion_burst: 10 * MIB,
                     max_attribute_value_length: Some(4096),
+                    max_live_traces: Some(5000),
                 },
                 per_tenant: BTreeMap::from([
                     (
@@ -476,6 +479,7 @@ log:
                             ingestion_rate: Some(10 * MIB),
                             ingestion_burst: 50 * MIB,
                             max_attribute_value_length: None,
+                            max_live_traces: None,
                         },
                     ),
                     (
@@ -484,6 +488,7 @@ log:
                             ingestion_rate: Some(MIB),
                             ingestion_burst: MIB,
                             max_attribute_value_length: Some(4096),
+                            max_live_traces: Some(5000),
                         },
                     ),
                 ]),

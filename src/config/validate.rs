@@ -463,16 +463,20 @@ fn validate_retention(raw: &RawRetention, problems: &mut Problems<'_>) -> Retent
 }
 
 fn validate_limits(raw: &RawLimits, problems: &mut Problems<'_>) -> LimitsConfig {
-    let resolve = |rate: ByteSize, burst: ByteSize, max_value: ByteSize| TenantLimits {
-        ingestion_rate: (rate.bytes() > 0).then(|| rate.bytes()),
-        // A burst below one second of the rate would refuse requests the rate allows.
-        ingestion_burst: burst.bytes().max(rate.bytes()),
-        max_attribute_value_length: (max_value.bytes() > 0).then(|| max_value.bytes() as usize),
+    let resolve = |rate: ByteSize, burst: ByteSize, max_value: ByteSize, max_live: u32| {
+        TenantLimits {
+            ingestion_rate: (rate.bytes() > 0).then(|| rate.bytes()),
+            // A burst below one second of the rate would refuse requests the rate allows.
+            ingestion_burst: burst.bytes().max(rate.bytes()),
+            max_attribute_value_length: (max_value.bytes() > 0).then(|| max_value.bytes() as usize),
+            max_live_traces: (max_live > 0).then_some(max_live as usize),
+        }
     };
     let defaults = resolve(
         raw.ingestion_rate,
         raw.ingestion_burst,
         raw.max_attribute_value_length,
+        raw.max_live_traces,
     );
     let mut per_tenant = BTreeMap::new();
     for (name, overrides) in &raw.per_tenant {
@@ -485,7 +489,8 @@ fn validate_limits(raw: &RawLimits, problems: &mut Problems<'_>) -> LimitsConfig
         let max_value = overrides
             .max_attribute_value_length
             .unwrap_or(raw.max_attribute_value_length);
-        per_tenant.insert(tenant, resolve(rate, burst, max_value));
+        let max_live = overrides.max_live_traces.unwrap_or(raw.max_live_traces);
+        per_tenant.insert(tenant, resolve(rate, burst, max_value, max_live));
     }
     LimitsConfig {
         defaults,

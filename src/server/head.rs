@@ -103,6 +103,22 @@ impl Head {
         }
     }
 
+    /// Live traces of `tenant`, and how many of `trace_ids` would be new ones.
+    pub fn live_and_new_traces(
+        &self,
+        tenant: &TenantId,
+        trace_ids: impl Iterator<Item = TraceId>,
+    ) -> (usize, usize) {
+        let live = self.tenants.get(tenant);
+        let mut new: HashSet<TraceId> = HashSet::new();
+        for trace_id in trace_ids {
+            if !live.is_some_and(|traces| traces.contains_key(&trace_id)) {
+                new.insert(trace_id);
+            }
+        }
+        (live.map_or(0, HashMap::len), new.len())
+    }
+
     pub fn live_bytes(&self) -> u64 {
         self.live_bytes
     }

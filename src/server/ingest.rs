@@ -313,6 +313,25 @@ impl TraceConsumer for Ingest {
             let (framed, pieces) = batch_record(&tenant, &resource_spans);
             (framed, pieces, resource_spans)
         };
+        if let Some(max) = inner.limiter.for_tenant(&tenant).max_live_traces {
+            let (live, new) = inner
+                .head
+                .lock()
+                .live_and_new_traces(&tenant, pieces.iter().map(|(trace_id, _)| *trace_id));
+            if new > 0 && live + new > max {
+                inner
+                    .metrics
+                    .refused_spans(&tenant, "live_traces_exceeded", num_spans);
+                tracing::warn!(tenant = %tenant, num_spans, live, new, max, "refusing spans: tenant at its live-trace limit");
+                return Err(ConsumeError::Limited {
+                    message: format!(
+                        "tenant {tenant} has {live} live traces and this request starts {new} more, \
+                         over limits.max_live_traces = {max}; retry once traces are flushed"
+                    ),
+                    retry_after: inner.retry_after,
+                });
+            }
+        }
         let (done, rx) = oneshot::channel();
         inner
             .tx

@@ -107,6 +107,7 @@ mod tests {
                 ingestion_rate: rate,
                 ingestion_burst: burst,
                 max_attribute_value_length: None,
+                max_live_traces: None,
             },
             per_tenant,
         })
@@ -138,6 +139,7 @@ mod tests {
             ingestion_rate: None,
             ingestion_burst: 0,
             max_attribute_value_length: None,
+            max_live_traces: None,
         };
         let limiter = limiter(Some(100), 100, Some(acme));
         let now = Instant::now();

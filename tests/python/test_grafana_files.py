@@ -539,7 +539,7 @@ tests:
           - exp_labels: {{severity: warning, instance: "s1:3200", tenant: acme, reason: head_full}}
             exp_annotations:
               summary: "spoor-server s1:3200 refuses spans of tenant acme (head_full)"
-              description: "spoor-server on s1:3200 has refused 10 spans/s of tenant acme for 10 minutes, reason head_full. head_full: blocks are not uploaded fast enough (backend errors or throughput, head.max_block_size); inflight_full: WAL writes are slow (fsync latency, ingest.max_inflight_bytes); invalid_span: a sender sends malformed spans (`journalctl -u spoor-server` names them); rate_limited: the tenant sends more than its limits.ingestion_rate; attribute_too_long: spans with values over limits.max_attribute_value_length (raise either in limits.per_tenant)."
+              description: "spoor-server on s1:3200 has refused 10 spans/s of tenant acme for 10 minutes, reason head_full. head_full: blocks are not uploaded fast enough (backend errors or throughput, head.max_block_size); inflight_full: WAL writes are slow (fsync latency, ingest.max_inflight_bytes); invalid_span: a sender sends malformed spans (`journalctl -u spoor-server` names them); rate_limited: the tenant sends more than its limits.ingestion_rate; attribute_too_long: spans with values over limits.max_attribute_value_length; live_traces_exceeded: more live traces than limits.max_live_traces (raise these in limits.per_tenant)."
       - eval_time: 25m
         alertname: SpoorWalFsyncSlow
         exp_alerts:

@@ -89,3 +89,34 @@ def test_spans_with_too_long_attribute_values_are_rejected_in_partial_success(tm
         assert metric_value(server, 'spoor_ingest_refused_spans_total{tenant="single-tenant",reason="attribute_too_long"}') == 1
     finally:
         server.stop()
+
+
+def test_a_request_starting_traces_over_the_live_trace_limit_is_refused_not_dropped(tmp_path):
+    server = Server(tmp_path / "server", extra_env={
+        "SPOOR_LIMITS__MAX_LIVE_TRACES": "3",
+        # Traces stay live for the whole test.
+        "SPOOR_HEAD__TRACE_IDLE": "5m",
+        "SPOOR_HEAD__MAX_BLOCK_DURATION": "10m",
+    }).start()
+    try:
+        url = f"http://127.0.0.1:{server.http_port}/v1/traces"
+        headers = {"Content-Type": "application/x-protobuf"}
+        live = []
+        for _ in range(3):
+            trace_hex, _, request = make_request(2)
+            assert requests.post(url, data=request.SerializeToString(), headers=headers, timeout=10).status_code == 200
+            live.append((trace_hex, request))
+        refused_hex, _, refused = make_request(2)
+        response = requests.post(url, data=refused.SerializeToString(), headers=headers, timeout=10)
+        assert response.status_code == 429, response.text
+        assert "limits.max_live_traces = 3" in response.text
+        # More spans of a trace already live are still accepted.
+        _, request = live[0]
+        for span in request.resource_spans[0].scope_spans[0].spans:
+            span.span_id = bytes(reversed(span.span_id))
+        assert requests.post(url, data=request.SerializeToString(), headers=headers, timeout=10).status_code == 200
+        stored = requests.get(f"{server.api}/api/v2/traces/{refused_hex}", timeout=10).json()
+        assert stored["trace"] == {}
+        assert metric_value(server, 'spoor_ingest_refused_spans_total{tenant="single-tenant",reason="live_traces_exceeded"}') == 2
+    finally:
+        server.stop()
