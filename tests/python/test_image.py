@@ -34,6 +34,20 @@ pytestmark = [
 ]
 
 
+def wait_ready(process, api, timeout=30):
+    """Until the server in `process` answers /ready on `api`; fails if it exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, process.stdout.read()
+        try:
+            if requests.get(f"http://127.0.0.1:{api}/ready", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, f"not ready in {timeout}s"
+        time.sleep(0.2)
+
+
 def _buildah(*args):
     return subprocess.run(["buildah", *args], check=True, capture_output=True, text=True, timeout=120).stdout
 
@@ -129,16 +143,7 @@ def test_server_from_the_image_becomes_ready(rootfs):
                                 "--config", "/etc/spoor/server.yaml"],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                if requests.get(f"http://127.0.0.1:{api}/ready", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "not ready in 30s"
-            time.sleep(0.2)
+        wait_ready(process, api)
         assert (root / "var/lib/spoor-server/wal").is_dir()
         assert (root / "var/lib/spoor-server/wal").stat().st_uid == UID
     finally:
@@ -190,16 +195,7 @@ def test_server_runs_with_the_charts_read_only_root_filesystem(rootfs, tmp_path)
          rootfs["spoor-server"], config_dir, "/usr/bin/spoor-server", "--config", "/etc/spoor/server.yaml"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                if requests.get(f"http://127.0.0.1:{api}/ready", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "not ready in 30s"
-            time.sleep(0.2)
+        wait_ready(process, api)
         # The WAL went to the (tmpfs) volume, not into the image's files.
         assert sorted((str(p), p.stat().st_mtime_ns) for p in state_dir.rglob("*")) == before
     finally:

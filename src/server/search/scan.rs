@@ -169,6 +169,13 @@ struct Counters {
     scanned_blocks: AtomicU64,
 }
 
+impl Counters {
+    fn inspected(&self, traces: u64, spans: u64) {
+        self.inspected_traces.fetch_add(traces, Ordering::Relaxed);
+        self.inspected_spans.fetch_add(spans, Ordering::Relaxed);
+    }
+}
+
 /// Where a piece came from, to know which other sources to probe.
 #[derive(Debug, Clone, Copy)]
 enum Source {
@@ -482,13 +489,7 @@ async fn prefilter_pass(
             .map(RowColumns::new)
             .collect::<Result<_, _>>()?;
         let selection = select_runs(&columns, Some(&context.row_filter), context.cutoff(), None)?;
-        let counters = &context.counters;
-        counters
-            .inspected_spans
-            .fetch_add(selection.rows, Ordering::Relaxed);
-        counters
-            .inspected_traces
-            .fetch_add(selection.runs, Ordering::Relaxed);
+        context.counters.inspected(selection.runs, selection.rows);
         Ok(selection)
     })
     .await?
@@ -686,13 +687,7 @@ async fn scan_row_group(
             // not those of the rows read now.
             Some(edges) => edges,
             None => {
-                let counters = &context.counters;
-                counters
-                    .inspected_spans
-                    .fetch_add(selection.rows, Ordering::Relaxed);
-                counters
-                    .inspected_traces
-                    .fetch_add(selection.runs, Ordering::Relaxed);
+                context.counters.inspected(selection.runs, selection.rows);
                 (selection.first, selection.last)
             }
         };
@@ -829,14 +824,7 @@ async fn assemble_deferred(
             let mut traces: Vec<Trace> = whole.into_values().collect();
             traces.sort_by(|a, b| a.trace_id.cmp(&b.trace_id));
             for trace in &traces {
-                context
-                    .counters
-                    .inspected_traces
-                    .fetch_add(1, Ordering::Relaxed);
-                context
-                    .counters
-                    .inspected_spans
-                    .fetch_add(trace.spans.len() as u64, Ordering::Relaxed);
+                context.counters.inspected(1, trace.spans.len() as u64);
             }
             context.deliver(traces);
             Ok(())
