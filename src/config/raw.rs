@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{duration, expected_one_of, ByteSize, RawFsync, RawStep};
+use super::values::{duration, expected_one_of, option_duration, ByteSize, RawFsync, RawStep};
 
 /// Top level of `server.yaml`.
 #[derive(Serialize, Deserialize, Default)]
@@ -443,8 +443,15 @@ pub(crate) struct RawLimits {
     /// limit; spans of traces already live are always accepted. `0` means unlimited
     /// (Tempo's `max_traces_per_user`, which drops instead).
     pub(crate) max_live_traces: u32,
-    /// Tenant ID → overrides of `ingestion_rate`, `ingestion_burst`,
-    /// `max_attribute_value_length` and `max_live_traces`.
+    /// Bytes one live trace may hold (Tempo's `max_bytes_per_trace`). Spans that would
+    /// take their trace past it are refused individually and counted in the OTLP
+    /// `partial_success` answer; the rest of the request is stored. `0` means unlimited.
+    pub(crate) max_bytes_per_trace: ByteSize,
+    /// Queries (trace by ID, search, tags, tag values, metrics) one tenant may run at once
+    /// on this server; one more is refused with 429 naming the limit. `0` means unlimited.
+    pub(crate) max_concurrent_queries: u32,
+    /// Tenant ID → overrides of the keys above, and of `query.max_search_duration` and
+    /// `query.max_result_limit`.
     pub(crate) per_tenant: BTreeMap<String, RawTenantLimits>,
 }
 
@@ -455,6 +462,8 @@ impl Default for RawLimits {
             ingestion_burst: ByteSize(0),
             max_attribute_value_length: ByteSize(0),
             max_live_traces: 0,
+            max_bytes_per_trace: ByteSize(0),
+            max_concurrent_queries: 0,
             per_tenant: BTreeMap::new(),
         }
     }
@@ -468,6 +477,13 @@ pub(crate) struct RawTenantLimits {
     pub(crate) ingestion_burst: Option<ByteSize>,
     pub(crate) max_attribute_value_length: Option<ByteSize>,
     pub(crate) max_live_traces: Option<u32>,
+    pub(crate) max_bytes_per_trace: Option<ByteSize>,
+    pub(crate) max_concurrent_queries: Option<u32>,
+    /// Overrides `query.max_search_duration` for the tenant.
+    #[serde(default, with = "option_duration")]
+    pub(crate) max_search_duration: Option<Duration>,
+    /// Overrides `query.max_result_limit` for the tenant.
+    pub(crate) max_result_limit: Option<u32>,
 }
 
 /// `metrics_generator:`

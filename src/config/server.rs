@@ -396,7 +396,7 @@ pub struct RemoteWriteEndpoint {
     pub send_tenant_header: bool,
 }
 
-/// Per-tenant ingest limits.
+/// Per-tenant limits on ingest and queries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimitsConfig {
     /// What applies to tenants without an override.
@@ -412,8 +412,8 @@ impl LimitsConfig {
     }
 }
 
-/// The limits of one tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The limits of one tenant; the default is no limit at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TenantLimits {
     /// Bytes per second; `None` is unlimited.
     pub ingestion_rate: Option<u64>,
@@ -423,4 +423,12 @@ pub struct TenantLimits {
     pub max_attribute_value_length: Option<usize>,
     /// Live traces at most; `None` is unlimited.
     pub max_live_traces: Option<usize>,
+    /// Bytes one live trace may hold; `None` is unlimited.
+    pub max_bytes_per_trace: Option<usize>,
+    /// Queries running at once; `None` is unlimited.
+    pub max_concurrent_queries: Option<usize>,
+    /// Replaces `query.max_search_duration` for the tenant.
+    pub max_search_duration: Option<Duration>,
+    /// Replaces `query.max_result_limit` for the tenant.
+    pub max_result_limit: Option<u32>,
 }

@@ -221,12 +221,7 @@ fn default_config() -> ServerConfig {
             compacted_block_retention: Duration::from_secs(3600),
         },
         limits: LimitsConfig {
-            defaults: TenantLimits {
-                ingestion_rate: None,
-                ingestion_burst: 0,
-                max_attribute_value_length: None,
-                max_live_traces: None,
-            },
+            defaults: TenantLimits::default(),
             per_tenant: BTreeMap::new(),
         },
         metrics_generator: default_generator(),
@@ -361,9 +356,11 @@ limits:
   ingestion_rate: 10MiB
   max_attribute_value_length: 4KiB
   max_live_traces: 5000
+  max_bytes_per_trace: 5MiB
+  max_concurrent_queries: 8
   per_tenant:
-    acme: { ingestion_burst: 50MiB, max_attribute_value_length: 0, max_live_traces: 0 }
-    free: { ingestion_rate: 1MiB }
+    acme: { ingestion_burst: 50MiB, max_attribute_value_length: 0, max_live_traces: 0, max_bytes_per_trace: 0, max_search_duration: 30d, max_result_limit: 50000 }
+    free: { ingestion_rate: 1MiB, max_concurrent_queries: 1, max_search_duration: 1h }
 metrics_generator:
   processors: [span-metrics]
   max_active_series: 1000
@@ -471,6 +468,10 @@ log:
                     ingestion_burst: 10 * MIB,
                     max_attribute_value_length: Some(4096),
                     max_live_traces: Some(5000),
+                    max_bytes_per_trace: Some(5 * MIB as usize),
+                    max_concurrent_queries: Some(8),
+                    max_search_duration: None,
+                    max_result_limit: None,
                 },
                 per_tenant: BTreeMap::from([
                     (
@@ -480,6 +481,10 @@ log:
                             ingestion_burst: 50 * MIB,
                             max_attribute_value_length: None,
                             max_live_traces: None,
+                            max_bytes_per_trace: None,
+                            max_concurrent_queries: Some(8),
+                            max_search_duration: Some(Duration::from_secs(30 * 24 * 3600)),
+                            max_result_limit: Some(50_000),
                         },
                     ),
                     (
@@ -489,6 +494,10 @@ log:
                             ingestion_burst: MIB,
                             max_attribute_value_length: Some(4096),
                             max_live_traces: Some(5000),
+                            max_bytes_per_trace: Some(5 * MIB as usize),
+                            max_concurrent_queries: Some(1),
+                            max_search_duration: Some(Duration::from_secs(3600)),
+                            max_result_limit: None,
                         },
                     ),
                 ]),

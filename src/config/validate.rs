@@ -355,13 +355,14 @@ fn validate_endpoint(problems: &mut Problems<'_>, endpoint: &str, allow_http: bo
     }
 }
 
+fn positive(problems: &mut Problems<'_>, key: &str, value: u32) -> u32 {
+    if value == 0 {
+        problems.invalid(key, "must be greater than 0");
+    }
+    value
+}
+
 fn validate_query(raw: &RawQuery, problems: &mut Problems<'_>) -> QueryConfig {
-    let positive = |problems: &mut Problems<'_>, key: &str, value: u32| {
-        if value == 0 {
-            problems.invalid(key, "must be greater than 0");
-        }
-        value
-    };
     let max_result_limit = positive(problems, "query.max_result_limit", raw.max_result_limit);
     let default_result_limit = positive(
         problems,
@@ -463,21 +464,17 @@ fn validate_retention(raw: &RawRetention, problems: &mut Problems<'_>) -> Retent
 }
 
 fn validate_limits(raw: &RawLimits, problems: &mut Problems<'_>) -> LimitsConfig {
-    let resolve = |rate: ByteSize, burst: ByteSize, max_value: ByteSize, max_live: u32| {
-        TenantLimits {
-            ingestion_rate: (rate.bytes() > 0).then(|| rate.bytes()),
-            // A burst below one second of the rate would refuse requests the rate allows.
-            ingestion_burst: burst.bytes().max(rate.bytes()),
-            max_attribute_value_length: (max_value.bytes() > 0).then(|| max_value.bytes() as usize),
-            max_live_traces: (max_live > 0).then_some(max_live as usize),
-        }
+    let defaults = TenantLimits {
+        ingestion_rate: (raw.ingestion_rate.bytes() > 0).then(|| raw.ingestion_rate.bytes()),
+        // A burst below one second of the rate would refuse requests the rate allows.
+        ingestion_burst: raw.ingestion_burst.bytes().max(raw.ingestion_rate.bytes()),
+        max_attribute_value_length: nonzero_bytes(raw.max_attribute_value_length),
+        max_live_traces: nonzero(raw.max_live_traces),
+        max_bytes_per_trace: nonzero_bytes(raw.max_bytes_per_trace),
+        max_concurrent_queries: nonzero(raw.max_concurrent_queries),
+        max_search_duration: None,
+        max_result_limit: None,
     };
-    let defaults = resolve(
-        raw.ingestion_rate,
-        raw.ingestion_burst,
-        raw.max_attribute_value_length,
-        raw.max_live_traces,
-    );
     let mut per_tenant = BTreeMap::new();
     for (name, overrides) in &raw.per_tenant {
         let key = format!("limits.per_tenant.{name}");
@@ -486,16 +483,45 @@ fn validate_limits(raw: &RawLimits, problems: &mut Problems<'_>) -> LimitsConfig
         };
         let rate = overrides.ingestion_rate.unwrap_or(raw.ingestion_rate);
         let burst = overrides.ingestion_burst.unwrap_or(raw.ingestion_burst);
-        let max_value = overrides
-            .max_attribute_value_length
-            .unwrap_or(raw.max_attribute_value_length);
-        let max_live = overrides.max_live_traces.unwrap_or(raw.max_live_traces);
-        per_tenant.insert(tenant, resolve(rate, burst, max_value, max_live));
+        let mut limits = TenantLimits {
+            ingestion_rate: (rate.bytes() > 0).then(|| rate.bytes()),
+            ingestion_burst: burst.bytes().max(rate.bytes()),
+            ..defaults
+        };
+        if let Some(max) = overrides.max_attribute_value_length {
+            limits.max_attribute_value_length = nonzero_bytes(max);
+        }
+        if let Some(max) = overrides.max_live_traces {
+            limits.max_live_traces = nonzero(max);
+        }
+        if let Some(max) = overrides.max_bytes_per_trace {
+            limits.max_bytes_per_trace = nonzero_bytes(max);
+        }
+        if let Some(max) = overrides.max_concurrent_queries {
+            limits.max_concurrent_queries = nonzero(max);
+        }
+        limits.max_search_duration = overrides
+            .max_search_duration
+            .map(|max| positive_duration(problems, &format!("{key}.max_search_duration"), max));
+        limits.max_result_limit = overrides
+            .max_result_limit
+            .map(|max| positive(problems, &format!("{key}.max_result_limit"), max));
+        per_tenant.insert(tenant, limits);
     }
     LimitsConfig {
         defaults,
         per_tenant,
     }
+}
+
+/// `0` means unlimited.
+fn nonzero(value: u32) -> Option<usize> {
+    (value > 0).then_some(value as usize)
+}
+
+/// `0` means unlimited.
+fn nonzero_bytes(value: ByteSize) -> Option<usize> {
+    (value.bytes() > 0).then_some(value.bytes() as usize)
 }
 
 const GENERATOR_PROCESSORS: [&str; 2] = ["service-graphs", "span-metrics"];

@@ -217,6 +217,28 @@ pub(crate) mod duration {
     }
 }
 
+/// `#[serde(default, with = "option_duration")]` for `Option<Duration>` fields: absent
+/// is `None`, otherwise a humantime string.
+pub(crate) mod option_duration {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => duration::serialize(value, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        duration::deserialize(deserializer).map(Some)
+    }
+}
+
 /// The WAL fsync policy as written: `always`, `never`, or a duration meaning "fsync at
 /// most this often".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Per-span admission checks. A span that can't be stored (bad IDs) is removed and
 //! counted so the receiver can answer with OTLP `partial_success` while keeping the rest.
 
-use super::{OtlpKeyValue, OtlpResourceSpans, OtlpSpan, OtlpValue};
+use super::{OtlpKeyValue, OtlpResourceSpans, OtlpSpan, OtlpValue, TraceId};
 
 /// What was removed from a batch, for the OTLP `partial_success` answer.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -77,6 +77,17 @@ pub fn retain_spans_with_values_within(
             "attribute {:?} has a value of {} bytes, over {limit_key} = {max_bytes}",
             too_long.0.key, too_long.1
         ))
+    })
+}
+
+/// Removes the spans whose trace `refuse` gives a reason for and drops scopes and
+/// resources left empty.
+pub fn retain_spans_by_trace(
+    resource_spans: &mut Vec<OtlpResourceSpans>,
+    mut refuse: impl FnMut(&TraceId) -> Option<String>,
+) -> Rejected {
+    retain_spans(resource_spans, |_, span| {
+        refuse(&TraceId::from_slice(&span.trace_id)?)
     })
 }
 

@@ -65,6 +65,15 @@ pub struct Accepted {
     pub error_message: String,
 }
 
+impl From<crate::otlp::validate::Rejected> for Accepted {
+    fn from(rejected: crate::otlp::validate::Rejected) -> Accepted {
+        Accepted {
+            rejected_spans: rejected.num_spans,
+            error_message: rejected.first_reason.unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConsumeError {
     #[error("{what} is full, retry later")]

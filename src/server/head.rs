@@ -119,6 +119,14 @@ impl Head {
         (live.map_or(0, HashMap::len), new.len())
     }
 
+    /// Bytes `trace_id` holds live (0 when it is not live).
+    pub fn live_trace_bytes(&self, tenant: &TenantId, trace_id: &TraceId) -> usize {
+        self.tenants
+            .get(tenant)
+            .and_then(|traces| traces.get(trace_id))
+            .map_or(0, |trace| trace.bytes)
+    }
+
     pub fn live_bytes(&self) -> u64 {
         self.live_bytes
     }

@@ -6,6 +6,7 @@
 //! The writer thread is also where the head is partitioned for a block cut, so a cut
 //! sees a consistent cut-off: every piece in the head is in a segment ≤ the one sealed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,8 +16,10 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::config::{FsyncPolicy, HeadConfig, ServerConfig};
-use crate::otlp::count_spans;
-use crate::otlp::validate::{retain_spans_with_values_within, retain_valid_spans};
+use crate::otlp::validate::{
+    retain_spans_by_trace, retain_spans_with_values_within, retain_valid_spans,
+};
+use crate::otlp::{count_spans, OtlpResourceSpans, TraceId};
 use crate::receiver::{Accepted, ConsumeError, TraceBatch, TraceConsumer};
 use crate::server::generator::Generator;
 use crate::server::head::{CutPartition, CutReason, Head};
@@ -25,6 +28,7 @@ use crate::server::metrics::ServerMetrics;
 use crate::server::wal::{
     batch_record, frame, SegmentWriter, TracePiece, WalDir, WalError, WalRecord,
 };
+use crate::tenant::TenantId;
 
 /// Requests waiting for the writer thread. Memory is bounded by the in-flight byte
 /// semaphore; this bounds the number of queued requests.
@@ -33,7 +37,7 @@ const WRITER_QUEUE_CAPACITY: usize = 4096;
 const MAX_GROUP_BYTES: usize = 16 << 20;
 /// In-flight accounting granularity (semaphore permits are u32).
 const PERMIT_BYTES: usize = 1024;
-/// Batches larger than this are split and encoded on the blocking pool.
+/// Requests larger than this are encoded on the blocking pool.
 const INLINE_ENCODE_LIMIT: usize = 128 << 10;
 
 /// A cut handed from the writer thread to the flusher.
@@ -111,6 +115,31 @@ struct Writer {
 }
 
 impl Ingest {
+    /// The traces of `pieces` that would hold more than `max` bytes live with their piece
+    /// added, each with the reason for the sender.
+    fn traces_over_size(
+        &self,
+        tenant: &TenantId,
+        pieces: &[TracePiece],
+        max: usize,
+    ) -> HashMap<TraceId, String> {
+        let head = self.inner.head.lock();
+        pieces
+            .iter()
+            .filter_map(|(trace_id, piece)| {
+                let held = head.live_trace_bytes(tenant, trace_id);
+                (held + piece.len() > max).then(|| {
+                    let reason = format!(
+                        "trace {trace_id} would hold {} bytes, over limits.max_bytes_per_trace = {max} \
+                         (it holds {held} bytes)",
+                        held + piece.len()
+                    );
+                    (*trace_id, reason)
+                })
+            })
+            .collect()
+    }
+
     /// Starts the writer thread on a fresh segment after `last_segment`. The head must
     /// already hold everything replayed from the WAL.
     pub fn start(
@@ -244,7 +273,7 @@ impl TraceConsumer for Ingest {
         if rejected.num_spans > 0 {
             inner
                 .metrics
-                .refused_spans(&tenant, "invalid_span", rejected.num_spans);
+                .discarded_spans(&tenant, "invalid_span", rejected.num_spans);
         }
         if let Some(max) = inner.limiter.for_tenant(&tenant).max_attribute_value_length {
             let too_long = retain_spans_with_values_within(
@@ -255,18 +284,14 @@ impl TraceConsumer for Ingest {
             if too_long.num_spans > 0 {
                 inner
                     .metrics
-                    .refused_spans(&tenant, "attribute_too_long", too_long.num_spans);
+                    .discarded_spans(&tenant, "attribute_too_long", too_long.num_spans);
                 tracing::warn!(tenant = %tenant, num_spans = too_long.num_spans, reason = too_long.first_reason.as_deref().unwrap_or_default(), "refusing spans: attribute value over the tenant's limit");
                 rejected.merge(too_long);
             }
         }
-        let accepted = Accepted {
-            rejected_spans: rejected.num_spans,
-            error_message: rejected.first_reason.unwrap_or_default(),
-        };
-        let num_spans = count_spans(&batch.resource_spans) as u64;
+        let mut num_spans = count_spans(&batch.resource_spans) as u64;
         if num_spans == 0 {
-            return Ok(accepted);
+            return Ok(Accepted::from(rejected));
         }
         if let Err(limited) = inner
             .limiter
@@ -274,7 +299,7 @@ impl TraceConsumer for Ingest {
         {
             inner
                 .metrics
-                .refused_spans(&tenant, "rate_limited", num_spans);
+                .discarded_spans(&tenant, "rate_limited", num_spans);
             tracing::warn!(tenant = %tenant, num_spans, num_bytes = batch.num_bytes, rate = limited.rate, burst = limited.burst, "refusing spans: tenant over its ingest rate limit");
             return Err(ConsumeError::Limited {
                 message: limited.to_string(),
@@ -286,7 +311,9 @@ impl TraceConsumer for Ingest {
             retry_after: inner.retry_after,
         };
         if inner.head.lock().total_bytes() >= inner.max_head_bytes {
-            inner.metrics.refused_spans(&tenant, "head_full", num_spans);
+            inner
+                .metrics
+                .discarded_spans(&tenant, "head_full", num_spans);
             tracing::warn!(tenant = %tenant, num_spans, "refusing spans: head is full, blocks are not being flushed fast enough");
             return Err(full("head"));
         }
@@ -295,25 +322,34 @@ impl TraceConsumer for Ingest {
         let Ok(_permit) = inner.inflight.try_acquire_many(permits) else {
             inner
                 .metrics
-                .refused_spans(&tenant, "inflight_full", num_spans);
+                .discarded_spans(&tenant, "inflight_full", num_spans);
             return Err(full("ingest buffer"));
         };
 
         let num_bytes = batch.num_bytes;
-        let resource_spans = batch.resource_spans;
-        let (framed, pieces, resource_spans) = if num_bytes > INLINE_ENCODE_LIMIT {
-            let tenant = tenant.clone();
-            tokio::task::spawn_blocking(move || {
-                let (framed, pieces) = batch_record(&tenant, &resource_spans);
-                (framed, pieces, resource_spans)
-            })
-            .await
-            .map_err(|e| ConsumeError::Internal(format!("encoding task failed: {e}")))?
-        } else {
-            let (framed, pieces) = batch_record(&tenant, &resource_spans);
-            (framed, pieces, resource_spans)
-        };
-        if let Some(max) = inner.limiter.for_tenant(&tenant).max_live_traces {
+        let limits = *inner.limiter.for_tenant(&tenant);
+        let (mut framed, mut pieces, mut resource_spans) =
+            encode_record(&tenant, batch.resource_spans, num_bytes).await?;
+        if let Some(max) = limits.max_bytes_per_trace {
+            let too_large = self.traces_over_size(&tenant, &pieces, max);
+            if !too_large.is_empty() {
+                let refused = retain_spans_by_trace(&mut resource_spans, |trace_id| {
+                    too_large.get(trace_id).cloned()
+                });
+                inner
+                    .metrics
+                    .discarded_spans(&tenant, "trace_too_large", refused.num_spans);
+                tracing::warn!(tenant = %tenant, num_spans = refused.num_spans, traces = too_large.len(), max, reason = refused.first_reason.as_deref().unwrap_or_default(), "refusing spans: trace over the tenant's size limit");
+                num_spans -= refused.num_spans;
+                rejected.merge(refused);
+                if num_spans == 0 {
+                    return Ok(Accepted::from(rejected));
+                }
+                (framed, pieces, resource_spans) =
+                    encode_record(&tenant, resource_spans, num_bytes).await?;
+            }
+        }
+        if let Some(max) = limits.max_live_traces {
             let (live, new) = inner
                 .head
                 .lock()
@@ -321,7 +357,7 @@ impl TraceConsumer for Ingest {
             if new > 0 && live + new > max {
                 inner
                     .metrics
-                    .refused_spans(&tenant, "live_traces_exceeded", num_spans);
+                    .discarded_spans(&tenant, "live_traces_exceeded", num_spans);
                 tracing::warn!(tenant = %tenant, num_spans, live, new, max, "refusing spans: tenant at its live-trace limit");
                 return Err(ConsumeError::Limited {
                     message: format!(
@@ -349,7 +385,7 @@ impl TraceConsumer for Ingest {
                 if let Some(generator) = &inner.generator {
                     generator.submit(&tenant, resource_spans);
                 }
-                Ok(accepted)
+                Ok(Accepted::from(rejected))
             }
             Ok(Err(error)) => {
                 tracing::error!(tenant = %tenant, %error, "wal append failed");
@@ -366,6 +402,26 @@ struct PendingAppend {
     tenant: crate::tenant::TenantId,
     pieces: Vec<TracePiece>,
     done: oneshot::Sender<Result<(), WalError>>,
+}
+
+/// Encodes the WAL record of one request (and the head's pieces, slices of it), on the
+/// blocking pool when the request is large enough for the hop to pay.
+async fn encode_record(
+    tenant: &TenantId,
+    resource_spans: Vec<OtlpResourceSpans>,
+    num_bytes: usize,
+) -> Result<(Bytes, Vec<TracePiece>, Vec<OtlpResourceSpans>), ConsumeError> {
+    if num_bytes <= INLINE_ENCODE_LIMIT {
+        let (framed, pieces) = batch_record(tenant, &resource_spans);
+        return Ok((framed, pieces, resource_spans));
+    }
+    let tenant = tenant.clone();
+    tokio::task::spawn_blocking(move || {
+        let (framed, pieces) = batch_record(&tenant, &resource_spans);
+        (framed, pieces, resource_spans)
+    })
+    .await
+    .map_err(|e| ConsumeError::Internal(format!("encoding task failed: {e}")))
 }
 
 impl Writer {

@@ -41,7 +41,8 @@ pub struct ServerMetrics {
     registry: Registry,
     ingested_spans: Family<TenantLabels, Counter>,
     ingested_bytes: Family<TenantLabels, Counter>,
-    refused_spans: Family<RefusedLabels, Counter>,
+    discarded_spans: Family<RefusedLabels, Counter>,
+    refused_queries: Family<RefusedLabels, Counter>,
     wal_fsync_seconds: Histogram,
     wal_damaged_records: Counter,
     wal_replayed_records: Counter,
@@ -95,11 +96,17 @@ impl ServerMetrics {
             "Request bytes accepted, per tenant",
             ingested_bytes.clone(),
         );
-        let refused_spans = Family::<RefusedLabels, Counter>::default();
+        let discarded_spans = Family::<RefusedLabels, Counter>::default();
         registry.register(
-            "ingest_refused_spans",
-            "Spans refused (not acknowledged) per tenant and reason",
-            refused_spans.clone(),
+            "discarded_spans",
+            "Spans not stored (refused, or left out of a partial_success), per tenant and reason",
+            discarded_spans.clone(),
+        );
+        let refused_queries = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "query_refused",
+            "Queries refused by a per-tenant limit, per tenant and reason",
+            refused_queries.clone(),
         );
         let wal_fsync_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
@@ -287,7 +294,8 @@ impl ServerMetrics {
             registry,
             ingested_spans,
             ingested_bytes,
-            refused_spans,
+            discarded_spans,
+            refused_queries,
             wal_fsync_seconds,
             wal_damaged_records,
             wal_replayed_records,
@@ -329,13 +337,24 @@ impl ServerMetrics {
         self.ingested_bytes.get_or_create(&labels).inc_by(num_bytes);
     }
 
-    pub fn refused_spans(&self, tenant: &TenantId, reason: &str, num_spans: u64) {
-        self.refused_spans
+    /// Spans of `tenant` that were not acknowledged, for `reason`.
+    pub fn discarded_spans(&self, tenant: &TenantId, reason: &str, num_spans: u64) {
+        self.discarded_spans
             .get_or_create(&RefusedLabels {
                 tenant: tenant.to_string(),
                 reason: reason.to_string(),
             })
             .inc_by(num_spans);
+    }
+
+    /// A query of `tenant` refused by a limit.
+    pub fn refused_query(&self, tenant: &TenantId, reason: &str) {
+        self.refused_queries
+            .get_or_create(&RefusedLabels {
+                tenant: tenant.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     pub fn observe_fsync(&self, took: Duration) {

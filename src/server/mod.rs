@@ -49,6 +49,7 @@ use flush::Flusher;
 use generator::Generator;
 use head::{CutReason, Head};
 use ingest::Ingest;
+use limits::QueryLimiter;
 use metrics::ServerMetrics;
 use query::Querier;
 use retention::Retention;
@@ -131,6 +132,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
             metrics: Arc::clone(&metrics),
             generator: generator.as_ref().map(|(generator, _)| generator.clone()),
             readiness: Arc::clone(&readiness),
+            queries: Arc::new(QueryLimiter::new(config.limits.clone())),
         };
         let cancel = api_cancel.clone();
         tokio::spawn(async move {

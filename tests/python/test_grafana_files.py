@@ -345,7 +345,7 @@ def test_the_issue_s_panels_are_there(dashboard):
         "otelcol_receiver_refused_spans_total", "otelcol_exporter_queue_size",
         "otelcol_exporter_queue_capacity", "otelcol_exporter_send_failed_spans_total",
         # spoor-server: ingest, refused, WAL fsync, blocks flushed, backend bytes
-        "spoor_ingest_spans_total", "spoor_ingest_refused_spans_total",
+        "spoor_ingest_spans_total", "spoor_discarded_spans_total",
         "spoor_wal_fsync_duration_seconds_bucket", "spoor_blocks_flushed_total", "spoor_backend_bytes",
     } <= used
     promql = dashboard_promql(SERVICE_MAP_DASHBOARD, STATIC_SUBSTITUTIONS)
@@ -524,7 +524,7 @@ tests:
   # Refusals for 10 minutes fire; slow fsyncs (p99 well above 100 ms) too.
   - interval: 1m
     input_series:
-      - series: 'spoor_ingest_refused_spans_total{{job="spoor-server",instance="s1:3200",tenant="acme",reason="head_full"}}'
+      - series: 'spoor_discarded_spans_total{{job="spoor-server",instance="s1:3200",tenant="acme",reason="head_full"}}'
         values: '0+600x20'
       - series: 'spoor_wal_fsync_duration_seconds_bucket{{job="spoor-server",instance="s1:3200",le="0.1024"}}'
         values: '0+1x30'

@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -24,6 +25,7 @@ use prost::Message;
 use crate::error::{ErrorCode, ServiceError};
 use crate::otlp::{proto_json, OtlpTracesData, TraceId};
 use crate::server::generator::Generator;
+use crate::server::limits::QueryLimiter;
 use crate::server::metrics::ServerMetrics;
 use crate::server::query::{FoundTrace, Querier, TimeWindow};
 use crate::server::search::SearchService;
@@ -69,6 +71,8 @@ pub struct ApiState {
     /// Its series are served on `/metrics` after the server's own.
     pub generator: Option<Generator>,
     pub readiness: Arc<Readiness>,
+    /// Per-tenant query limits.
+    pub queries: Arc<QueryLimiter>,
 }
 
 /// An API error: a status and a plain-text message.
@@ -113,11 +117,8 @@ impl IntoResponse for ApiError {
 }
 
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/api/echo", get(|| async { "echo\n" }))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/api/status/buildinfo", get(buildinfo))
+    // Everything that reads a tenant's data counts against its concurrency limit.
+    let queries = Router::new()
         .route("/api/traces/{trace_id}", get(trace_by_id_v1))
         .route("/api/v2/traces/{trace_id}", get(trace_by_id_v2))
         .route("/api/search", get(search::search))
@@ -127,7 +128,39 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v2/search/tag/{*rest}", get(search::tag_values_v2))
         .route("/api/metrics/query_range", get(search::query_range))
         .route("/api/metrics/query", get(search::query_instant))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit_concurrency,
+        ));
+    Router::new()
+        .route("/api/echo", get(|| async { "echo\n" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/status/buildinfo", get(buildinfo))
+        .merge(queries)
         .with_state(state)
+}
+
+/// Holds a slot of the tenant's `limits.max_concurrent_queries` while the query runs;
+/// without a free slot the query is refused with 429 naming the limit.
+async fn limit_concurrency(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let tenant = match tenant_of(request.headers()) {
+        Ok(tenant) => tenant,
+        Err(error) => return error.into_response(),
+    };
+    let _running = match state.queries.start(&tenant) {
+        Ok(permit) => permit,
+        Err(refused) => {
+            state.metrics.refused_query(&tenant, "concurrency");
+            tracing::warn!(tenant = %tenant, running = refused.running, max = refused.max, path = request.uri().path(), "refusing query: tenant at its concurrent-query limit");
+            return ApiError::from(refused).into_response();
+        }
+    };
+    next.run(request).await
 }
 
 async fn ready(State(state): State<ApiState>) -> Response {

@@ -4,6 +4,7 @@
 //!
 //! Every refusal is a 400 whose plain-text message names the parameter.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,6 +22,7 @@ use crate::server::search::{
     field_from_tag, SearchRequest, TagNamesRequest, TagScope, TagTarget, TagValue, TagValueType,
     TagValuesRequest, TimeRange,
 };
+use crate::tenant::TenantId;
 use crate::traceql::ast::{FieldRef, Intrinsic};
 use crate::traceql::{compile, CompiledQuery, MetricsParams};
 
@@ -157,7 +159,7 @@ fn seconds_range(params: &Params, config: &QueryConfig) -> Result<TimeRange, Api
     if range > config.max_search_duration {
         return Err(bad_request(format!(
             "invalid time range: {} exceeds the maximum search duration of {} \
-             (query.max_search_duration)",
+             (query.max_search_duration or the tenant's limits.per_tenant override)",
             humantime::format_duration(range),
             humantime::format_duration(config.max_search_duration)
         )));
@@ -449,7 +451,8 @@ pub(crate) fn parse_search(
         Some(0) => return Err(bad_request("invalid limit: must be a positive number")),
         Some(limit) if limit > config.max_result_limit => {
             return Err(bad_request(format!(
-                "invalid limit: {limit} is over the maximum of {} (query.max_result_limit)",
+                "invalid limit: {limit} is over the maximum of {} \
+                 (query.max_result_limit or the tenant's limits.per_tenant override)",
                 config.max_result_limit
             )))
         }
@@ -499,6 +502,11 @@ pub(crate) fn parse_search(
     })
 }
 
+/// `query.*` with the tenant's `limits.per_tenant` overrides.
+fn query_config<'a>(state: &'a ApiState, tenant: &TenantId) -> Cow<'a, QueryConfig> {
+    state.queries.query_config(state.search.config(), tenant)
+}
+
 fn compile_query(text: &str) -> Result<Arc<CompiledQuery>, ApiError> {
     Ok(Arc::new(compile(text)?))
 }
@@ -510,7 +518,7 @@ pub(crate) async fn search(
 ) -> Result<Response, ApiError> {
     let tenant = tenant_of(&headers)?;
     let params = Params::parse(raw.as_deref());
-    let parsed = parse_search(&params, state.search.config())?;
+    let parsed = parse_search(&params, &query_config(&state, &tenant))?;
     let query = compile_query(&parsed.query)?;
     let outcome = state.search.search(&tenant, query, parsed.request).await?;
     json_response(&SearchResponse::new(&outcome.traces, &outcome.stats))
@@ -621,7 +629,7 @@ async fn collect_tag_names(
     scope: ScopeParam,
 ) -> Result<crate::server::search::TagNames, ApiError> {
     let tenant = tenant_of(headers)?;
-    let tag_params = tag_params(params, state.search.config())?;
+    let tag_params = tag_params(params, &query_config(state, &tenant))?;
     let scopes = match scope {
         ScopeParam::All => TagScope::ALL.to_vec(),
         ScopeParam::Attribute(scope) => vec![scope],
@@ -723,7 +731,7 @@ async fn collect_tag_values(
     target: TagTarget,
 ) -> Result<crate::server::search::TagValues, ApiError> {
     let tenant = tenant_of(headers)?;
-    let tag_params = tag_params(params, state.search.config())?;
+    let tag_params = tag_params(params, &query_config(state, &tenant))?;
     Ok(state
         .search
         .tag_values(
@@ -755,8 +763,8 @@ pub(crate) async fn tag_values_v1(
         _ => None,
     };
     if let Some(values) = fixed {
-        tenant_of(&headers)?;
-        tag_params(&params, state.search.config())?;
+        let tenant = tenant_of(&headers)?;
+        tag_params(&params, &query_config(&state, &tenant))?;
         return json_response(&SearchTagValuesResponse {
             tag_values: values.iter().map(|v| v.to_string()).collect(),
             metrics: MetadataMetrics::default(),
@@ -822,8 +830,8 @@ pub(crate) async fn tag_values_v2(
         )));
     };
     if let Some(values) = fixed_intrinsic_values(&field) {
-        tenant_of(&headers)?;
-        tag_params(&params, state.search.config())?;
+        let tenant = tenant_of(&headers)?;
+        tag_params(&params, &query_config(&state, &tenant))?;
         return json_response(&SearchTagValuesV2Response {
             tag_values: values.iter().map(TypedTagValue::from).collect(),
             metrics: MetadataMetrics::default(),
@@ -1003,7 +1011,12 @@ async fn run_metrics(
 ) -> Result<(crate::server::search::MetricsOutcome, usize), ApiError> {
     let tenant = tenant_of(headers)?;
     let params = Params::parse(raw);
-    let parsed = parse_metrics(&params, state.search.config(), instant, unix_now_nanos())?;
+    let parsed = parse_metrics(
+        &params,
+        &query_config(state, &tenant),
+        instant,
+        unix_now_nanos(),
+    )?;
     let query = compile_query(&parsed.query)?;
     let mut metrics_params = parsed.params;
     if let Some(hint) = query.query().exemplars_hint() {
