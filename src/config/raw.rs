@@ -384,9 +384,9 @@ impl Default for RawRetention {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawCompaction {
-    /// Merge small blocks of a tenant into larger ones. When several servers share a
-    /// bucket, enable it on one of them only: two compactors could merge the same
-    /// blocks into two different blocks.
+    /// Merge small blocks of a tenant into larger ones, and delete blocks past their
+    /// retention. Servers sharing a bucket may all enable it: each tenant is compacted
+    /// by one server at a time, the holder of its lease in the bucket.
     pub(crate) enabled: bool,
     /// Only blocks whose newest span ended in the same window of this length are merged
     /// (Tempo's `compaction_window`).
@@ -408,6 +408,12 @@ pub(crate) struct RawCompaction {
     /// `compacted_block_retention`).
     #[serde(with = "duration")]
     pub(crate) compacted_block_retention: Duration,
+    /// With an S3 bucket shared by several servers: how long a server holds a tenant's
+    /// compaction lease without renewing it. A holder renews it every cycle once half
+    /// has passed; when a holder dies, another server takes over after at most this
+    /// long. At least twice `cycle`.
+    #[serde(with = "duration")]
+    pub(crate) lease_duration: Duration,
 }
 
 impl Default for RawCompaction {
@@ -419,6 +425,7 @@ impl Default for RawCompaction {
             max_block_size: ByteSize::mib(512),
             cycle: Duration::from_secs(30),
             compacted_block_retention: Duration::from_secs(3600),
+            lease_duration: Duration::from_secs(120),
         }
     }
 }

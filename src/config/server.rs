@@ -175,6 +175,8 @@ pub struct CompactionConfig {
     pub cycle: Duration,
     /// How long replaced blocks are kept before deletion.
     pub compacted_block_retention: Duration,
+    /// How long a tenant's compaction lease in a shared bucket lasts unrenewed.
+    pub lease_duration: Duration,
 }
 
 /// `storage.s3`.

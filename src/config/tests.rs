@@ -219,6 +219,7 @@ fn default_config() -> ServerConfig {
             max_block_bytes: 512 * MIB,
             cycle: Duration::from_secs(30),
             compacted_block_retention: Duration::from_secs(3600),
+            lease_duration: Duration::from_secs(120),
         },
         limits: LimitsConfig {
             defaults: TenantLimits::default(),
@@ -461,6 +462,7 @@ log:
                 max_block_bytes: 1024 * MIB,
                 cycle: Duration::from_secs(10),
                 compacted_block_retention: Duration::ZERO,
+                lease_duration: Duration::from_secs(120),
             },
             limits: LimitsConfig {
                 defaults: TenantLimits {

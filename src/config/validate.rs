@@ -718,6 +718,15 @@ fn validate_compaction(raw: &RawCompaction, problems: &mut Problems<'_>) -> Comp
             ),
         );
     }
+    if raw.lease_duration < raw.cycle * 2 {
+        problems.invalid(
+            "compaction.lease_duration",
+            format!(
+                "must be at least twice compaction.cycle ({}): the lease is renewed once a cycle",
+                humantime::format_duration(raw.cycle)
+            ),
+        );
+    }
     CompactionConfig {
         enabled: raw.enabled,
         window: positive_duration(problems, "compaction.window", raw.window),
@@ -727,6 +736,7 @@ fn validate_compaction(raw: &RawCompaction, problems: &mut Problems<'_>) -> Comp
         // Zero is allowed: replaced blocks go at once, and a query still reading one
         // gets a retryable error.
         compacted_block_retention: raw.compacted_block_retention,
+        lease_duration: raw.lease_duration,
     }
 }
 

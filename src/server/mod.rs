@@ -44,6 +44,7 @@ use crate::receiver::TraceConsumer;
 use crate::runtime::systemd;
 use api::{ApiState, Readiness};
 use blocklist::BlockList;
+use compactor::lease::TenantLeases;
 use compactor::Compactor;
 use flush::Flusher;
 use generator::Generator;
@@ -202,12 +203,27 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     );
     let poll_task = Arc::clone(&blocklist)
         .spawn_poller(config.storage.blocklist_poll, background_cancel.clone());
-    let retention_task = Retention::new(
-        Arc::clone(&blocklist),
-        config.retention.clone(),
-        Arc::clone(&metrics),
-    )
-    .spawn(background_cancel.clone());
+    // A bucket may be shared with other servers: each tenant is compacted and swept by
+    // whichever holds its lease. Retention then runs only where compaction does, like
+    // Tempo's compactor, so a server that does not compact never takes a lease.
+    let shared_bucket = matches!(config.storage.backend, BackendConfig::S3(_));
+    let leases = Arc::new(match shared_bucket {
+        true => TenantLeases::shared(
+            blocklist.store().clone(),
+            instance_id,
+            config.compaction.lease_duration,
+        ),
+        false => TenantLeases::exclusive(),
+    });
+    let retention_task = (config.compaction.enabled || !shared_bucket).then(|| {
+        Retention::new(
+            Arc::clone(&blocklist),
+            config.retention.clone(),
+            Arc::clone(&metrics),
+        )
+        .with_leases(Arc::clone(&leases))
+        .spawn(background_cancel.clone())
+    });
     let compactor_task = config.compaction.enabled.then(|| {
         Compactor::new(
             Arc::clone(&blocklist),
@@ -215,6 +231,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
             config.retention.clone(),
             Arc::clone(&metrics),
         )
+        .with_leases(Arc::clone(&leases))
         .spawn(background_cancel.clone())
     });
     let remote_write_cancel = CancellationToken::new();
@@ -267,7 +284,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     for task in [
         Some(cut_task),
         Some(poll_task),
-        Some(retention_task),
+        retention_task,
         compactor_task,
         watchdog_task,
     ]

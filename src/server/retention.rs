@@ -24,6 +24,7 @@ use uuid::Uuid;
 use crate::config::RetentionConfig;
 use crate::server::block::BlockMeta;
 use crate::server::blocklist::BlockList;
+use crate::server::compactor::lease::TenantLeases;
 use crate::server::metrics::ServerMetrics;
 use crate::server::storage::StorageError;
 use crate::tenant::TenantId;
@@ -52,6 +53,7 @@ pub struct Retention {
     blocklist: Arc<BlockList>,
     config: RetentionConfig,
     metrics: Arc<ServerMetrics>,
+    leases: Arc<TenantLeases>,
 }
 
 impl Retention {
@@ -64,7 +66,15 @@ impl Retention {
             blocklist,
             config,
             metrics,
+            leases: Arc::new(TenantLeases::exclusive()),
         }
+    }
+
+    /// Sweeps only tenants whose compaction lease `leases` holds (a bucket shared with
+    /// other servers), so one server decides for each tenant; by default all tenants.
+    pub fn with_leases(mut self, leases: Arc<TenantLeases>) -> Retention {
+        self.leases = leases;
+        self
     }
 
     /// Sweeps now and then every `interval` until cancelled.
@@ -101,6 +111,15 @@ impl Retention {
             }
         };
         for tenant in tenants {
+            match self.leases.hold(&tenant, now).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(error) => {
+                    tracing::warn!(tenant = %tenant, %error, "retention: cannot check the compaction lease");
+                    self.error(&mut summary);
+                    continue;
+                }
+            }
             let retention = self.config.retention_for(&tenant);
             let block_ids = match self.blocklist.store().list_block_ids(&tenant).await {
                 Ok(ids) => ids,

@@ -5,8 +5,11 @@ import pathlib
 import signal
 import socket
 import subprocess
+import sys
 import time
 import tomllib
+import xml.etree.ElementTree as ET
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -93,6 +96,57 @@ class Server:
                 self.proc.wait()
         if self.proc:
             self.log.close()
+
+
+@pytest.fixture
+def s3():
+    """A real S3-compatible server (moto's standalone server from PyPI) on a loopback
+    port, with an empty bucket `traces`; yields its endpoint."""
+    port = free_port()
+    moto = pathlib.Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            requests.get(endpoint, timeout=1)
+            break
+        except requests.RequestException:
+            time.sleep(0.2)
+    assert requests.put(f"{endpoint}/traces").status_code == 200
+    yield endpoint
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def s3_env(endpoint):
+    """spoor-server settings for the bucket of the `s3` fixture, under the prefix `spoor`."""
+    return {
+        "SPOOR_STORAGE__BACKEND": "s3",
+        "SPOOR_STORAGE__S3__BUCKET": "traces",
+        "SPOOR_STORAGE__S3__ENDPOINT": endpoint,
+        "SPOOR_STORAGE__S3__PREFIX": "spoor",
+        "SPOOR_STORAGE__S3__ALLOW_HTTP": "true",
+        "SPOOR_STORAGE__S3__FORCE_PATH_STYLE": "true",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+    }
+
+
+def bucket_keys(endpoint):
+    """Every key in the `traces` bucket."""
+    keys, token = [], None
+    while True:
+        url = f"{endpoint}/traces?list-type=2" + (f"&continuation-token={quote(token)}" if token else "")
+        r = requests.get(url)
+        assert r.status_code == 200
+        ns = {"s3": "http://s3.amazonaws.com/doc/2006-03-01/"}
+        root = ET.fromstring(r.content)
+        keys += [k.text for k in root.findall(".//s3:Key", ns)]
+        token = root.findtext("s3:NextContinuationToken", namespaces=ns)
+        if not token:
+            return keys
 
 
 @pytest.fixture

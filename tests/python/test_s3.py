@@ -2,59 +2,18 @@
 exported over OTLP are flushed into blocks in the bucket and read back after a restart
 with an empty WAL, i.e. from the bucket alone."""
 
-import os
-import pathlib
 import shutil
-import subprocess
-import sys
-import time
-import xml.etree.ElementTree as ET
 
-import pytest
 import requests
 
-from conftest import Server, free_port, wait_flushed
+from conftest import Server, bucket_keys, s3_env, wait_flushed
 from test_otel_sdk import Recording, check_round_trip, emit_traces
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
 
-@pytest.fixture
-def s3():
-    port = free_port()
-    moto = pathlib.Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            requests.get(endpoint, timeout=1)
-            break
-        except requests.RequestException:
-            time.sleep(0.2)
-    assert requests.put(f"{endpoint}/traces").status_code == 200
-    yield endpoint
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-def bucket_keys(endpoint):
-    r = requests.get(f"{endpoint}/traces?list-type=2")
-    assert r.status_code == 200
-    ns = {"s3": "http://s3.amazonaws.com/doc/2006-03-01/"}
-    return [k.text for k in ET.fromstring(r.content).findall(".//s3:Key", ns)]
-
-
 def test_blocks_round_trip_through_s3(tmp_path, s3):
     env = {
-        "SPOOR_STORAGE__BACKEND": "s3",
-        "SPOOR_STORAGE__S3__BUCKET": "traces",
-        "SPOOR_STORAGE__S3__ENDPOINT": s3,
-        "SPOOR_STORAGE__S3__PREFIX": "spoor",
-        "SPOOR_STORAGE__S3__ALLOW_HTTP": "true",
-        "SPOOR_STORAGE__S3__FORCE_PATH_STYLE": "true",
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
+        **s3_env(s3),
         "SPOOR_HEAD__MAX_BLOCK_DURATION": "1s",
         "SPOOR_HEAD__TRACE_IDLE": "1s",
     }

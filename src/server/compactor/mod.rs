@@ -9,6 +9,10 @@
 //!    (v2, naming the inputs in `replaces`), then it is registered for queries;
 //! 3. now and then, remove orphans (block folders without `meta.json`).
 //!
+//! With a bucket shared by several servers, steps 1 and 2 run for a tenant only on the
+//! server holding its lease ([`lease`]), which is confirmed again right before an
+//! output's `meta.json` is written.
+//!
 //! Crash safety follows from the order. Until the output's meta exists, the output is
 //! an orphan nobody reads and the inputs are intact. Once it exists, every block list
 //! hides the inputs, so a crash before, during or after their deletion changes nothing a
@@ -23,6 +27,7 @@
 //! They come from crashed compactions, crashed block cuts (replay rewrites those anyway)
 //! and deletes interrupted after `meta.json` went (compaction or retention).
 
+pub mod lease;
 pub mod merge;
 pub mod plan;
 
@@ -41,6 +46,7 @@ use crate::server::metrics::ServerMetrics;
 use crate::server::retention::is_expired;
 use crate::server::storage::StorageError;
 use crate::tenant::TenantId;
+use lease::TenantLeases;
 use merge::MergedTraces;
 
 /// Block folders without `meta.json` are removed by the compactor once nothing was
@@ -60,6 +66,11 @@ pub enum CompactionError {
     Upload(#[from] StorageError),
     #[error("compaction task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error(
+        "the tenant's compaction lease passed to another server during the merge; \
+         the result is discarded"
+    )]
+    LeaseLost,
     #[error("cancelled")]
     Cancelled,
 }
@@ -94,6 +105,7 @@ pub struct Compactor {
     config: CompactionConfig,
     retention: RetentionConfig,
     metrics: Arc<ServerMetrics>,
+    leases: Arc<TenantLeases>,
 }
 
 impl Compactor {
@@ -108,6 +120,26 @@ impl Compactor {
             config,
             retention,
             metrics,
+            leases: Arc::new(TenantLeases::exclusive()),
+        }
+    }
+
+    /// Compacts only tenants whose lease `leases` holds (a bucket shared with other
+    /// servers); by default every tenant is this server's.
+    pub fn with_leases(mut self, leases: Arc<TenantLeases>) -> Compactor {
+        self.leases = leases;
+        self
+    }
+
+    /// Whether this server may compact `tenant` now; a store failure counts as no.
+    async fn owns(&self, tenant: &TenantId, now: SystemTime, summary: &mut CycleSummary) -> bool {
+        match self.leases.hold(tenant, now).await {
+            Ok(held) => held,
+            Err(error) => {
+                tracing::warn!(tenant = %tenant, %error, "cannot check the compaction lease; skipping the tenant this cycle");
+                self.error(summary);
+                false
+            }
         }
     }
 
@@ -156,6 +188,9 @@ impl Compactor {
         let mut summary = CycleSummary::default();
         self.delete_replaced(now, &mut summary).await;
         for tenant in self.blocklist.tenants() {
+            if !self.owns(&tenant, now, &mut summary).await {
+                continue;
+            }
             let visible: Vec<BlockReader> = self.blocklist.blocks(&tenant);
             let metas: Vec<_> = visible.iter().map(|r| r.meta().clone()).collect();
             let retention = self.retention.retention_for(&tenant);
@@ -262,6 +297,10 @@ impl Compactor {
         let store = self.blocklist.store();
         store.put_block_files(&block).await?;
         test_pause("after_output").await;
+        // The output's files without a meta are an orphan, removed later.
+        if !self.leases.confirm(tenant, SystemTime::now()).await? {
+            return Err(CompactionError::LeaseLost);
+        }
         store.put_meta(&block.meta).await?;
         self.blocklist
             .register(BlockReader::new(store.clone(), block.meta.clone()));
@@ -304,6 +343,9 @@ impl Compactor {
             .unwrap_or(0);
         let retention_secs = self.config.compacted_block_retention.as_secs();
         for tenant in self.blocklist.tenants() {
+            if !self.owns(&tenant, now, summary).await {
+                continue;
+            }
             let listed = self.blocklist.listed_blocks(&tenant);
             let present: HashSet<Uuid> = listed.iter().map(|r| r.meta().block_id).collect();
             // Replaced block → when its earliest replacement was written.

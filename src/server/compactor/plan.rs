@@ -88,6 +88,7 @@ mod tests {
             max_block_bytes,
             cycle: Duration::from_secs(30),
             compacted_block_retention: Duration::from_secs(3600),
+            lease_duration: Duration::from_secs(120),
         }
     }
 

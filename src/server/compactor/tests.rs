@@ -30,6 +30,7 @@ fn config() -> CompactionConfig {
         max_block_bytes: 1 << 30,
         cycle: Duration::from_secs(30),
         compacted_block_retention: HOUR,
+        lease_duration: HOUR,
     }
 }
 

@@ -20,7 +20,7 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, UpdateVersion};
 use uuid::Uuid;
 
 use crate::config::{BackendConfig, S3Config, StorageConfig};
@@ -28,7 +28,8 @@ use crate::error::{ErrorCode, ServiceError};
 use crate::server::block::{BlockMeta, EncodedBlock, MetaError};
 use crate::tenant::TenantId;
 use paths::{
-    BlockBloomPath, BlockDataPath, BlockMetaPath, BlockPrefix, BlockTagIndexPath, TenantPrefix,
+    BlockBloomPath, BlockDataPath, BlockMetaPath, BlockPrefix, BlockTagIndexPath,
+    CompactionLeasePath, TenantPrefix,
 };
 
 /// Metas fetched concurrently when listing a tenant's blocks.
@@ -58,6 +59,8 @@ pub enum StorageError {
     },
     #[error("cannot encode block meta: {0}")]
     Meta(#[from] MetaError),
+    #[error("cannot encode the compaction lease of tenant {tenant}: {message}")]
+    Lease { tenant: TenantId, message: String },
 }
 
 impl StorageError {
@@ -86,7 +89,8 @@ impl ServiceError for StorageError {
             StorageError::CreateDir { .. }
             | StorageError::Config(_)
             | StorageError::InvalidPrefix { .. }
-            | StorageError::Meta(_) => ErrorCode::Internal,
+            | StorageError::Meta(_)
+            | StorageError::Lease { .. } => ErrorCode::Internal,
         }
     }
 }
@@ -389,6 +393,63 @@ impl BlockStore {
             .bytes()
             .await
             .map_err(|source| StorageError::from_store("get", path, source))
+    }
+
+    /// The tenant's compaction lease and the version a conditional replace must name;
+    /// `None` when there is none.
+    ///
+    /// # Errors
+    /// The store failed for another reason than a missing object.
+    pub async fn read_lease(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<(Bytes, UpdateVersion)>, StorageError> {
+        let path = CompactionLeasePath::new(tenant);
+        let path = path.as_path();
+        let result = match self.store.get(path).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => return Err(StorageError::from_store("get", path, source)),
+        };
+        let version = UpdateVersion {
+            e_tag: result.meta.e_tag.clone(),
+            version: result.meta.version.clone(),
+        };
+        let bytes = result
+            .bytes()
+            .await
+            .map_err(|source| StorageError::from_store("get", path, source))?;
+        Ok(Some((bytes, version)))
+    }
+
+    /// Writes the tenant's compaction lease only if nobody changed it since it was read
+    /// as `replacing` (or, with `None`, only if there is none). `false` when another
+    /// server got there first.
+    ///
+    /// # Errors
+    /// The store failed, or cannot write conditionally.
+    pub async fn write_lease(
+        &self,
+        tenant: &TenantId,
+        body: Bytes,
+        replacing: Option<UpdateVersion>,
+    ) -> Result<bool, StorageError> {
+        let path = CompactionLeasePath::new(tenant);
+        let path = path.as_path();
+        let mode = match replacing {
+            None => PutMode::Create,
+            Some(version) => PutMode::Update(version),
+        };
+        match self
+            .store
+            .put_opts(path, PutPayload::from_bytes(body), mode.into())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(source) => Err(StorageError::from_store("conditional put", path, source)),
+        }
     }
 
     async fn put(&self, path: &Path, bytes: Bytes) -> Result<(), StorageError> {

@@ -9,6 +9,7 @@
 //! <tenant>/<block_id>/bloom         BlockBloomPath
 //! <tenant>/<block_id>/tags.json.zst BlockTagIndexPath
 //! <tenant>/<block_id>/meta.json     BlockMetaPath   (written last: present == complete)
+//! <tenant>/compaction.lease         CompactionLeasePath (which server compacts the tenant)
 //! ```
 //!
 //! Segments come only from a validated [`TenantId`] and a [`Uuid`], so no key can escape
@@ -26,6 +27,7 @@ const META_FILE: &str = "meta.json";
 const DATA_FILE: &str = "data.parquet";
 const BLOOM_FILE: &str = "bloom";
 const TAG_INDEX_FILE: &str = "tags.json.zst";
+const COMPACTION_LEASE_FILE: &str = "compaction.lease";
 
 /// `<tenant>`: everything one tenant owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +53,21 @@ pub struct BlockBloomPath(Path);
 /// `<tenant>/<block_id>/tags.json.zst`: attribute names and values (`block::tag_index`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockTagIndexPath(Path);
+
+/// `<tenant>/compaction.lease`: the server that compacts the tenant and until when
+/// (`compactor::lease`). An object, not a folder, so block listings never see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactionLeasePath(Path);
+
+impl CompactionLeasePath {
+    pub fn new(tenant: &TenantId) -> CompactionLeasePath {
+        CompactionLeasePath(Path::from_iter([tenant.as_str(), COMPACTION_LEASE_FILE]))
+    }
+
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+}
 
 impl TenantPrefix {
     pub fn new(tenant: &TenantId) -> TenantPrefix {
@@ -167,7 +184,8 @@ display_as_path!(
     BlockMetaPath,
     BlockDataPath,
     BlockBloomPath,
-    BlockTagIndexPath
+    BlockTagIndexPath,
+    CompactionLeasePath
 );
 
 #[cfg(test)]
@@ -184,6 +202,14 @@ mod tests {
     #[test]
     fn tenant_prefix() {
         assert_eq!(TenantPrefix::new(&acme()).to_string(), "acme");
+    }
+
+    #[test]
+    fn compaction_lease_path() {
+        assert_eq!(
+            CompactionLeasePath::new(&acme()).to_string(),
+            "acme/compaction.lease"
+        );
     }
 
     #[test]
