@@ -42,6 +42,8 @@ pub(crate) struct RawServerConfig {
     pub(crate) limits: RawLimits,
     /// Service-graph and span metrics derived from ingested spans.
     pub(crate) metrics_generator: RawMetricsGenerator,
+    /// The other servers sharing the bucket.
+    pub(crate) cluster: RawCluster,
     /// The ordered drain after SIGTERM.
     pub(crate) shutdown: RawShutdown,
     /// The server's own logs.
@@ -235,6 +237,32 @@ impl Default for RawStorage {
             local: RawLocalStorage::default(),
             s3: RawS3Storage::default(),
             blocklist_poll: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `cluster:`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawCluster {
+    /// API addresses (`host:port`) of the other servers sharing the bucket. Trace-by-ID
+    /// lookups and searches ask each of them for the traces they hold in memory (not yet
+    /// in a block this server has listed). A name is re-resolved every few seconds and
+    /// each of its addresses is a server, so one DNS name (e.g. a headless Service) can
+    /// stand for all of them; this server's own address may be listed too.
+    pub(crate) peers: Vec<String>,
+    /// How long a peer may take to answer; a peer that does not is left out of the
+    /// answer (logged and counted), which then holds what this server and the bucket
+    /// have.
+    #[serde(with = "duration")]
+    pub(crate) peer_timeout: Duration,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        RawCluster {
+            peers: Vec::new(),
+            peer_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     /// `metrics_generator`: service-graph and span metrics derived from spans.
     pub metrics_generator: GeneratorConfig,
+    /// `cluster`: the other servers sharing the bucket.
+    pub cluster: ClusterConfig,
     /// `shutdown`: the drain after SIGTERM.
     pub shutdown: ShutdownConfig,
     /// `log`: the server's own logs.
@@ -257,6 +259,15 @@ pub enum MetricsStep {
     Auto,
     /// This step, whatever the range.
     Fixed(Duration),
+}
+
+/// The other servers sharing the bucket, asked for the traces they hold in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// `host:port` API addresses; names stand for every address they resolve to.
+    pub peers: Vec<String>,
+    /// How long a peer may take to answer.
+    pub peer_timeout: Duration,
 }
 
 /// The ordered drain after SIGTERM.

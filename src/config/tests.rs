@@ -226,6 +226,10 @@ fn default_config() -> ServerConfig {
             per_tenant: BTreeMap::new(),
         },
         metrics_generator: default_generator(),
+        cluster: ClusterConfig {
+            peers: Vec::new(),
+            peer_timeout: Duration::from_secs(5),
+        },
         shutdown: ShutdownConfig {
             timeout: Duration::from_secs(30),
         },
@@ -384,6 +388,9 @@ metrics_generator:
     interval: 30s
     external_labels: { cluster: eu1 }
     inject_tenant_id_as: tenant
+cluster:
+  peers: [spoor-2.example:3200, 10.0.0.3:3200]
+  peer_timeout: 2s
 shutdown:
   timeout: 2m
 log:
@@ -537,6 +544,13 @@ log:
                     inject_tenant_id_as: Some("tenant".to_owned()),
                 };
                 generator
+            },
+            cluster: ClusterConfig {
+                peers: vec![
+                    "spoor-2.example:3200".to_owned(),
+                    "10.0.0.3:3200".to_owned()
+                ],
+                peer_timeout: Duration::from_secs(2),
             },
             shutdown: ShutdownConfig {
                 timeout: Duration::from_secs(120),
@@ -1124,6 +1138,21 @@ retention:
         messages(&errors)[0].contains("retention.block_retentoin"),
         "{:?}",
         messages(&errors)
+    );
+}
+
+#[test]
+fn peers_are_host_and_port_and_the_lease_outlives_two_cycles() {
+    assert_errors(
+        "cluster: { peers: [spoor-2:3200, spoor-3, ':3200', 'x:0'] }\n\
+         compaction: { cycle: 1m, lease_duration: 90s }",
+        &[
+            "cluster.peers[1]: expected host:port of a spoor-server API, got \"spoor-3\"",
+            "cluster.peers[2]: expected host:port of a spoor-server API, got \":3200\"",
+            "cluster.peers[3]: expected host:port of a spoor-server API, got \"x:0\"",
+            "compaction.lease_duration: must be at least twice compaction.cycle (1m): the \
+             lease is renewed once a cycle",
+        ],
     );
 }
 

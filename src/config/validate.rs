@@ -11,8 +11,9 @@ use tracing_subscriber::EnvFilter;
 
 use super::error::{ConfigError, ConfigErrors, ValueOrigin};
 use super::raw::{
-    RawBackendKind, RawCompaction, RawLimits, RawLog, RawLogFormat, RawMetricsGenerator, RawQuery,
-    RawRemoteWrite, RawRetention, RawS3Storage, RawServerConfig, RawStorage,
+    RawBackendKind, RawCluster, RawCompaction, RawLimits, RawLog, RawLogFormat,
+    RawMetricsGenerator, RawQuery, RawRemoteWrite, RawRetention, RawS3Storage, RawServerConfig,
+    RawStorage,
 };
 use super::server::*;
 use super::values::{expected_one_of, ByteSize, RawFsync, RawStep};
@@ -179,6 +180,7 @@ pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> Ser
             ),
         },
         storage: validate_storage(&raw.storage, problems),
+        cluster: validate_cluster(&raw.cluster, problems),
         query: validate_query(&raw.query, problems),
         retention: validate_retention(&raw.retention, problems),
         compaction: validate_compaction(&raw.compaction, problems),
@@ -277,6 +279,28 @@ fn non_empty_path(problems: &mut Problems<'_>, key: &str, path: &Path) -> PathBu
         problems.invalid(key, "must not be empty");
     }
     path.to_owned()
+}
+
+fn validate_cluster(raw: &RawCluster, problems: &mut Problems<'_>) -> ClusterConfig {
+    for (i, peer) in raw.peers.iter().enumerate() {
+        let port = peer
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        if !matches!(port, Some((host, Ok(port))) if !host.is_empty() && port > 0) {
+            problems.invalid(
+                &format!("cluster.peers[{i}]"),
+                format!("expected host:port of a spoor-server API, got {peer:?}"),
+            );
+        }
+    }
+    ClusterConfig {
+        peers: raw
+            .peers
+            .iter()
+            .map(|peer| peer.trim().to_owned())
+            .collect(),
+        peer_timeout: positive_duration(problems, "cluster.peer_timeout", raw.peer_timeout),
+    }
 }
 
 fn validate_storage(raw: &RawStorage, problems: &mut Problems<'_>) -> StorageConfig {

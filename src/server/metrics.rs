@@ -43,6 +43,7 @@ pub struct ServerMetrics {
     ingested_bytes: Family<TenantLabels, Counter>,
     discarded_spans: Family<RefusedLabels, Counter>,
     refused_queries: Family<RefusedLabels, Counter>,
+    peer_failures: Family<ReasonLabels, Counter>,
     wal_fsync_seconds: Histogram,
     wal_damaged_records: Counter,
     wal_replayed_records: Counter,
@@ -101,6 +102,12 @@ impl ServerMetrics {
             "discarded_spans",
             "Spans not stored (refused, or left out of a partial_success), per tenant and reason",
             discarded_spans.clone(),
+        );
+        let peer_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "peer_query_failures",
+            "Peer queries (cluster.peers) left out of an answer, by reason",
+            peer_failures.clone(),
         );
         let refused_queries = Family::<RefusedLabels, Counter>::default();
         registry.register(
@@ -296,6 +303,7 @@ impl ServerMetrics {
             ingested_bytes,
             discarded_spans,
             refused_queries,
+            peer_failures,
             wal_fsync_seconds,
             wal_damaged_records,
             wal_replayed_records,
@@ -345,6 +353,15 @@ impl ServerMetrics {
                 reason: reason.to_string(),
             })
             .inc_by(num_spans);
+    }
+
+    /// A peer left out of an answer: `resolve`, `request`, `status` or `decode`.
+    pub fn peer_failure(&self, reason: &str) {
+        self.peer_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// A query of `tenant` refused by a limit.

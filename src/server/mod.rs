@@ -20,6 +20,7 @@ pub mod head;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
+pub mod peers;
 pub mod query;
 pub mod replay;
 pub mod retention;
@@ -52,6 +53,7 @@ use head::{CutReason, Head};
 use ingest::Ingest;
 use limits::QueryLimiter;
 use metrics::ServerMetrics;
+use peers::Peers;
 use query::Querier;
 use retention::Retention;
 use search::SearchService;
@@ -125,6 +127,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         config.query.clone(),
     );
 
+    let peers = Peers::new(&config.cluster, Arc::clone(&metrics)).map(Arc::new);
     let api_cancel = CancellationToken::new();
     let api_task = {
         let state = ApiState {
@@ -134,6 +137,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
             generator: generator.as_ref().map(|(generator, _)| generator.clone()),
             readiness: Arc::clone(&readiness),
             queries: Arc::new(QueryLimiter::new(config.limits.clone())),
+            peers: peers.clone(),
         };
         let cancel = api_cancel.clone();
         tokio::spawn(async move {
@@ -168,6 +172,9 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     )
     .await?;
     search.set_instance_id(instance_id);
+    if let Some(peers) = &peers {
+        peers.set_instance_id(instance_id);
+    }
 
     // Replay has rewritten any block a crash cut short, and nothing else of this server
     // writes yet, so every block folder without a meta is a leftover. A local directory

@@ -12,6 +12,7 @@ use crate::otlp::{OtlpResourceSpans, OtlpTracesData, TraceId};
 use crate::server::block::BlockError;
 use crate::server::blocklist::BlockList;
 use crate::server::head::Head;
+use crate::server::peers::DataScope;
 use crate::tenant::TenantId;
 
 /// Blocks probed at once for one lookup; each probe is mostly waiting on the store.
@@ -64,9 +65,23 @@ impl Querier {
         trace_id: TraceId,
         window: Option<TimeWindow>,
     ) -> Result<Option<FoundTrace>, QueryError> {
-        let candidates: Vec<_> = self
-            .blocklist
-            .blocks(tenant)
+        self.find_trace_in(tenant, trace_id, window, DataScope::All)
+            .await
+    }
+
+    /// [`Querier::find_trace`] over the data `scope` names.
+    pub async fn find_trace_in(
+        &self,
+        tenant: &TenantId,
+        trace_id: TraceId,
+        window: Option<TimeWindow>,
+        scope: DataScope,
+    ) -> Result<Option<FoundTrace>, QueryError> {
+        let blocks = match scope {
+            DataScope::All => self.blocklist.blocks(tenant),
+            DataScope::HeadOnly => Vec::new(),
+        };
+        let candidates: Vec<_> = blocks
             .into_iter()
             .filter(|block| {
                 let meta = block.meta();

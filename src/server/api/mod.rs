@@ -27,6 +27,7 @@ use crate::otlp::{proto_json, OtlpTracesData, TraceId};
 use crate::server::generator::Generator;
 use crate::server::limits::QueryLimiter;
 use crate::server::metrics::ServerMetrics;
+use crate::server::peers::{dedup_spans, instance_header, DataScope, Peers};
 use crate::server::query::{FoundTrace, Querier, TimeWindow};
 use crate::server::search::SearchService;
 use crate::tenant::{TenantId, TENANT_HEADER};
@@ -73,6 +74,8 @@ pub struct ApiState {
     pub readiness: Arc<Readiness>,
     /// Per-tenant query limits.
     pub queries: Arc<QueryLimiter>,
+    /// The other servers sharing the bucket, if any.
+    pub peers: Option<Arc<Peers>>,
 }
 
 /// An API error: a status and a plain-text message.
@@ -322,6 +325,7 @@ struct TraceLookup {
     trace_id: TraceId,
     window: Option<TimeWindow>,
     format: Format,
+    scope: DataScope,
 }
 
 impl TraceLookup {
@@ -335,13 +339,40 @@ impl TraceLookup {
             window: trace_lookup_params(params)?,
             tenant: tenant_of(headers)?,
             format: negotiate(headers),
+            scope: DataScope::of(headers),
         })
     }
 
-    async fn run(&self, querier: &Querier) -> Result<Option<FoundTrace>, ApiError> {
-        Ok(querier
-            .find_trace(&self.tenant, self.trace_id, self.window)
-            .await?)
+    /// This server's data, plus (for clients, not peers) what the peers hold in memory.
+    async fn run(&self, state: &ApiState) -> Result<Option<FoundTrace>, ApiError> {
+        let local = state
+            .querier
+            .find_trace_in(&self.tenant, self.trace_id, self.window, self.scope)
+            .await?;
+        let (Some(peers), DataScope::All) = (&state.peers, self.scope) else {
+            return Ok(local);
+        };
+        let from_peers = peers.find_trace(&self.tenant, self.trace_id).await;
+        if from_peers.is_empty() {
+            return Ok(local);
+        }
+        let mut found = local.unwrap_or_default();
+        found.inspected_bytes += from_peers
+            .iter()
+            .map(|rs| rs.encoded_len() as u64)
+            .sum::<u64>();
+        found.resource_spans.extend(from_peers);
+        dedup_spans(&mut found.resource_spans);
+        Ok(Some(found))
+    }
+
+    /// Answers to peers name this server, so a server asking itself can tell.
+    fn answer(&self, state: &ApiState, mut response: Response) -> Response {
+        if let (DataScope::HeadOnly, Some(instance_id)) = (self.scope, state.search.instance_id()) {
+            let (name, value) = instance_header(instance_id);
+            response.headers_mut().insert(name, value);
+        }
+        response
     }
 }
 
@@ -353,10 +384,10 @@ async fn trace_by_id_v1(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let lookup = TraceLookup::parse(&trace_id, &params, &headers)?;
-    let Some(found) = lookup.run(&state.querier).await? else {
-        return Ok(StatusCode::NOT_FOUND.into_response());
+    let Some(found) = lookup.run(&state).await? else {
+        return Ok(lookup.answer(&state, StatusCode::NOT_FOUND.into_response()));
     };
-    Ok(match lookup.format {
+    let response = match lookup.format {
         Format::Protobuf => {
             let trace = OtlpTracesData {
                 resource_spans: found.resource_spans,
@@ -372,7 +403,8 @@ async fn trace_by_id_v1(
             Vec::new(),
             proto_json::trace(&found.resource_spans, "batches"),
         ),
-    })
+    };
+    Ok(lookup.answer(&state, response))
 }
 
 /// v2: `tempopb.TraceByIDResponse`. Like Tempo's queriers, a missing trace is an empty
@@ -384,9 +416,9 @@ async fn trace_by_id_v2(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let lookup = TraceLookup::parse(&trace_id, &params, &headers)?;
-    let found = lookup.run(&state.querier).await?.unwrap_or_default();
+    let found = lookup.run(&state).await?.unwrap_or_default();
     let inspected_bytes = found.inspected_bytes;
-    Ok(match lookup.format {
+    let response = match lookup.format {
         Format::Protobuf => {
             let response = TraceByIdResponse {
                 trace: Some(OtlpTracesData {
@@ -413,7 +445,8 @@ async fn trace_by_id_v2(
             });
             body_response(Format::Json, Vec::new(), json)
         }
-    })
+    };
+    Ok(lookup.answer(&state, response))
 }
 
 #[cfg(test)]

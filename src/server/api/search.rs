@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::search_json::*;
 use super::{param, tenant_of, ApiError, ApiState};
 use crate::config::{MetricsStep, QueryConfig};
+use crate::server::peers::{instance_header, merge_search_answers, DataScope};
 use crate::server::search::{
     field_from_tag, SearchRequest, TagNamesRequest, TagScope, TagTarget, TagValue, TagValueType,
     TagValuesRequest, TimeRange,
@@ -99,11 +100,15 @@ fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::bad_request(message)
 }
 
-fn json_response<T: Serialize>(body: &T) -> Result<Response, ApiError> {
-    let bytes = serde_json::to_vec(body).map_err(|e| ApiError {
+fn encoding_failed(error: serde_json::Error) -> ApiError {
+    ApiError {
         code: crate::error::ErrorCode::Internal,
-        message: format!("encoding the response failed: {e}"),
-    })?;
+        message: format!("encoding the response failed: {error}"),
+    }
+}
+
+fn json_response<T: Serialize>(body: &T) -> Result<Response, ApiError> {
+    let bytes = serde_json::to_vec(body).map_err(encoding_failed)?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -520,8 +525,29 @@ pub(crate) async fn search(
     let params = Params::parse(raw.as_deref());
     let parsed = parse_search(&params, &query_config(&state, &tenant))?;
     let query = compile_query(&parsed.query)?;
-    let outcome = state.search.search(&tenant, query, parsed.request).await?;
-    json_response(&SearchResponse::new(&outcome.traces, &outcome.stats))
+    let scope = DataScope::of(&headers);
+    let limit = parsed.request.limit;
+    let outcome = state
+        .search
+        .search_in(&tenant, query, parsed.request, scope)
+        .await?;
+    let local = SearchResponse::new(&outcome.traces, &outcome.stats);
+    match (&state.peers, scope) {
+        (Some(peers), DataScope::All) => {
+            let mut answers = vec![serde_json::to_value(&local).map_err(encoding_failed)?];
+            answers.extend(peers.search(&tenant, raw.as_deref().unwrap_or("")).await);
+            json_response(&merge_search_answers(answers, limit))
+        }
+        (_, DataScope::HeadOnly) => {
+            let mut response = json_response(&local)?;
+            if let Some(instance_id) = state.search.instance_id() {
+                let (name, value) = instance_header(instance_id);
+                response.headers_mut().insert(name, value);
+            }
+            Ok(response)
+        }
+        (None, DataScope::All) => json_response(&local),
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::server::peers::DataScope;
 use crate::tenant::TenantId;
 use crate::traceql::ast::QueryBody;
 use crate::traceql::eval::CSpanset;
@@ -118,6 +119,17 @@ impl SearchService {
         query: Arc<CompiledQuery>,
         request: SearchRequest,
     ) -> Result<SearchOutcome, SearchError> {
+        self.search_in(tenant, query, request, DataScope::All).await
+    }
+
+    /// [`SearchService::search`] over the data `scope` names.
+    pub async fn search_in(
+        &self,
+        tenant: &TenantId,
+        query: Arc<CompiledQuery>,
+        request: SearchRequest,
+        scope: DataScope,
+    ) -> Result<SearchOutcome, SearchError> {
         let (start, end) = request.range.bounds();
         let params = SearchParams {
             limit: request.limit,
@@ -144,8 +156,12 @@ impl SearchService {
             found: Mutex::new(Vec::new()),
             cutoff: AtomicU64::new(0),
         });
+        let sources = match scope {
+            DataScope::All => self.sources(tenant).await?,
+            DataScope::HeadOnly => self.head_sources(tenant).await?,
+        };
         let stats = scan(
-            self.sources(tenant).await?,
+            sources,
             &fetch,
             self.block_selection(request.range),
             assembly,

@@ -212,6 +212,18 @@ impl SearchService {
         Ok(Arc::new(self.snapshot(tenant).await?))
     }
 
+    /// The head of one tenant alone, for a peer's query.
+    async fn head_sources(&self, tenant: &TenantId) -> Result<Arc<Sources>, SearchError> {
+        let mut sources = self.snapshot(tenant).await?;
+        sources.blocks.clear();
+        Ok(Arc::new(sources))
+    }
+
+    /// This server's instance ID, once its WAL is open.
+    pub fn instance_id(&self) -> Option<Uuid> {
+        self.inner.instance_id.get().copied()
+    }
+
     /// [`SearchService::sources`], not yet shared.
     async fn snapshot(&self, tenant: &TenantId) -> Result<Sources, SearchError> {
         let inner = Arc::clone(&self.inner);
