@@ -163,15 +163,18 @@ fn default_config() -> ServerConfig {
     ServerConfig {
         api: ApiConfig {
             listen_address: addr("127.0.0.1:3200"),
+            tls: None,
         },
         otlp: OtlpReceiverConfig {
             grpc: OtlpGrpcConfig {
                 listen_address: addr("127.0.0.1:4319"),
                 max_recv_msg_bytes: 16 << 20,
+                tls: None,
             },
             http: OtlpHttpConfig {
                 listen_address: addr("127.0.0.1:4320"),
                 max_request_body_bytes: 16 << 20,
+                tls: None,
             },
         },
         ingest: IngestConfig {
@@ -398,15 +401,18 @@ log:
         ServerConfig {
             api: ApiConfig {
                 listen_address: addr("0.0.0.0:13200"),
+                tls: None,
             },
             otlp: OtlpReceiverConfig {
                 grpc: OtlpGrpcConfig {
                     listen_address: addr("[::1]:14319"),
                     max_recv_msg_bytes: 4 << 20,
+                    tls: None,
                 },
                 http: OtlpHttpConfig {
                     listen_address: addr("127.0.0.2:14320"),
                     max_request_body_bytes: 512_000,
+                    tls: None,
                 },
             },
             ingest: IngestConfig {
