@@ -386,4 +386,4 @@ impl AsyncWrite for Conn {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -31,12 +31,12 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA (`ca.pem`) and, signed by it, a leaf `<name>.pem`/`<name>.key` with the given
 /// serial, valid for localhost / 127.0.0.1 and for both server and client use.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
         openssl(
             dir.path(),
@@ -66,11 +66,11 @@ impl Pki {
         Pki { dir }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn leaf(&self, name: &str, serial: u32) {
+    pub(crate) fn leaf(&self, name: &str, serial: u32) {
         let dir = self.dir.path();
         let (key, csr, pem) = (
             format!("{name}.key"),

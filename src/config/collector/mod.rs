@@ -401,6 +401,9 @@ pub struct ClientTlsConfig {
     pub key_file: Option<PathBuf>,
     /// `server_name_override`.
     pub server_name: Option<String>,
+    /// `insecure_skip_verify`: the server's certificate is not verified at all (chain,
+    /// expiry, name); a warning naming the exporter is logged at start-up.
+    pub insecure_skip_verify: bool,
 }
 
 /// Request compression.

@@ -907,12 +907,6 @@ fn file_storage_queue(
 }
 
 fn client_tls(problems: &mut Problems<'_>, key: &str, raw: RawClientTls) -> ClientTlsConfig {
-    if raw.insecure_skip_verify {
-        problems.invalid(
-            &format!("{key}.insecure_skip_verify"),
-            "is not supported; trust the server's CA with ca_file instead",
-        );
-    }
     if raw.cert_file.is_some() != raw.key_file.is_some() {
         problems.invalid(
             &format!("{key}.key_file"),
@@ -924,6 +918,7 @@ fn client_tls(problems: &mut Problems<'_>, key: &str, raw: RawClientTls) -> Clie
         cert_file: raw.cert_file,
         key_file: raw.key_file,
         server_name: Some(raw.server_name_override).filter(|name| !name.is_empty()),
+        insecure_skip_verify: raw.insecure_skip_verify,
     }
 }
 
