@@ -19,6 +19,22 @@ pub fn spawn_shutdown_listener(token: CancellationToken) -> std::io::Result<()> 
     Ok(())
 }
 
+/// Takes SIGHUP over from its default action (terminate), so `systemctl reload` never stops
+/// a process, TLS or not; each TLS listener watches SIGHUP itself
+/// ([`reload_requests`]) and reloads its certificates.
+pub fn spawn_reload_logger() -> std::io::Result<()> {
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!(
+                signal = "SIGHUP",
+                "reload requested: TLS certificates are re-read; other settings take a restart"
+            );
+        }
+    });
+    Ok(())
+}
+
 /// SIGHUP deliveries, for one reloader. Each caller gets its own stream and every stream
 /// sees every signal, so each TLS listener reloads its own files.
 pub fn reload_requests() -> std::io::Result<tokio::signal::unix::Signal> {
