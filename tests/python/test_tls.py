@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 
 from collector_support import Collector, Load, make_request, verify_delivery
-from conftest import BIN_DIR, Server
+from conftest import BIN_DIR, Server, free_port
 
 SERIALS = {"server": 0x1001, "server2": 0x1002, "server3": 0x1003, "client": 0x2001}
 
@@ -384,6 +384,95 @@ def test_a_bad_reload_keeps_serving_the_previous_certificate(tmp_path, pki):
         assert peer_serial(server.http_port, ca) == SERIALS["server"]
         assert server.proc.poll() is None
     finally:
+        server.stop()
+
+
+def test_collector_listeners_serve_tls(tmp_path, pki):
+    """Every TCP listener of the collector on TLS: OTLP gRPC with mTLS and OTLP HTTP from
+    the SDK, Zipkin from requests, the health check and /metrics; spans reach the server."""
+    cert, key, ca = pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem")
+    server = start_server(tmp_path, {})
+    ports = {name: free_port() for name in ("grpc", "http", "zipkin", "health", "metrics")}
+    tls = f"{{cert_file: {cert}, key_file: {key}}}"
+    config = tmp_path / "collector.yaml"
+    config.write_text(f"""
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{ports["grpc"]}
+        tls: {{cert_file: {cert}, key_file: {key}, client_ca_file: {ca}}}
+      http:
+        endpoint: 127.0.0.1:{ports["http"]}
+        tls: {tls}
+  zipkin:
+    endpoint: 127.0.0.1:{ports["zipkin"]}
+    tls: {tls}
+processors:
+  batch:
+    timeout: 50ms
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{server.grpc_port}
+    tls: {{insecure: true}}
+extensions:
+  health_check:
+    endpoint: 127.0.0.1:{ports["health"]}
+    tls: {tls}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces:
+      receivers: [otlp, zipkin]
+      processors: [batch]
+      exporters: [otlp]
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{ports["metrics"]}
+      tls: {tls}
+""")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOR_")}
+    log_path = tmp_path / "collector.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([str(BIN_DIR / "spoor-collector"), "--config", str(config)], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                if requests.get(f"https://127.0.0.1:{ports['health']}/", verify=str(ca), timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.time() < deadline, "collector health check never answered over TLS"
+            time.sleep(0.1)
+        metrics = requests.get(f"https://127.0.0.1:{ports['metrics']}/metrics", verify=str(ca), timeout=5)
+        assert metrics.status_code == 200 and "otelcol_" in metrics.text
+        for name in ports:
+            assert peer_serial(ports[name], ca, client=(pki.path("client.pem"), pki.path("client.key"))) \
+                == SERIALS["server"], name
+        assert handshake_refused(ports["grpc"], ca), "the gRPC receiver served a client without a certificate"
+
+        credentials = grpc.ssl_channel_credentials(root_certificates=pki.read("ca.pem"),
+                                                   private_key=pki.read("client.key"),
+                                                   certificate_chain=pki.read("client.pem"))
+        trace_ids = emit(Checked(endpoint=f"localhost:{ports['grpc']}", insecure=False, credentials=credentials),
+                         "collector-grpc")
+        trace_ids += emit(CheckedHttp(endpoint=f"https://localhost:{ports['http']}/v1/traces",
+                                      certificate_file=str(ca)), "collector-http")
+        zipkin_trace = os.urandom(16).hex()
+        zipkin = requests.post(f"https://127.0.0.1:{ports['zipkin']}/api/v2/spans", verify=str(ca), timeout=5,
+                               json=[{"traceId": zipkin_trace, "id": os.urandom(8).hex(), "name": "zipkin-span",
+                                      "timestamp": int(time.time() * 1e6), "duration": 10,
+                                      "localEndpoint": {"serviceName": "zipkin-client"}}])
+        assert zipkin.status_code == 202, zipkin.text
+        for trace_hex in trace_ids:
+            assert len(span_names(server, trace_hex)) == 2, trace_hex
+        assert span_names(server, zipkin_trace) == ["zipkin-span"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
         server.stop()
 
 
