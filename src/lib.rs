@@ -10,6 +10,7 @@ pub mod collector;
 pub mod config;
 pub mod error;
 mod framing;
+pub mod listener;
 pub mod loadgen;
 pub mod otlp;
 pub mod receiver;

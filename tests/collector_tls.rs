@@ -136,3 +136,61 @@ service:
     collector.stop().await;
     running.stop().await;
 }
+
+/// `tls.insecure_skip_verify: true` reaches a backend whose CA the collector does not
+/// trust (no `ca_file`), with a client certificate configured alongside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_without_verifying_when_insecure_skip_verify_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let backend = FakeBackend::new(Vec::new());
+    let running = start_tls_backend(
+        Arc::clone(&backend),
+        std::fs::read(dir.path().join("server.pem")).unwrap(),
+        std::fs::read(dir.path().join("server.key")).unwrap(),
+    )
+    .await;
+    let collector = RunningCollector::start(&format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:${{env:GRPC_PORT}}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{}
+    tls:
+      insecure_skip_verify: true
+      cert_file: {}
+      key_file: {}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp]
+  telemetry:
+    metrics:
+      level: none
+"#,
+        running.address.port(),
+        dir.path().join("server.pem").display(),
+        dir.path().join("server.key").display(),
+    ))
+    .await;
+    collector
+        .client()
+        .await
+        .export(trace_request(7, 3))
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            backend.span_counts().len() == 3
+        })
+        .await,
+        "spans did not arrive over unverified TLS"
+    );
+    collector.stop().await;
+    running.stop().await;
+}

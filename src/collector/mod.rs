@@ -41,6 +41,8 @@ use crate::config::collector::{
     CollectorConfig, ComponentId, ExtensionConfig, JaegerReceiverConfig, ProcessorConfig,
     ReceiverConfig,
 };
+use crate::config::ServerTlsConfig;
+use crate::listener::{Alpn, Incoming};
 use crate::receiver::jaeger::{DropReason, OnDrop, ThriftProtocol, UdpOptions};
 use crate::receiver::{TraceConsumer, ZipkinOptions};
 use crate::runtime::systemd;
@@ -70,20 +72,36 @@ pub enum CollectorError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{what}: {source}")]
+    Listener {
+        what: String,
+        source: crate::listener::ListenerError,
+    },
     #[error("{0}")]
     Exporter(String),
     #[error("processors.{processor}: {message}")]
     Processor { processor: String, message: String },
 }
 
-async fn bind(what: String, address: SocketAddr) -> Result<TcpListener, CollectorError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| CollectorError::Bind {
-            what,
-            address,
-            source,
-        })
+/// Binds `address` and, when `tls` is set, loads the certificates (watched from then on).
+async fn bind(
+    what: String,
+    address: SocketAddr,
+    tls: Option<&ServerTlsConfig>,
+    alpn: Alpn,
+) -> Result<Incoming, CollectorError> {
+    let listener = match TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(source) => {
+            return Err(CollectorError::Bind {
+                what,
+                address,
+                source,
+            })
+        }
+    };
+    Incoming::new(listener, tls, alpn, &what)
+        .map_err(|source| CollectorError::Listener { what, source })
 }
 
 fn bind_udp(
@@ -103,16 +121,16 @@ fn bind_udp(
 /// A receiver's bound listeners.
 struct BoundReceiver {
     id: ComponentId,
-    grpc: Option<(TcpListener, usize)>,
-    http: Option<(TcpListener, usize)>,
-    zipkin: Option<(TcpListener, usize, ZipkinOptions)>,
+    grpc: Option<(Incoming, usize)>,
+    http: Option<(Incoming, usize)>,
+    zipkin: Option<(Incoming, usize, ZipkinOptions)>,
     jaeger: Option<BoundJaeger>,
 }
 
 /// A jaeger receiver's bound sockets, by protocol.
 struct BoundJaeger {
-    grpc: Option<(TcpListener, usize)>,
-    thrift_http: Option<(TcpListener, usize)>,
+    grpc: Option<(Incoming, usize)>,
+    thrift_http: Option<(Incoming, usize)>,
     udp: Vec<(UdpSocket, ThriftProtocol, UdpOptions)>,
 }
 
@@ -122,14 +140,26 @@ async fn bind_jaeger(
 ) -> Result<BoundJaeger, CollectorError> {
     let grpc = match &config.grpc {
         Some(grpc) => Some((
-            bind(format!("receivers.{id} grpc"), grpc.endpoint).await?,
+            bind(
+                format!("receivers.{id} grpc"),
+                grpc.endpoint,
+                grpc.tls.as_ref(),
+                Alpn::Grpc,
+            )
+            .await?,
             grpc.max_recv_msg_bytes,
         )),
         None => None,
     };
     let thrift_http = match &config.thrift_http {
         Some(http) => Some((
-            bind(format!("receivers.{id} thrift_http"), http.endpoint).await?,
+            bind(
+                format!("receivers.{id} thrift_http"),
+                http.endpoint,
+                http.tls.as_ref(),
+                Alpn::Http,
+            )
+            .await?,
             http.max_request_body_bytes,
         )),
         None => None,
@@ -192,7 +222,13 @@ pub async fn run(
         let otlp = match config.receivers.get(*id) {
             Some(ReceiverConfig::Otlp(otlp)) => otlp,
             Some(ReceiverConfig::Zipkin(zipkin)) => {
-                let listener = bind(format!("receivers.{id}"), zipkin.endpoint).await?;
+                let listener = bind(
+                    format!("receivers.{id}"),
+                    zipkin.endpoint,
+                    zipkin.tls.as_ref(),
+                    Alpn::Http,
+                )
+                .await?;
                 let options = ZipkinOptions {
                     parse_string_tags: zipkin.parse_string_tags,
                 };
@@ -219,14 +255,26 @@ pub async fn run(
         };
         let grpc = match &otlp.grpc {
             Some(grpc) => Some((
-                bind(format!("receivers.{id} grpc"), grpc.endpoint).await?,
+                bind(
+                    format!("receivers.{id} grpc"),
+                    grpc.endpoint,
+                    grpc.tls.as_ref(),
+                    Alpn::Grpc,
+                )
+                .await?,
                 grpc.max_recv_msg_bytes,
             )),
             None => None,
         };
         let http = match &otlp.http {
             Some(http) => Some((
-                bind(format!("receivers.{id} http"), http.endpoint).await?,
+                bind(
+                    format!("receivers.{id} http"),
+                    http.endpoint,
+                    http.tls.as_ref(),
+                    Alpn::Http,
+                )
+                .await?,
                 http.max_request_body_bytes,
             )),
             None => None,
@@ -242,12 +290,26 @@ pub async fn run(
     let mut health_listeners = Vec::new();
     for (id, extension) in &config.extensions {
         if let ExtensionConfig::HealthCheck(health) = extension {
-            let listener = bind(format!("extensions.{id}"), health.endpoint).await?;
+            let listener = bind(
+                format!("extensions.{id}"),
+                health.endpoint,
+                health.tls.as_ref(),
+                Alpn::Http,
+            )
+            .await?;
             health_listeners.push((listener, health.path.clone()));
         }
     }
     let metrics_listener = match config.telemetry.metrics_address {
-        Some(address) => Some(bind("service.telemetry.metrics".to_owned(), address).await?),
+        Some(address) => Some(
+            bind(
+                "service.telemetry.metrics".to_owned(),
+                address,
+                config.telemetry.metrics_tls.as_ref(),
+                Alpn::Http,
+            )
+            .await?,
+        ),
         None => None,
     };
     info!(
@@ -675,13 +737,13 @@ async fn start_pipelines(
 
 fn serve_router(
     what: &'static str,
-    listener: TcpListener,
+    listener: Incoming,
     router: axum::Router,
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let address = listener.local_addr().ok();
-        info!(endpoint = what, address = ?address, "serving");
+        let address = listener.local_addr();
+        info!(endpoint = what, %address, tls = listener.is_tls(), "serving");
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { cancel.cancelled().await })
             .await;

@@ -15,6 +15,7 @@ mod error;
 mod load;
 mod raw;
 pub mod server;
+mod tls;
 mod validate;
 mod values;
 
@@ -24,3 +25,4 @@ mod tests;
 pub use error::{ConfigError, ConfigErrors, ValueOrigin};
 pub use load::{load_server_config, ServerCliOverrides, ENV_PREFIX, ENV_SEPARATOR};
 pub use server::*;
+pub use tls::{ServerTlsConfig, DEFAULT_TLS_RELOAD_INTERVAL};

@@ -56,12 +56,44 @@ pub(crate) struct RawServerConfig {
 pub(crate) struct RawApi {
     /// IP address and port of the HTTP API (Grafana's Tempo datasource points here).
     pub(crate) listen_address: String,
+    /// HTTPS for the API, `/metrics` and `/ready`.
+    pub(crate) tls: RawTls,
 }
 
 impl Default for RawApi {
     fn default() -> Self {
         RawApi {
             listen_address: "127.0.0.1:3200".to_owned(),
+            tls: RawTls::default(),
+        }
+    }
+}
+
+/// `api.tls:`, `otlp.grpc.tls:`, `otlp.http.tls:`. TLS is on when `cert_file` and
+/// `key_file` are set; the files are re-read on SIGHUP and when they change, and a reload
+/// that fails keeps the previous certificates.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawTls {
+    /// PEM certificate chain, the server's certificate first. Empty: no TLS.
+    pub(crate) cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate.
+    pub(crate) key_file: String,
+    /// PEM CA certificates. When set, clients must present a certificate signed by one of
+    /// them (mutual TLS); the handshake fails otherwise.
+    pub(crate) client_ca_file: String,
+    /// How often the files' modification times are checked for a reload.
+    #[serde(with = "duration")]
+    pub(crate) reload_interval: Duration,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            cert_file: String::new(),
+            key_file: String::new(),
+            client_ca_file: String::new(),
+            reload_interval: super::tls::DEFAULT_TLS_RELOAD_INTERVAL,
         }
     }
 }
@@ -84,6 +116,8 @@ pub(crate) struct RawOtlpGrpc {
     pub(crate) listen_address: String,
     /// Largest accepted request message, after decompression (at most 1GiB).
     pub(crate) max_recv_msg_size: ByteSize,
+    /// TLS for OTLP/gRPC.
+    pub(crate) tls: RawTls,
 }
 
 impl Default for RawOtlpGrpc {
@@ -91,6 +125,7 @@ impl Default for RawOtlpGrpc {
         RawOtlpGrpc {
             listen_address: "127.0.0.1:4319".to_owned(),
             max_recv_msg_size: ByteSize::mib(16),
+            tls: RawTls::default(),
         }
     }
 }
@@ -103,6 +138,8 @@ pub(crate) struct RawOtlpHttp {
     pub(crate) listen_address: String,
     /// Largest accepted request body, after decompression (at most 1GiB).
     pub(crate) max_request_body_size: ByteSize,
+    /// TLS for OTLP/HTTP.
+    pub(crate) tls: RawTls,
 }
 
 impl Default for RawOtlpHttp {
@@ -110,6 +147,7 @@ impl Default for RawOtlpHttp {
         RawOtlpHttp {
             listen_address: "127.0.0.1:4320".to_owned(),
             max_request_body_size: ByteSize::mib(16),
+            tls: RawTls::default(),
         }
     }
 }

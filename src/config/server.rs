@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::ServerTlsConfig;
 use crate::tenant::TenantId;
 
 /// Everything spoor-server needs to run.
@@ -46,6 +47,8 @@ pub struct ServerConfig {
 pub struct ApiConfig {
     /// `api.listen_address`.
     pub listen_address: SocketAddr,
+    /// `api.tls`; `None` for plain HTTP.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 /// The OTLP receivers.
@@ -64,6 +67,8 @@ pub struct OtlpGrpcConfig {
     pub listen_address: SocketAddr,
     /// Largest accepted (decompressed) request message.
     pub max_recv_msg_bytes: usize,
+    /// `otlp.grpc.tls`; `None` for plaintext.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 /// The OTLP/HTTP receiver.
@@ -73,6 +78,8 @@ pub struct OtlpHttpConfig {
     pub listen_address: SocketAddr,
     /// Largest accepted request body (after decompression).
     pub max_request_body_bytes: usize,
+    /// `otlp.http.tls`; `None` for plain HTTP.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 /// Admission of incoming OTLP requests.

@@ -163,15 +163,18 @@ fn default_config() -> ServerConfig {
     ServerConfig {
         api: ApiConfig {
             listen_address: addr("127.0.0.1:3200"),
+            tls: None,
         },
         otlp: OtlpReceiverConfig {
             grpc: OtlpGrpcConfig {
                 listen_address: addr("127.0.0.1:4319"),
                 max_recv_msg_bytes: 16 << 20,
+                tls: None,
             },
             http: OtlpHttpConfig {
                 listen_address: addr("127.0.0.1:4320"),
                 max_request_body_bytes: 16 << 20,
+                tls: None,
             },
         },
         ingest: IngestConfig {
@@ -403,15 +406,18 @@ log:
         ServerConfig {
             api: ApiConfig {
                 listen_address: addr("0.0.0.0:13200"),
+                tls: None,
             },
             otlp: OtlpReceiverConfig {
                 grpc: OtlpGrpcConfig {
                     listen_address: addr("[::1]:14319"),
                     max_recv_msg_bytes: 4 << 20,
+                    tls: None,
                 },
                 http: OtlpHttpConfig {
                     listen_address: addr("127.0.0.2:14320"),
                     max_request_body_bytes: 512_000,
+                    tls: None,
                 },
             },
             ingest: IngestConfig {
@@ -1205,4 +1211,77 @@ metrics_generator:
     assert_eq!(errors, expected);
     // A header value may be a secret: errors name the header, never its value.
     assert!(errors.iter().all(|error| !error.contains("secret-value")));
+}
+
+#[test]
+fn listener_tls_is_checked_at_load_and_errors_name_the_key() {
+    let pki = crate::listener::tests::Pki::new();
+    pki.leaf("server", 1);
+    let (cert, key, ca) = (
+        pki.path("server.pem").display().to_string(),
+        pki.path("server.key").display().to_string(),
+        pki.path("ca.pem").display().to_string(),
+    );
+    let config = load_yaml(&format!(
+        "
+api:
+  tls: {{cert_file: {cert}, key_file: {key}}}
+otlp:
+  grpc:
+    tls: {{cert_file: {cert}, key_file: {key}, client_ca_file: {ca}, reload_interval: 2s}}
+"
+    ))
+    .expect("valid config");
+    assert_eq!(
+        config.api.tls,
+        Some(ServerTlsConfig {
+            cert_file: pki.path("server.pem"),
+            key_file: pki.path("server.key"),
+            client_ca_file: None,
+            reload_interval: DEFAULT_TLS_RELOAD_INTERVAL,
+        })
+    );
+    assert_eq!(
+        config
+            .otlp
+            .grpc
+            .tls
+            .as_ref()
+            .map(|tls| (&tls.client_ca_file, tls.reload_interval)),
+        Some((&Some(pki.path("ca.pem")), Duration::from_secs(2)))
+    );
+    assert_eq!(config.otlp.http.tls, None);
+
+    let errors = load_yaml_errors(&format!(
+        "
+api:
+  tls: {{cert_file: {cert}, key_file: /nonexistent/server.key}}
+otlp:
+  grpc:
+    tls: {{key_file: {key}}}
+  http:
+    tls: {{cert_file: {key}, key_file: {key}, reload_interval: 0s}}
+"
+    ));
+    let found = messages(&errors);
+    assert_eq!(found.len(), 4, "{found:#?}");
+    assert_eq!(
+        found[0],
+        "otlp.grpc.tls.cert_file: is required when TLS is configured (cert_file and key_file \
+         are set together)"
+    );
+    assert_eq!(
+        found[1],
+        "otlp.http.tls.reload_interval: must be greater than 0"
+    );
+    assert!(
+        found[2].starts_with(&format!(
+            "otlp.http.tls.cert_file: {key}: no PEM certificate"
+        )),
+        "{found:#?}"
+    );
+    assert!(
+        found[3].starts_with("api.tls.key_file: /nonexistent/server.key: No such file"),
+        "{found:#?}"
+    );
 }

@@ -13,7 +13,7 @@ use super::error::{ConfigError, ConfigErrors, ValueOrigin};
 use super::raw::{
     RawBackendKind, RawCluster, RawCompaction, RawLimits, RawLog, RawLogFormat,
     RawMetricsGenerator, RawQuery, RawRemoteWrite, RawRetention, RawS3Storage, RawServerConfig,
-    RawStorage,
+    RawStorage, RawTls,
 };
 use super::server::*;
 use super::values::{expected_one_of, ByteSize, RawFsync, RawStep};
@@ -90,6 +90,15 @@ pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> Ser
             ("otlp.http.listen_address", http_address),
         ],
     );
+    let tls = |problems: &mut Problems<'_>, key: &str, raw: &RawTls| {
+        super::tls::server_tls(
+            problems,
+            key,
+            [&raw.cert_file, &raw.key_file, &raw.client_ca_file],
+            raw.reload_interval,
+            false,
+        )
+    };
     let otlp = OtlpReceiverConfig {
         grpc: OtlpGrpcConfig {
             listen_address: grpc_address.unwrap_or(PLACEHOLDER_ADDRESS),
@@ -98,6 +107,7 @@ pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> Ser
                 "otlp.grpc.max_recv_msg_size",
                 raw.otlp.grpc.max_recv_msg_size,
             ),
+            tls: tls(problems, "otlp.grpc.tls", &raw.otlp.grpc.tls),
         },
         http: OtlpHttpConfig {
             listen_address: http_address.unwrap_or(PLACEHOLDER_ADDRESS),
@@ -106,8 +116,10 @@ pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> Ser
                 "otlp.http.max_request_body_size",
                 raw.otlp.http.max_request_body_size,
             ),
+            tls: tls(problems, "otlp.http.tls", &raw.otlp.http.tls),
         },
     };
+    let api_tls = tls(problems, "api.tls", &raw.api.tls);
 
     let max_inflight_bytes = positive_size(
         problems,
@@ -151,6 +163,7 @@ pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> Ser
     ServerConfig {
         api: ApiConfig {
             listen_address: api_address.unwrap_or(PLACEHOLDER_ADDRESS),
+            tls: api_tls,
         },
         otlp,
         ingest: IngestConfig {

@@ -13,17 +13,16 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use prost::Message as _;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::export::{export, log_refusal, tenant_from_header, Transport};
 use super::status::ErrorAnswer;
 use super::{ReceiverError, TraceConsumer};
+use crate::listener::Incoming;
 use crate::otlp::{OtlpExportRequest, OtlpExportResponse};
 use crate::tenant::TENANT_HEADER;
 
@@ -90,13 +89,13 @@ impl TraceService for GrpcTraceService {
     }
 }
 
-/// Serves OTLP/gRPC on an already-bound listener until `shutdown` is cancelled, then stops
-/// accepting and lets in-flight requests finish before returning.
+/// Serves OTLP/gRPC on an already-bound listener (plain or TLS) until `shutdown` is
+/// cancelled, then stops accepting and lets in-flight requests finish before returning.
 ///
 /// # Errors
-/// The listener's address can't be read, or the server fails.
+/// The server fails.
 pub async fn serve_grpc(
-    listener: TcpListener,
+    listener: Incoming,
     consumer: Arc<dyn TraceConsumer>,
     max_recv_msg_bytes: usize,
     shutdown: CancellationToken,
@@ -111,25 +110,25 @@ pub async fn serve_grpc(
     .await
 }
 
-/// Serves gRPC `routes` on an already-bound listener until `shutdown` is cancelled,
-/// letting in-flight requests finish; shared by the OTLP and Jaeger gRPC receivers.
+/// Serves gRPC `routes` on an already-bound listener (plain or TLS) until `shutdown` is
+/// cancelled, letting in-flight requests finish; shared by the OTLP and Jaeger gRPC
+/// receivers.
 ///
 /// # Errors
-/// The listener's address can't be read, or the server fails.
+/// The server fails.
 pub(crate) async fn serve_grpc_routes(
-    listener: TcpListener,
+    listener: Incoming,
     routes: Routes,
     name: &'static str,
     max_recv_msg_bytes: usize,
     shutdown: CancellationToken,
 ) -> Result<(), ReceiverError> {
-    let local_addr = listener.local_addr().map_err(ReceiverError::LocalAddr)?;
-    // Small exports are latency-bound; Nagle would hold the response back.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    info!(addr = %local_addr, max_recv_msg_bytes, "{name} receiver listening");
+    let local_addr = listener.local_addr();
+    let tls = listener.is_tls();
+    info!(addr = %local_addr, max_recv_msg_bytes, tls, "{name} receiver listening");
     tonic::transport::Server::builder()
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(listener.into_stream(), shutdown.cancelled_owned())
         .await
         .map_err(ReceiverError::Grpc)?;
     info!(addr = %local_addr, "{name} receiver stopped");

@@ -19,14 +19,12 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::serve::ListenerExt as _;
 use axum::Router;
 use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use prost::Message as _;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -35,6 +33,7 @@ use super::json;
 use super::status::{retry_after_header_secs, ErrorAnswer};
 use super::{ReceiverError, TraceConsumer};
 use crate::error::ServiceError;
+use crate::listener::Incoming;
 use crate::otlp::{OtlpExportRequest, OtlpExportResponse};
 use crate::tenant::{TenantId, TENANT_HEADER};
 
@@ -171,13 +170,13 @@ pub fn http_router(consumer: Arc<dyn TraceConsumer>, max_request_body_bytes: usi
         .with_state(state)
 }
 
-/// Serves OTLP/HTTP on an already-bound listener until `shutdown` is cancelled, then stops
-/// accepting and lets in-flight requests finish before returning.
+/// Serves OTLP/HTTP on an already-bound listener (plain or TLS) until `shutdown` is
+/// cancelled, then stops accepting and lets in-flight requests finish before returning.
 ///
 /// # Errors
-/// The listener's address can't be read, or the server fails.
+/// The server fails.
 pub async fn serve_http(
-    listener: TcpListener,
+    listener: Incoming,
     consumer: Arc<dyn TraceConsumer>,
     max_request_body_bytes: usize,
     shutdown: CancellationToken,
@@ -196,19 +195,16 @@ pub async fn serve_http(
 /// Every HTTP receiver (OTLP, Zipkin, Jaeger) is served through here.
 ///
 /// # Errors
-/// The listener's address can't be read, or the server fails.
+/// The server fails.
 pub(crate) async fn serve_router(
-    listener: TcpListener,
+    listener: Incoming,
     router: Router,
     name: &'static str,
     shutdown: CancellationToken,
 ) -> Result<(), ReceiverError> {
-    let local_addr = listener.local_addr().map_err(ReceiverError::LocalAddr)?;
-    let listener = listener.tap_io(|tcp_stream| {
-        // Best effort: a socket that refuses TCP_NODELAY still works, only slower.
-        let _ = tcp_stream.set_nodelay(true);
-    });
-    info!(addr = %local_addr, "{name} receiver listening");
+    let local_addr = listener.local_addr();
+    let tls = listener.is_tls();
+    info!(addr = %local_addr, tls, "{name} receiver listening");
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

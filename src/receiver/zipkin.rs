@@ -21,7 +21,6 @@ use axum::Router;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::export::{export, tenant_from_header, ExportError, Transport};
@@ -620,9 +619,9 @@ pub fn zipkin_router(
 /// letting in-flight requests finish.
 ///
 /// # Errors
-/// The listener's address can't be read, or the server fails.
+/// The server fails.
 pub async fn serve_zipkin(
-    listener: TcpListener,
+    listener: crate::listener::Incoming,
     consumer: Arc<dyn TraceConsumer>,
     max_request_body_bytes: usize,
     options: ZipkinOptions,

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::LogConfig;
 
 /// What both binaries do after their configuration is loaded: install logging, start
-/// the async runtime, cancel on SIGTERM/SIGINT, run the service until it returns, and
+/// the async runtime, cancel on SIGTERM/SIGINT, take over SIGHUP (TLS reload), run the service until it returns, and
 /// turn the outcome into an exit code with the error on stderr and in the log.
 pub fn run_service<F, Fut, E>(name: &str, log: &LogConfig, service: F) -> ExitCode
 where
@@ -36,7 +36,9 @@ where
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        if let Err(error) = signals::spawn_shutdown_listener(shutdown.clone()) {
+        if let Err(error) = signals::spawn_shutdown_listener(shutdown.clone())
+            .and_then(|()| signals::spawn_reload_logger())
+        {
             return Err(format!("installing signal handlers: {error}"));
         }
         service(shutdown).await.map_err(|error| error.to_string())

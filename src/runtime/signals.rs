@@ -1,4 +1,5 @@
-//! Shutdown signals: SIGTERM and SIGINT cancel the root token once.
+//! Signals: SIGTERM and SIGINT cancel the root token once; SIGHUP asks listeners to
+//! reload their TLS certificates.
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -16,4 +17,26 @@ pub fn spawn_shutdown_listener(token: CancellationToken) -> std::io::Result<()> 
         token.cancel();
     });
     Ok(())
+}
+
+/// Takes SIGHUP over from its default action (terminate), so `systemctl reload` never stops
+/// a process, TLS or not; each TLS listener watches SIGHUP itself
+/// ([`reload_requests`]) and reloads its certificates.
+pub fn spawn_reload_logger() -> std::io::Result<()> {
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!(
+                signal = "SIGHUP",
+                "reload requested: TLS certificates are re-read; other settings take a restart"
+            );
+        }
+    });
+    Ok(())
+}
+
+/// SIGHUP deliveries, for one reloader. Each caller gets its own stream and every stream
+/// sees every signal, so each TLS listener reloads its own files.
+pub fn reload_requests() -> std::io::Result<tokio::signal::unix::Signal> {
+    signal(SignalKind::hangup())
 }

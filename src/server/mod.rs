@@ -40,7 +40,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BackendConfig, HeadConfig, ServerConfig};
+use crate::config::{BackendConfig, HeadConfig, ServerConfig, ServerTlsConfig};
+use crate::listener::{Alpn, Incoming};
 use crate::receiver::TraceConsumer;
 use crate::runtime::systemd;
 use api::{ApiState, Readiness};
@@ -68,6 +69,11 @@ pub enum ServerError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{what}: {source}")]
+    Listener {
+        what: &'static str,
+        source: crate::listener::ListenerError,
+    },
     #[error("storage: {0}")]
     Storage(#[from] storage::StorageError),
     #[error("write-ahead log: {0}")]
@@ -85,26 +91,55 @@ const CUT_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// Upper bound for the initial storage listing retries' backoff.
 const STORAGE_RETRY_MAX: Duration = Duration::from_secs(10);
 
-async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(address)
+/// Binds `address` and, when `tls` is set, loads the certificates (watched from then on).
+async fn bind(
+    what: &'static str,
+    address: SocketAddr,
+    tls: Option<&ServerTlsConfig>,
+    alpn: Alpn,
+) -> Result<Incoming, ServerError> {
+    let listener = TcpListener::bind(address)
         .await
         .map_err(|source| ServerError::Bind {
             what,
             address,
             source,
-        })
+        })?;
+    Incoming::new(listener, tls, alpn, what)
+        .map_err(|source| ServerError::Listener { what, source })
 }
 
 /// Runs spoor-server until `shutdown` is cancelled, then drains in order.
 pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<(), ServerError> {
     let started = Instant::now();
-    let api_listener = bind("api", config.api.listen_address).await?;
-    let grpc_listener = bind("otlp grpc", config.otlp.grpc.listen_address).await?;
-    let http_listener = bind("otlp http", config.otlp.http.listen_address).await?;
+    let api_listener = bind(
+        "api",
+        config.api.listen_address,
+        config.api.tls.as_ref(),
+        Alpn::Http,
+    )
+    .await?;
+    let grpc_listener = bind(
+        "otlp grpc",
+        config.otlp.grpc.listen_address,
+        config.otlp.grpc.tls.as_ref(),
+        Alpn::Grpc,
+    )
+    .await?;
+    let http_listener = bind(
+        "otlp http",
+        config.otlp.http.listen_address,
+        config.otlp.http.tls.as_ref(),
+        Alpn::Http,
+    )
+    .await?;
     tracing::info!(
         api = %config.api.listen_address,
+        api_tls = api_listener.is_tls(),
         otlp_grpc = %config.otlp.grpc.listen_address,
+        otlp_grpc_tls = grpc_listener.is_tls(),
         otlp_http = %config.otlp.http.listen_address,
+        otlp_http_tls = http_listener.is_tls(),
         "listeners bound"
     );
 

@@ -5,6 +5,7 @@ import os
 import random
 import signal
 import subprocess
+import textwrap
 import threading
 import time
 
@@ -23,13 +24,16 @@ class Collector:
     """spoor-collector exporting over OTLP/gRPC to `backend_grpc_port`, with a persistent
     queue under `work_dir/queue`. Ports stay the same across restarts."""
 
-    def __init__(self, work_dir, backend_grpc_port, batch_timeout="50ms"):
+    def __init__(self, work_dir, backend_grpc_port, batch_timeout="50ms",
+                 exporter_tls="insecure: true"):
+        """`exporter_tls`: the otlp exporter's `tls:` keys, one YAML line each."""
         self.work_dir = work_dir
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.grpc_port, self.http_port = free_port(), free_port()
         self.health_port, self.metrics_port = free_port(), free_port()
         self.config_path = self.work_dir / "collector.yaml"
         self.log_path = self.work_dir / "collector.log"
+        exporter_tls_yaml = textwrap.indent(textwrap.dedent(exporter_tls).strip(), " " * 6)
         self.config_path.write_text(f"""
 receivers:
   otlp:
@@ -48,7 +52,7 @@ exporters:
   otlp:
     endpoint: 127.0.0.1:{backend_grpc_port}
     tls:
-      insecure: true
+{exporter_tls_yaml}
     timeout: 2s
     retry_on_failure:
       initial_interval: 200ms

@@ -47,16 +47,21 @@ def free_udp_port():
 
 
 class Server:
-    def __init__(self, data_dir, extra_env=None):
+    def __init__(self, data_dir, extra_env=None, api_tls=None):
+        """`api_tls`: when the API serves HTTPS (SPOOR_API__TLS__* in `extra_env`), the
+        requests keyword arguments that reach it, e.g. {"verify": ca_file, "cert": (cert,
+        key)}; readiness is checked with them."""
         self.data_dir = pathlib.Path(data_dir)
         self.api_port, self.grpc_port, self.http_port = free_port(), free_port(), free_port()
         self.extra_env = extra_env or {}
+        self.api_tls = api_tls
         self.proc = None
         self.log_path = self.data_dir / "server.log"
 
     @property
     def api(self):
-        return f"http://127.0.0.1:{self.api_port}"
+        scheme = "https" if self.api_tls else "http"
+        return f"{scheme}://127.0.0.1:{self.api_port}"
 
     def start(self):
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +84,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"spoor-server exited: {self.log_path.read_text()}")
             try:
-                if requests.get(f"{self.api}/ready", timeout=1).status_code == 200:
+                if requests.get(f"{self.api}/ready", timeout=1, **(self.api_tls or {})).status_code == 200:
                     return self
             except requests.RequestException:
                 pass

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::EntityRef;
 use parking_lot::Mutex;
+use spoor::listener::{Alpn, Incoming};
 use spoor::otlp::{
     OtlpAnyValue, OtlpArrayValue, OtlpEvent, OtlpExportRequest, OtlpKeyValue, OtlpKeyValueList,
     OtlpLink, OtlpResource, OtlpResourceSpans, OtlpScope, OtlpScopeSpans, OtlpSpan, OtlpStatus,
@@ -244,6 +245,7 @@ pub async fn start_grpc(
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let shutdown = CancellationToken::new();
+    let listener = Incoming::new(listener, None, Alpn::Grpc, "otlp grpc").expect("listener");
     let task = tokio::spawn(serve_grpc(
         listener,
         consumer,
@@ -264,6 +266,7 @@ pub async fn start_http(
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let shutdown = CancellationToken::new();
+    let listener = Incoming::new(listener, None, Alpn::Http, "otlp http").expect("listener");
     let task = tokio::spawn(serve_http(
         listener,
         consumer,

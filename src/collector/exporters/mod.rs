@@ -13,6 +13,7 @@ pub(crate) mod loadbalancing;
 pub(crate) mod otlp_grpc;
 pub(crate) mod otlp_http;
 pub(crate) mod retry;
+mod skip_verify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -213,6 +214,35 @@ pub(crate) enum ExporterRuntime {
     LoadBalancing(loadbalancing::LoadBalancer),
 }
 
+/// `tls.insecure_skip_verify` is only ever set on purpose, but it must not go unnoticed:
+/// anyone on the path can read and alter what this exporter sends.
+fn warn_unverified(id: &str, config: &ExporterConfig) {
+    let unverified = match config {
+        ExporterConfig::Otlp(otlp) => otlp
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.insecure_skip_verify),
+        ExporterConfig::OtlpHttp(otlp) => {
+            otlp.traces_url.starts_with("https://") && otlp.tls.insecure_skip_verify
+        }
+        ExporterConfig::LoadBalancing(balancing) => balancing.backends.iter().any(|backend| {
+            backend
+                .exporter
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.insecure_skip_verify)
+        }),
+        ExporterConfig::Debug(_) => false,
+    };
+    if unverified {
+        tracing::warn!(
+            exporter = id,
+            "tls.insecure_skip_verify is set: the backend's certificate is not verified, \
+             so anyone on the network path can impersonate it"
+        );
+    }
+}
+
 impl ExporterRuntime {
     /// Builds the exporter, opens its queue(s) (replaying persistent ones) and starts
     /// the consumers.
@@ -225,6 +255,7 @@ impl ExporterRuntime {
             exporter: id.clone(),
             message,
         };
+        warn_unverified(&id, config);
         let (exporter, queue_config, retry) = match config {
             ExporterConfig::Otlp(config) => (
                 Exporter::Otlp(otlp_grpc::OtlpGrpcExporter::new(config).map_err(setup_error)?),

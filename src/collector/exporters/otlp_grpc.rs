@@ -49,6 +49,22 @@ impl OtlpGrpcExporter {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(config.timeout)
             .tcp_nodelay(true);
+        let skip_verify = match &config.tls {
+            Some(tls) if tls.insecure_skip_verify => {
+                Some(super::skip_verify::SkipVerifyConnector::new(tls)?)
+            }
+            _ => None,
+        };
+        if let Some(connector) = skip_verify {
+            // The connector does the TLS; tonic would refuse an https URI without its own.
+            let plain_uri = config.endpoint.replacen("https://", "http://", 1);
+            endpoint = Endpoint::from_str(&plain_uri)
+                .map_err(|error| format!("invalid endpoint {:?}: {error}", config.endpoint))?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(config.timeout)
+                .tcp_nodelay(true);
+            return Self::with_channel(config, endpoint.connect_with_connector_lazy(connector));
+        }
         if let Some(tls) = &config.tls {
             let mut tls_config = ClientTlsConfig::new().with_native_roots();
             if let Some(ca_file) = &tls.ca_file {
@@ -70,6 +86,15 @@ impl OtlpGrpcExporter {
                 .tls_config(tls_config)
                 .map_err(|error| format!("tls: {error}"))?;
         }
+        // Connects on first use, so a backend that is down at start-up only delays
+        // exports (they retry) instead of failing the start.
+        Self::with_channel(config, endpoint.connect_lazy())
+    }
+
+    fn with_channel(
+        config: &OtlpExporterConfig,
+        channel: Channel,
+    ) -> Result<OtlpGrpcExporter, String> {
         let mut headers = MetadataMap::new();
         for (name, value) in &config.headers {
             let key = AsciiMetadataKey::from_str(&name.to_ascii_lowercase())
@@ -79,9 +104,7 @@ impl OtlpGrpcExporter {
             headers.insert(key, value);
         }
         Ok(OtlpGrpcExporter {
-            // Connects on first use, so a backend that is down at start-up only delays
-            // exports (they retry) instead of failing the start.
-            channel: endpoint.connect_lazy(),
+            channel,
             compression: match config.compression {
                 Compression::None => None,
                 Compression::Gzip => Some(CompressionEncoding::Gzip),

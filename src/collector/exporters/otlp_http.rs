@@ -65,6 +65,9 @@ impl OtlpHttpExporter {
                 .map_err(|error| format!("tls.cert_file/key_file: {error}"))?;
             builder = builder.identity(identity);
         }
+        if config.tls.insecure_skip_verify {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
         let client = builder
             .build()
             .map_err(|error| format!("http client: {error}"))?;

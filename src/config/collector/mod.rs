@@ -45,7 +45,7 @@ pub use tail_sampling::{
     CompositePolicy, PolicyRule, SamplingPolicy, StringValues, TailSamplingConfig,
 };
 
-use crate::config::LogConfig;
+use crate::config::{LogConfig, ServerTlsConfig};
 
 /// A component's ID: its type and an optional name, written `type` or `type/name`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -197,6 +197,8 @@ pub struct ZipkinReceiverConfig {
     pub parse_string_tags: bool,
     /// Request body limit (the OTLP/HTTP default; the key has no Zipkin equivalent).
     pub max_request_body_bytes: usize,
+    /// `tls`; `None` for plain HTTP.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 /// `receivers.otlp`.
@@ -215,6 +217,8 @@ pub struct GrpcReceiverConfig {
     pub endpoint: SocketAddr,
     /// `max_recv_msg_size_mib`, in bytes.
     pub max_recv_msg_bytes: usize,
+    /// `tls`; `None` for plaintext.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 /// `receivers.otlp.protocols.http`.
@@ -224,6 +228,8 @@ pub struct HttpReceiverConfig {
     pub endpoint: SocketAddr,
     /// `max_request_body_size`.
     pub max_request_body_bytes: usize,
+    /// `tls`; `None` for plain HTTP.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 /// A processor, by type.
@@ -395,6 +401,9 @@ pub struct ClientTlsConfig {
     pub key_file: Option<PathBuf>,
     /// `server_name_override`.
     pub server_name: Option<String>,
+    /// `insecure_skip_verify`: the server's certificate is not verified at all (chain,
+    /// expiry, name); a warning naming the exporter is logged at start-up.
+    pub insecure_skip_verify: bool,
 }
 
 /// Request compression.
@@ -505,6 +514,8 @@ pub struct HealthCheckConfig {
     pub endpoint: SocketAddr,
     /// `path`.
     pub path: String,
+    /// `tls`; `None` for plain HTTP.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 /// `extensions.file_storage`.
@@ -538,4 +549,6 @@ pub struct TelemetryConfig {
     pub logs: LogConfig,
     /// Where `/metrics` is served; `None` when `metrics.level` is `none`.
     pub metrics_address: Option<SocketAddr>,
+    /// `metrics.tls`; `None` for plain HTTP.
+    pub metrics_tls: Option<ServerTlsConfig>,
 }

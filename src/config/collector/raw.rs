@@ -46,6 +46,38 @@ fn scalar_string_map<'de, D: Deserializer<'de>>(
 
 // ---------------------------------------------------------------- receivers
 
+/// `tls` of a listener (the OpenTelemetry Collector's `configtls.ServerConfig`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawServerTls {
+    /// PEM certificate chain, the server's certificate first (required).
+    pub(crate) cert_file: String,
+    /// PEM private key of the certificate (required).
+    pub(crate) key_file: String,
+    /// PEM CA certificates; when set, clients must present a certificate signed by one
+    /// of them (mutual TLS).
+    pub(crate) client_ca_file: String,
+    /// How often the files are checked for changes (reloaded also on SIGHUP). Unlike the
+    /// OpenTelemetry Collector, where 0 (the default) never reloads, spoor always watches.
+    #[serde(with = "duration")]
+    pub(crate) reload_interval: Duration,
+}
+
+impl Default for RawServerTls {
+    fn default() -> Self {
+        RawServerTls {
+            cert_file: String::new(),
+            key_file: String::new(),
+            client_ca_file: String::new(),
+            reload_interval: crate::config::DEFAULT_TLS_RELOAD_INTERVAL,
+        }
+    }
+}
+
+fn server_tls_schema() -> Option<RawServerTls> {
+    Some(RawServerTls::default())
+}
+
 /// `receivers.otlp`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -66,8 +98,14 @@ impl RawComponent for RawOtlpReceiver {
     fn key_schema() -> Self {
         RawOtlpReceiver {
             protocols: RawOtlpProtocols {
-                grpc: Some(RawGrpcProtocol::default()),
-                http: Some(RawHttpProtocol::default()),
+                grpc: Some(RawGrpcProtocol {
+                    tls: server_tls_schema(),
+                    ..RawGrpcProtocol::default()
+                }),
+                http: Some(RawHttpProtocol {
+                    tls: server_tls_schema(),
+                    ..RawHttpProtocol::default()
+                }),
             },
         }
     }
@@ -82,6 +120,8 @@ pub(crate) struct RawGrpcProtocol {
     /// Accepted for compatibility: the tenant header always travels with the data.
     pub(crate) include_metadata: bool,
     pub(crate) transport: String,
+    /// TLS; plaintext when absent.
+    pub(crate) tls: Option<RawServerTls>,
 }
 
 impl Default for RawGrpcProtocol {
@@ -91,6 +131,7 @@ impl Default for RawGrpcProtocol {
             max_recv_msg_size_mib: 4,
             include_metadata: false,
             transport: "tcp".to_owned(),
+            tls: None,
         }
     }
 }
@@ -103,6 +144,8 @@ pub(crate) struct RawHttpProtocol {
     pub(crate) max_request_body_size: ByteSize,
     pub(crate) include_metadata: bool,
     pub(crate) traces_url_path: String,
+    /// TLS; plain HTTP when absent.
+    pub(crate) tls: Option<RawServerTls>,
 }
 
 impl Default for RawHttpProtocol {
@@ -112,6 +155,7 @@ impl Default for RawHttpProtocol {
             max_request_body_size: ByteSize::mib(20),
             include_metadata: false,
             traces_url_path: "/v1/traces".to_owned(),
+            tls: None,
         }
     }
 }
@@ -122,6 +166,8 @@ impl Default for RawHttpProtocol {
 pub(crate) struct RawZipkinReceiver {
     pub(crate) endpoint: String,
     pub(crate) parse_string_tags: bool,
+    /// TLS; plain HTTP when absent.
+    pub(crate) tls: Option<RawServerTls>,
 }
 
 impl Default for RawZipkinReceiver {
@@ -131,13 +177,17 @@ impl Default for RawZipkinReceiver {
             // would expose the appliance to the network without anyone asking for it.
             endpoint: "127.0.0.1:9411".to_owned(),
             parse_string_tags: false,
+            tls: None,
         }
     }
 }
 
 impl RawComponent for RawZipkinReceiver {
     fn key_schema() -> Self {
-        RawZipkinReceiver::default()
+        RawZipkinReceiver {
+            tls: server_tls_schema(),
+            ..RawZipkinReceiver::default()
+        }
     }
 }
 
@@ -167,6 +217,8 @@ pub(crate) struct RawJaegerGrpc {
     /// Default `127.0.0.1:14250`.
     pub(crate) endpoint: Option<String>,
     pub(crate) max_recv_msg_size_mib: u64,
+    /// TLS; plaintext when absent.
+    pub(crate) tls: Option<RawServerTls>,
 }
 
 impl Default for RawJaegerGrpc {
@@ -174,6 +226,7 @@ impl Default for RawJaegerGrpc {
         RawJaegerGrpc {
             endpoint: None,
             max_recv_msg_size_mib: RawGrpcProtocol::default().max_recv_msg_size_mib,
+            tls: None,
         }
     }
 }
@@ -185,6 +238,8 @@ pub(crate) struct RawJaegerThriftHttp {
     /// Default `127.0.0.1:14268`.
     pub(crate) endpoint: Option<String>,
     pub(crate) max_request_body_size: ByteSize,
+    /// TLS; plain HTTP when absent.
+    pub(crate) tls: Option<RawServerTls>,
 }
 
 impl Default for RawJaegerThriftHttp {
@@ -192,6 +247,7 @@ impl Default for RawJaegerThriftHttp {
         RawJaegerThriftHttp {
             endpoint: None,
             max_request_body_size: RawHttpProtocol::default().max_request_body_size,
+            tls: None,
         }
     }
 }
@@ -234,10 +290,12 @@ impl RawComponent for RawJaegerReceiver {
             protocols: RawJaegerProtocols {
                 grpc: Some(RawJaegerGrpc {
                     endpoint: Some(String::new()),
+                    tls: server_tls_schema(),
                     ..RawJaegerGrpc::default()
                 }),
                 thrift_http: Some(RawJaegerThriftHttp {
                     endpoint: Some(String::new()),
+                    tls: server_tls_schema(),
                     ..RawJaegerThriftHttp::default()
                 }),
                 thrift_compact: Some(udp()),
@@ -673,6 +731,8 @@ pub(crate) struct RawHealthCheck {
     pub(crate) path: String,
     /// Deprecated in the OpenTelemetry Collector and never implemented there; ignored.
     pub(crate) check_collector_pipeline: Option<serde_yaml::Value>,
+    /// TLS; plain HTTP when absent.
+    pub(crate) tls: Option<RawServerTls>,
 }
 
 impl Default for RawHealthCheck {
@@ -681,6 +741,7 @@ impl Default for RawHealthCheck {
             endpoint: "127.0.0.1:13133".to_owned(),
             path: "/".to_owned(),
             check_collector_pipeline: None,
+            tls: None,
         }
     }
 }
@@ -688,6 +749,7 @@ impl Default for RawHealthCheck {
 impl RawComponent for RawHealthCheck {
     fn key_schema() -> Self {
         RawHealthCheck {
+            tls: server_tls_schema(),
             // An empty mapping: free-form, not key-checked.
             check_collector_pipeline: Some(serde_yaml::Value::Mapping(Default::default())),
             ..RawHealthCheck::default()
@@ -772,6 +834,7 @@ impl RawComponent for RawTelemetry {
                         },
                     }),
                 }],
+                tls: server_tls_schema(),
                 ..RawTelemetryMetrics::default()
             },
         }
@@ -808,6 +871,8 @@ pub(crate) struct RawTelemetryMetrics {
     pub(crate) address: Option<String>,
     /// The newer OpenTelemetry shape; only `pull.exporter.prometheus` is understood.
     pub(crate) readers: Vec<RawMetricReader>,
+    /// spoor-specific: HTTPS for `/metrics`; plain HTTP when absent.
+    pub(crate) tls: Option<RawServerTls>,
 }
 
 impl Default for RawTelemetryMetrics {
@@ -816,6 +881,7 @@ impl Default for RawTelemetryMetrics {
             level: "normal".to_owned(),
             address: None,
             readers: Vec::new(),
+            tls: None,
         }
     }
 }

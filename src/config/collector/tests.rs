@@ -3,7 +3,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use super::*;
-use crate::config::{ConfigError, ConfigErrors, LogFormat};
+use crate::config::{ConfigError, ConfigErrors, LogFormat, ServerTlsConfig};
 
 fn load_yaml(yaml: &str, env: &[(&str, &str)]) -> Result<CollectorConfig, ConfigErrors> {
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
@@ -831,5 +831,193 @@ service:
             messages.iter().any(|m| m.starts_with(expected)),
             "{expected} in {messages:#?}"
         );
+    }
+}
+
+#[test]
+fn listener_tls_sections_load_their_files_and_errors_name_the_key() {
+    let pki = crate::listener::tests::Pki::new();
+    pki.leaf("server", 1);
+    pki.leaf("other", 2);
+    let (cert, key, ca) = (
+        pki.path("server.pem").display().to_string(),
+        pki.path("server.key").display().to_string(),
+        pki.path("ca.pem").display().to_string(),
+    );
+    let config = load_yaml(
+        &format!(
+            "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        tls: {{cert_file: {cert}, key_file: {key}, client_ca_file: {ca}, reload_interval: 30s}}
+      http:
+        tls: {{cert_file: {cert}, key_file: {key}}}
+  zipkin:
+    tls: {{cert_file: {cert}, key_file: {key}}}
+  jaeger:
+    protocols:
+      grpc:
+        tls: {{cert_file: {cert}, key_file: {key}}}
+      thrift_http:
+        tls: {{cert_file: {cert}, key_file: {key}}}
+exporters:
+  debug:
+extensions:
+  health_check:
+    tls: {{cert_file: {cert}, key_file: {key}}}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces:
+      receivers: [otlp, zipkin, jaeger]
+      exporters: [debug]
+  telemetry:
+    metrics:
+      tls: {{cert_file: {cert}, key_file: {key}}}
+"
+        ),
+        &[],
+    )
+    .expect("valid config");
+    let plain_tls = ServerTlsConfig {
+        cert_file: pki.path("server.pem"),
+        key_file: pki.path("server.key"),
+        client_ca_file: None,
+        reload_interval: crate::config::DEFAULT_TLS_RELOAD_INTERVAL,
+    };
+    let Some(ReceiverConfig::Otlp(otlp)) = config.receivers.get(&id("otlp")) else {
+        panic!("otlp receiver missing");
+    };
+    assert_eq!(
+        otlp.grpc.as_ref().and_then(|grpc| grpc.tls.clone()),
+        Some(ServerTlsConfig {
+            client_ca_file: Some(pki.path("ca.pem")),
+            reload_interval: Duration::from_secs(30),
+            ..plain_tls.clone()
+        })
+    );
+    assert_eq!(
+        otlp.http.as_ref().and_then(|http| http.tls.clone()),
+        Some(plain_tls.clone())
+    );
+    let Some(ReceiverConfig::Zipkin(zipkin)) = config.receivers.get(&id("zipkin")) else {
+        panic!("zipkin receiver missing");
+    };
+    assert_eq!(zipkin.tls, Some(plain_tls.clone()));
+    let Some(ReceiverConfig::Jaeger(jaeger)) = config.receivers.get(&id("jaeger")) else {
+        panic!("jaeger receiver missing");
+    };
+    assert_eq!(
+        jaeger.grpc.as_ref().and_then(|g| g.tls.clone()),
+        Some(plain_tls.clone())
+    );
+    assert_eq!(
+        jaeger.thrift_http.as_ref().and_then(|h| h.tls.clone()),
+        Some(plain_tls.clone())
+    );
+    let Some((_, ExtensionConfig::HealthCheck(health))) = config.extensions.first() else {
+        panic!("health_check missing");
+    };
+    assert_eq!(health.tls, Some(plain_tls.clone()));
+    assert_eq!(config.telemetry.metrics_tls, Some(plain_tls));
+
+    let other_key = pki.path("other.key").display().to_string();
+    let found = errors(&format!(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        tls: {{cert_file: {cert}}}
+      http:
+        tls: {{cert_file: {cert}, key_file: {other_key}}}
+  zipkin:
+    tls: {{cert_file: /nonexistent/server.pem, key_file: {key}}}
+exporters:
+  debug:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp, zipkin]
+      exporters: [debug]
+"
+    ));
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_eq!(
+        found[0],
+        "receivers.otlp.protocols.grpc.tls.key_file: is required when TLS is configured \
+         (cert_file and key_file are set together)"
+    );
+    assert_eq!(
+        found[1],
+        format!(
+            "receivers.otlp.protocols.http.tls.key_file: {other_key}: does not match the \
+             certificate in {cert}"
+        )
+    );
+    assert!(
+        found[2]
+            .starts_with("receivers.zipkin.tls.cert_file: /nonexistent/server.pem: No such file"),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn exporter_tls_reaches_loadbalancing_backends_and_skip_verify_is_explicit() {
+    let config = load_yaml(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+exporters:
+  otlp:
+    endpoint: backend:4317
+    tls:
+      insecure_skip_verify: true
+  loadbalancing:
+    protocol:
+      otlp:
+        tls:
+          ca_file: /etc/spoor/ca.pem
+          cert_file: /etc/spoor/client.pem
+          key_file: /etc/spoor/client.key
+          server_name_override: spoor.internal
+    resolver:
+      static:
+        hostnames: [a, b:4319]
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp, loadbalancing]
+",
+        &[],
+    )
+    .expect("valid config");
+    let Some(ExporterConfig::Otlp(otlp)) = config.exporters.get(&id("otlp")) else {
+        panic!("otlp exporter missing");
+    };
+    assert!(otlp
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.insecure_skip_verify));
+    let Some(ExporterConfig::LoadBalancing(balancing)) = config.exporters.get(&id("loadbalancing"))
+    else {
+        panic!("loadbalancing exporter missing");
+    };
+    let expected = ClientTlsConfig {
+        ca_file: Some("/etc/spoor/ca.pem".into()),
+        cert_file: Some("/etc/spoor/client.pem".into()),
+        key_file: Some("/etc/spoor/client.key".into()),
+        server_name: Some("spoor.internal".to_owned()),
+        insecure_skip_verify: false,
+    };
+    assert_eq!(balancing.backends.len(), 2);
+    for backend in &balancing.backends {
+        assert!(backend.exporter.endpoint.starts_with("https://"));
+        assert_eq!(backend.exporter.tls.as_ref(), Some(&expected));
     }
 }

@@ -14,7 +14,7 @@ use super::tail_sampling;
 use super::*;
 use crate::config::validate::{addresses_overlap, Problems};
 use crate::config::values::ByteSize;
-use crate::config::{LogConfig, LogFormat};
+use crate::config::{LogConfig, LogFormat, ServerTlsConfig};
 
 const SUPPORTED_RECEIVERS: &[&str] = &["jaeger", "otlp", "zipkin"];
 const SUPPORTED_PROCESSORS: &[&str] = &[
@@ -386,6 +386,22 @@ fn listen_endpoint(problems: &mut Problems<'_>, key: &str, text: &str) -> Option
     parsed
 }
 
+/// `<key>.tls` of a listener: present means TLS, so its files are required.
+fn listener_tls(
+    problems: &mut Problems<'_>,
+    key: &str,
+    raw: Option<&RawServerTls>,
+) -> Option<ServerTlsConfig> {
+    let raw = raw?;
+    crate::config::tls::server_tls(
+        problems,
+        &format!("{key}.tls"),
+        [&raw.cert_file, &raw.key_file, &raw.client_ca_file],
+        raw.reload_interval,
+        true,
+    )
+}
+
 fn positive_duration(problems: &mut Problems<'_>, key: &str, duration: Duration) -> Duration {
     if duration.is_zero() {
         problems.invalid(key, "must be greater than 0");
@@ -417,6 +433,11 @@ fn otlp_receiver(
         GrpcReceiverConfig {
             endpoint: endpoint.unwrap_or(PLACEHOLDER_ADDRESS),
             max_recv_msg_bytes: grpc_message_limit(problems, &size_key, grpc.max_recv_msg_size_mib),
+            tls: listener_tls(
+                problems,
+                &format!("{key}.protocols.grpc"),
+                grpc.tls.as_ref(),
+            ),
         }
     });
     let http = raw.protocols.http.map(|http| {
@@ -438,6 +459,11 @@ fn otlp_receiver(
         HttpReceiverConfig {
             endpoint: endpoint.unwrap_or(PLACEHOLDER_ADDRESS),
             max_request_body_bytes,
+            tls: listener_tls(
+                problems,
+                &format!("{key}.protocols.http"),
+                http.tls.as_ref(),
+            ),
         }
     });
     if grpc.is_none() && http.is_none() {
@@ -478,6 +504,7 @@ fn zipkin_receiver(
         endpoint,
         parse_string_tags: raw.parse_string_tags,
         max_request_body_bytes: to_usize(RawHttpProtocol::default().max_request_body_size.bytes()),
+        tls: listener_tls(problems, key, raw.tls.as_ref()),
     }))
 }
 
@@ -503,6 +530,7 @@ fn jaeger_receiver(
         GrpcReceiverConfig {
             endpoint: endpoint.unwrap_or(PLACEHOLDER_ADDRESS),
             max_recv_msg_bytes: grpc_message_limit(problems, &size_key, grpc.max_recv_msg_size_mib),
+            tls: listener_tls(problems, &prefix, grpc.tls.as_ref()),
         }
     });
     let thrift_http = protocols.thrift_http.map(|http| {
@@ -520,6 +548,7 @@ fn jaeger_receiver(
                 &size_key,
                 http.max_request_body_size,
             ),
+            tls: listener_tls(problems, &prefix, http.tls.as_ref()),
         }
     });
     let mut udp = |name: &str, default_endpoint: &str, raw: RawJaegerUdp| {
@@ -878,12 +907,6 @@ fn file_storage_queue(
 }
 
 fn client_tls(problems: &mut Problems<'_>, key: &str, raw: RawClientTls) -> ClientTlsConfig {
-    if raw.insecure_skip_verify {
-        problems.invalid(
-            &format!("{key}.insecure_skip_verify"),
-            "is not supported; trust the server's CA with ca_file instead",
-        );
-    }
     if raw.cert_file.is_some() != raw.key_file.is_some() {
         problems.invalid(
             &format!("{key}.key_file"),
@@ -895,6 +918,7 @@ fn client_tls(problems: &mut Problems<'_>, key: &str, raw: RawClientTls) -> Clie
         cert_file: raw.cert_file,
         key_file: raw.key_file,
         server_name: Some(raw.server_name_override).filter(|name| !name.is_empty()),
+        insecure_skip_verify: raw.insecure_skip_verify,
     }
 }
 
@@ -1212,6 +1236,7 @@ fn health_check(
     Some(ExtensionConfig::HealthCheck(HealthCheckConfig {
         endpoint,
         path: raw.path,
+        tls: listener_tls(problems, key, raw.tls.as_ref()),
     }))
 }
 
@@ -1406,9 +1431,15 @@ fn telemetry(problems: &mut Problems<'_>, raw: &RawCollector) -> TelemetryConfig
         .or_else(|| from_readers.first().cloned())
         .unwrap_or_else(|| "127.0.0.1:8888".to_owned());
     let address = listen_endpoint(problems, "service.telemetry.metrics.address", &address_text);
+    let metrics_tls = listener_tls(
+        problems,
+        "service.telemetry.metrics",
+        parsed.metrics.tls.as_ref(),
+    );
     TelemetryConfig {
         logs,
         metrics_address: if metrics_enabled { address } else { None },
+        metrics_tls,
     }
 }
 

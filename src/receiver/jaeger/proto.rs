@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use prost::Message as _;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
 use tonic::codegen::{Body, StdError};
@@ -391,9 +390,9 @@ where
 /// letting in-flight requests finish.
 ///
 /// # Errors
-/// The listener's address can't be read, or the server fails.
+/// The server fails.
 pub async fn serve_jaeger_grpc(
-    listener: TcpListener,
+    listener: crate::listener::Incoming,
     consumer: Arc<dyn TraceConsumer>,
     max_recv_msg_bytes: usize,
     shutdown: CancellationToken,

@@ -23,7 +23,7 @@ use axum::Router;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, StatusCode};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -86,9 +86,9 @@ pub fn jaeger_http_router(
 /// in-flight requests finish.
 ///
 /// # Errors
-/// The listener's address can't be read, or the server fails.
+/// The server fails.
 pub async fn serve_jaeger_http(
-    listener: TcpListener,
+    listener: crate::listener::Incoming,
     consumer: Arc<dyn TraceConsumer>,
     max_request_body_bytes: usize,
     shutdown: CancellationToken,
