@@ -239,7 +239,7 @@ impl Shared {
                 reason,
                 refused,
                 "requests refused by authentication (logged at most once a minute; \
-                 spoor_auth_refused_requests_total counts them all)"
+                 the auth_refused_requests counter has them all)"
             );
         }
     }

@@ -55,6 +55,11 @@ impl Secret {
         Ok(Secret(trimmed.to_owned()))
     }
 
+    /// A secret parsed out of a secret file (an htpasswd line's password).
+    pub(crate) fn from_text(text: &str) -> Secret {
+        Secret(text.to_owned())
+    }
+
     /// The secret itself, for comparing or sending; never for logging.
     pub fn expose(&self) -> &str {
         &self.0

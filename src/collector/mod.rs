@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::auth::{AuthConfig, AuthLayer};
 use crate::config::collector::{
     CollectorConfig, ComponentId, ExtensionConfig, JaegerReceiverConfig, ProcessorConfig,
     ReceiverConfig,
@@ -103,8 +104,8 @@ fn bind_udp(
 /// A receiver's bound listeners.
 struct BoundReceiver {
     id: ComponentId,
-    grpc: Option<(TcpListener, usize)>,
-    http: Option<(TcpListener, usize)>,
+    grpc: Option<(TcpListener, usize, AuthConfig)>,
+    http: Option<(TcpListener, usize, AuthConfig)>,
     zipkin: Option<(TcpListener, usize, ZipkinOptions)>,
     jaeger: Option<BoundJaeger>,
 }
@@ -221,6 +222,7 @@ pub async fn run(
             Some(grpc) => Some((
                 bind(format!("receivers.{id} grpc"), grpc.endpoint).await?,
                 grpc.max_recv_msg_bytes,
+                grpc.auth.clone(),
             )),
             None => None,
         };
@@ -228,6 +230,7 @@ pub async fn run(
             Some(http) => Some((
                 bind(format!("receivers.{id} http"), http.endpoint).await?,
                 http.max_request_body_bytes,
+                http.auth.clone(),
             )),
             None => None,
         };
@@ -302,7 +305,12 @@ pub async fn run(
             .map(|(_, running)| running.head.clone())
             .collect();
         let receiver = bound.id.to_string();
-        if let Some((listener, max_bytes)) = bound.grpc {
+        if let Some((listener, max_bytes, auth)) = bound.grpc {
+            let auth = AuthLayer::for_listener(
+                format!("receivers.{receiver} grpc"),
+                &auth,
+                &metrics.auth_refusals(),
+            );
             let consumer: Arc<dyn TraceConsumer> = Arc::new(ReceiverConsumer::new(
                 receiver.clone(),
                 "grpc",
@@ -315,7 +323,8 @@ pub async fn run(
                 format!("{receiver} grpc"),
                 tokio::spawn(async move {
                     if let Err(error) =
-                        crate::receiver::serve_grpc(listener, consumer, max_bytes, cancel).await
+                        crate::receiver::serve_grpc(listener, consumer, max_bytes, auth, cancel)
+                            .await
                     {
                         error!(receiver = %name, transport = "grpc", %error, "receiver failed");
                     }
@@ -355,7 +364,12 @@ pub async fn run(
                 &mut receiver_tasks,
             );
         }
-        if let Some((listener, max_bytes)) = bound.http {
+        if let Some((listener, max_bytes, auth)) = bound.http {
+            let auth = AuthLayer::for_listener(
+                format!("receivers.{receiver} http"),
+                &auth,
+                &metrics.auth_refusals(),
+            );
             let consumer: Arc<dyn TraceConsumer> = Arc::new(ReceiverConsumer::new(
                 receiver.clone(),
                 "http",
@@ -368,7 +382,8 @@ pub async fn run(
                 format!("{receiver} http"),
                 tokio::spawn(async move {
                     if let Err(error) =
-                        crate::receiver::serve_http(listener, consumer, max_bytes, cancel).await
+                        crate::receiver::serve_http(listener, consumer, max_bytes, auth, cancel)
+                            .await
                     {
                         error!(receiver = %name, transport = "http", %error, "receiver failed");
                     }

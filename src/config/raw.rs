@@ -54,14 +54,52 @@ pub(crate) struct RawServerConfig {
 pub(crate) struct RawApi {
     /// IP address and port of the HTTP API (Grafana's Tempo datasource points here).
     pub(crate) listen_address: String,
+    /// Credentials required on every request except `/ready` (including `/metrics`).
+    pub(crate) auth: RawAuth,
 }
 
 impl Default for RawApi {
     fn default() -> Self {
         RawApi {
             listen_address: "127.0.0.1:3200".to_owned(),
+            auth: RawAuth::default(),
         }
     }
+}
+
+/// `api.auth`, `otlp.grpc.auth`, `otlp.http.auth`: the credentials a listener accepts. With
+/// none listed the listener is open.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAuth {
+    /// Accepted `Authorization: Bearer <token>` tokens.
+    pub(crate) bearer: Vec<RawBearerCredential>,
+    /// Accepted `Authorization: Basic` users.
+    pub(crate) basic: Vec<RawBasicCredential>,
+}
+
+/// One entry of `auth.bearer`.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawBearerCredential {
+    /// File holding the token (read at start-up, trailing newline removed), e.g.
+    /// `/run/credentials/spoor-server.service/api-token` with systemd `LoadCredential=`.
+    pub(crate) token_file: Option<PathBuf>,
+    /// When set, every request with this token belongs to this tenant, and an
+    /// `X-Scope-OrgID` naming another tenant is refused.
+    pub(crate) tenant: Option<String>,
+}
+
+/// One entry of `auth.basic`.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawBasicCredential {
+    /// The user name.
+    pub(crate) username: String,
+    /// File holding the password (read at start-up, trailing newline removed).
+    pub(crate) password_file: Option<PathBuf>,
+    /// As for bearer tokens: the tenant of every request of this user.
+    pub(crate) tenant: Option<String>,
 }
 
 /// `otlp:`
@@ -82,6 +120,8 @@ pub(crate) struct RawOtlpGrpc {
     pub(crate) listen_address: String,
     /// Largest accepted request message, after decompression (at most 1GiB).
     pub(crate) max_recv_msg_size: ByteSize,
+    /// Credentials required on every export.
+    pub(crate) auth: RawAuth,
 }
 
 impl Default for RawOtlpGrpc {
@@ -89,6 +129,7 @@ impl Default for RawOtlpGrpc {
         RawOtlpGrpc {
             listen_address: "127.0.0.1:4319".to_owned(),
             max_recv_msg_size: ByteSize::mib(16),
+            auth: RawAuth::default(),
         }
     }
 }
@@ -101,6 +142,8 @@ pub(crate) struct RawOtlpHttp {
     pub(crate) listen_address: String,
     /// Largest accepted request body, after decompression (at most 1GiB).
     pub(crate) max_request_body_size: ByteSize,
+    /// Credentials required on every export.
+    pub(crate) auth: RawAuth,
 }
 
 impl Default for RawOtlpHttp {
@@ -108,6 +151,7 @@ impl Default for RawOtlpHttp {
         RawOtlpHttp {
             listen_address: "127.0.0.1:4320".to_owned(),
             max_request_body_size: ByteSize::mib(16),
+            auth: RawAuth::default(),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::AuthConfig;
 use crate::tenant::TenantId;
 
 /// Everything spoor-server needs to run.
@@ -44,6 +45,8 @@ pub struct ServerConfig {
 pub struct ApiConfig {
     /// `api.listen_address`.
     pub listen_address: SocketAddr,
+    /// `api.auth`: required on everything but `/ready`; empty means open.
+    pub auth: AuthConfig,
 }
 
 /// The OTLP receivers.
@@ -62,6 +65,8 @@ pub struct OtlpGrpcConfig {
     pub listen_address: SocketAddr,
     /// Largest accepted (decompressed) request message.
     pub max_recv_msg_bytes: usize,
+    /// `otlp.grpc.auth`; empty means open.
+    pub auth: AuthConfig,
 }
 
 /// The OTLP/HTTP receiver.
@@ -71,6 +76,8 @@ pub struct OtlpHttpConfig {
     pub listen_address: SocketAddr,
     /// Largest accepted request body (after decompression).
     pub max_request_body_bytes: usize,
+    /// `otlp.http.auth`; empty means open.
+    pub auth: AuthConfig,
 }
 
 /// Admission of incoming OTLP requests.

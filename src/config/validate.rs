@@ -11,11 +11,12 @@ use tracing_subscriber::EnvFilter;
 
 use super::error::{ConfigError, ConfigErrors, ValueOrigin};
 use super::raw::{
-    RawBackendKind, RawCompaction, RawLimits, RawLog, RawLogFormat, RawMetricsGenerator, RawQuery,
-    RawRemoteWrite, RawRetention, RawS3Storage, RawServerConfig, RawStorage,
+    RawAuth, RawBackendKind, RawCompaction, RawLimits, RawLog, RawLogFormat, RawMetricsGenerator,
+    RawQuery, RawRemoteWrite, RawRetention, RawS3Storage, RawServerConfig, RawStorage,
 };
 use super::server::*;
 use super::values::{expected_one_of, ByteSize, RawFsync, RawStep};
+use crate::auth::{AuthConfig, Credential, Secret};
 use crate::tenant::TenantId;
 
 /// A single request is buffered whole in memory, so larger limits are almost certainly a
@@ -97,6 +98,7 @@ pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> Ser
                 "otlp.grpc.max_recv_msg_size",
                 raw.otlp.grpc.max_recv_msg_size,
             ),
+            auth: auth(problems, "otlp.grpc.auth", &raw.otlp.grpc.auth),
         },
         http: OtlpHttpConfig {
             listen_address: http_address.unwrap_or(PLACEHOLDER_ADDRESS),
@@ -105,6 +107,7 @@ pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> Ser
                 "otlp.http.max_request_body_size",
                 raw.otlp.http.max_request_body_size,
             ),
+            auth: auth(problems, "otlp.http.auth", &raw.otlp.http.auth),
         },
     };
 
@@ -150,6 +153,7 @@ pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> Ser
     ServerConfig {
         api: ApiConfig {
             listen_address: api_address.unwrap_or(PLACEHOLDER_ADDRESS),
+            auth: auth(problems, "api.auth", &raw.api.auth),
         },
         otlp,
         ingest: IngestConfig {
@@ -788,6 +792,86 @@ mod tests {
         }
         for bad in ["", "  ", "warning", "verbose", "info,loud", "spoor=loud"] {
             assert!(check_log_filter(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+/// A listener's credentials, with every secret file read now so that `--check-config`
+/// and start-up fail on a missing or empty file, naming the key.
+fn auth(problems: &mut Problems<'_>, key: &str, raw: &RawAuth) -> AuthConfig {
+    let mut credentials = Vec::new();
+    for (index, bearer) in raw.bearer.iter().enumerate() {
+        let entry = format!("{key}.bearer[{index}]");
+        let token = secret_file(
+            problems,
+            &format!("{entry}.token_file"),
+            bearer.token_file.as_deref(),
+        );
+        let tenant = credential_tenant(problems, &entry, bearer.tenant.as_deref());
+        if let Some(token) = token {
+            credentials.push(Credential::Bearer { token, tenant });
+        }
+    }
+    let mut usernames = std::collections::BTreeSet::new();
+    for (index, basic) in raw.basic.iter().enumerate() {
+        let entry = format!("{key}.basic[{index}]");
+        if basic.username.is_empty() {
+            problems.invalid(&format!("{entry}.username"), "must not be empty");
+        } else if basic.username.contains(':') {
+            // Basic auth separates user and password at the first colon.
+            problems.invalid(&format!("{entry}.username"), "must not contain ':'");
+        } else if !usernames.insert(basic.username.as_str()) {
+            problems.invalid(
+                &format!("{entry}.username"),
+                format!("{:?} is listed twice", basic.username),
+            );
+        }
+        let password = secret_file(
+            problems,
+            &format!("{entry}.password_file"),
+            basic.password_file.as_deref(),
+        );
+        let tenant = credential_tenant(problems, &entry, basic.tenant.as_deref());
+        if let Some(password) = password {
+            credentials.push(Credential::Basic {
+                username: basic.username.clone(),
+                password,
+                tenant,
+            });
+        }
+    }
+    AuthConfig { credentials }
+}
+
+fn secret_file(problems: &mut Problems<'_>, key: &str, path: Option<&Path>) -> Option<Secret> {
+    let Some(path) = path.filter(|path| !path.as_os_str().is_empty()) else {
+        problems.invalid(
+            key,
+            "is required: the file holding the secret (with systemd LoadCredential=, \
+             /run/credentials/spoor-server.service/<name>)",
+        );
+        return None;
+    };
+    match Secret::from_file(path) {
+        Ok(secret) => Some(secret),
+        Err(error) => {
+            problems.invalid(key, error.to_string());
+            None
+        }
+    }
+}
+
+fn credential_tenant(
+    problems: &mut Problems<'_>,
+    entry: &str,
+    tenant: Option<&str>,
+) -> Option<TenantId> {
+    let name = tenant?;
+    match TenantId::new(name) {
+        Ok(tenant) => Some(tenant),
+        Err(error) => {
+            problems.invalid(&format!("{entry}.tenant"), error.to_string());
+            None
         }
     }
 }

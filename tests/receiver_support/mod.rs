@@ -248,6 +248,7 @@ pub async fn start_grpc(
         listener,
         consumer,
         max_recv_msg_bytes,
+        None,
         shutdown.clone(),
     ));
     RunningServer {
@@ -268,6 +269,7 @@ pub async fn start_http(
         listener,
         consumer,
         max_request_body_bytes,
+        None,
         shutdown.clone(),
     ));
     RunningServer {

@@ -66,8 +66,14 @@ impl RawComponent for RawOtlpReceiver {
     fn key_schema() -> Self {
         RawOtlpReceiver {
             protocols: RawOtlpProtocols {
-                grpc: Some(RawGrpcProtocol::default()),
-                http: Some(RawHttpProtocol::default()),
+                grpc: Some(RawGrpcProtocol {
+                    auth: Some(RawAuthReference::default()),
+                    ..RawGrpcProtocol::default()
+                }),
+                http: Some(RawHttpProtocol {
+                    auth: Some(RawAuthReference::default()),
+                    ..RawHttpProtocol::default()
+                }),
             },
         }
     }
@@ -82,6 +88,8 @@ pub(crate) struct RawGrpcProtocol {
     /// Accepted for compatibility: the tenant header always travels with the data.
     pub(crate) include_metadata: bool,
     pub(crate) transport: String,
+    /// `auth.authenticator`: the extension that checks every request's credential.
+    pub(crate) auth: Option<RawAuthReference>,
 }
 
 impl Default for RawGrpcProtocol {
@@ -91,8 +99,17 @@ impl Default for RawGrpcProtocol {
             max_recv_msg_size_mib: 4,
             include_metadata: false,
             transport: "tcp".to_owned(),
+            auth: None,
         }
     }
+}
+
+/// `auth:` of a receiver protocol or an exporter, as in the OpenTelemetry Collector.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAuthReference {
+    /// ID of a `bearertokenauth` or `basicauth` extension listed in `service.extensions`.
+    pub(crate) authenticator: String,
 }
 
 /// `receivers.otlp.protocols.http`.
@@ -103,6 +120,7 @@ pub(crate) struct RawHttpProtocol {
     pub(crate) max_request_body_size: ByteSize,
     pub(crate) include_metadata: bool,
     pub(crate) traces_url_path: String,
+    pub(crate) auth: Option<RawAuthReference>,
 }
 
 impl Default for RawHttpProtocol {
@@ -112,6 +130,7 @@ impl Default for RawHttpProtocol {
             max_request_body_size: ByteSize::mib(20),
             include_metadata: false,
             traces_url_path: "/v1/traces".to_owned(),
+            auth: None,
         }
     }
 }
@@ -461,6 +480,8 @@ pub(crate) struct RawOtlpExporter {
     pub(crate) compression: String,
     #[serde(deserialize_with = "scalar_string_map")]
     pub(crate) headers: BTreeMap<String, String>,
+    /// `auth.authenticator`: the extension whose credential every request carries.
+    pub(crate) auth: Option<RawAuthReference>,
     #[serde(with = "duration")]
     pub(crate) timeout: Duration,
     pub(crate) retry_on_failure: RawRetry,
@@ -474,6 +495,7 @@ impl Default for RawOtlpExporter {
             tls: RawClientTls::default(),
             compression: "gzip".to_owned(),
             headers: BTreeMap::new(),
+            auth: None,
             timeout: Duration::from_secs(5),
             retry_on_failure: RawRetry::default(),
             sending_queue: RawQueue::default(),
@@ -486,6 +508,7 @@ impl RawComponent for RawOtlpExporter {
         RawOtlpExporter {
             tls: tls_schema(),
             sending_queue: queue_schema(),
+            auth: Some(RawAuthReference::default()),
             ..RawOtlpExporter::default()
         }
     }
@@ -502,6 +525,7 @@ pub(crate) struct RawOtlpHttpExporter {
     pub(crate) encoding: String,
     #[serde(deserialize_with = "scalar_string_map")]
     pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) auth: Option<RawAuthReference>,
     #[serde(with = "duration")]
     pub(crate) timeout: Duration,
     pub(crate) retry_on_failure: RawRetry,
@@ -517,6 +541,7 @@ impl Default for RawOtlpHttpExporter {
             compression: "gzip".to_owned(),
             encoding: "proto".to_owned(),
             headers: BTreeMap::new(),
+            auth: None,
             timeout: Duration::from_secs(30),
             retry_on_failure: RawRetry::default(),
             sending_queue: RawQueue::default(),
@@ -529,6 +554,7 @@ impl RawComponent for RawOtlpHttpExporter {
         RawOtlpHttpExporter {
             tls: tls_schema(),
             sending_queue: queue_schema(),
+            auth: Some(RawAuthReference::default()),
             ..RawOtlpHttpExporter::default()
         }
     }
@@ -729,6 +755,93 @@ impl RawComponent for RawFileStorage {
         RawFileStorage {
             compaction: Some(serde_yaml::Value::Mapping(Default::default())),
             ..RawFileStorage::default()
+        }
+    }
+}
+
+/// `extensions.bearertokenauth`: as a receiver's authenticator, the token it accepts; as
+/// an exporter's, the token it sends.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawBearerTokenAuth {
+    /// What precedes the token in the `Authorization` header an exporter sends.
+    pub(crate) scheme: String,
+    /// File holding the token (read at start-up, trailing newline removed).
+    pub(crate) filename: Option<PathBuf>,
+    /// Refused: secrets come from files only.
+    pub(crate) token: Option<serde_yaml::Value>,
+    /// Refused: secrets come from files only.
+    pub(crate) tokens: Option<serde_yaml::Value>,
+    /// spoor: the tenant of every request a receiver accepts with this token.
+    pub(crate) tenant: Option<String>,
+}
+
+impl Default for RawBearerTokenAuth {
+    fn default() -> Self {
+        RawBearerTokenAuth {
+            scheme: "Bearer".to_owned(),
+            filename: None,
+            token: None,
+            tokens: None,
+            tenant: None,
+        }
+    }
+}
+
+impl RawComponent for RawBearerTokenAuth {
+    fn key_schema() -> Self {
+        RawBearerTokenAuth {
+            filename: Some(PathBuf::new()),
+            token: Some(serde_yaml::Value::Null),
+            tokens: Some(serde_yaml::Value::Null),
+            tenant: Some(String::new()),
+            ..RawBearerTokenAuth::default()
+        }
+    }
+}
+
+/// `extensions.basicauth`: `htpasswd` to check receivers' requests, or `client_auth` for
+/// what exporters send; not both.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawBasicAuth {
+    pub(crate) htpasswd: Option<RawHtpasswd>,
+    pub(crate) client_auth: Option<RawBasicClientAuth>,
+}
+
+/// `extensions.basicauth.htpasswd`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawHtpasswd {
+    /// `user:password` lines (plain text; `#` comments and blank lines skipped).
+    pub(crate) file: Option<PathBuf>,
+    /// Refused: secrets come from files only.
+    pub(crate) inline: Option<serde_yaml::Value>,
+}
+
+/// `extensions.basicauth.client_auth`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawBasicClientAuth {
+    pub(crate) username: String,
+    /// spoor: file holding the password (the OpenTelemetry Collector takes it inline).
+    pub(crate) password_file: Option<PathBuf>,
+    /// Refused: secrets come from files only.
+    pub(crate) password: Option<serde_yaml::Value>,
+}
+
+impl RawComponent for RawBasicAuth {
+    fn key_schema() -> Self {
+        RawBasicAuth {
+            htpasswd: Some(RawHtpasswd {
+                file: Some(PathBuf::new()),
+                inline: Some(serde_yaml::Value::Null),
+            }),
+            client_auth: Some(RawBasicClientAuth {
+                username: String::new(),
+                password_file: Some(PathBuf::new()),
+                password: Some(serde_yaml::Value::Null),
+            }),
         }
     }
 }
