@@ -1236,12 +1236,29 @@ fn auth_errors_name_the_key_and_the_file_but_not_the_secret() {
 }
 
 #[test]
-fn inline_secrets_are_unknown_keys() {
+fn inline_secrets_are_unknown_keys_reported_with_the_other_problems() {
     let errors = messages(&load_yaml_errors(
-        "otlp:\n  http:\n    auth:\n      bearer:\n        - token: abc\n",
+        "otlp:\n  http:\n    auth:\n      bearer:\n        - token: abc\n        - tenant: acme\n\
+         wal:\n  path: ''\n",
     ));
     assert!(
-        errors.iter().any(|message| message.contains("token")),
+        errors
+            .iter()
+            .any(|message| message.starts_with("otlp.http.auth.bearer[0].token: unknown field")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|message| message.starts_with("otlp.http.auth.bearer[1].token_file: is required")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|message| message.starts_with("wal.path")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().all(|message| !message.contains("abc")),
         "{errors:?}"
     );
 }

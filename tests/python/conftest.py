@@ -44,10 +44,11 @@ def free_udp_port():
 
 
 class Server:
-    def __init__(self, data_dir, extra_env=None):
+    def __init__(self, data_dir, extra_env=None, config_path=None):
         self.data_dir = pathlib.Path(data_dir)
         self.api_port, self.grpc_port, self.http_port = free_port(), free_port(), free_port()
         self.extra_env = extra_env or {}
+        self.config_path = config_path
         self.proc = None
         self.log_path = self.data_dir / "server.log"
 
@@ -68,7 +69,7 @@ class Server:
                 "--api-listen-address", f"127.0.0.1:{self.api_port}",
                 "--otlp-grpc-listen-address", f"127.0.0.1:{self.grpc_port}",
                 "--otlp-http-listen-address", f"127.0.0.1:{self.http_port}",
-            ],
+            ] + (["--config", str(self.config_path)] if self.config_path else []),
             env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 60
