@@ -749,53 +749,6 @@ fn check_log_filter(level: &str) -> Result<(), String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listeners_overlap_on_same_port_when_ips_can_collide() {
-        let addr = |text: &str| text.parse::<SocketAddr>().expect("test address");
-        assert!(addresses_overlap(
-            addr("127.0.0.1:3200"),
-            addr("127.0.0.1:3200")
-        ));
-        assert!(addresses_overlap(
-            addr("0.0.0.0:3200"),
-            addr("127.0.0.1:3200")
-        ));
-        assert!(addresses_overlap(addr("127.0.0.1:3200"), addr("[::]:3200")));
-        assert!(!addresses_overlap(addr("0.0.0.0:3200"), addr("[::1]:3200")));
-        assert!(!addresses_overlap(
-            addr("127.0.0.1:3200"),
-            addr("127.0.0.2:3200")
-        ));
-        assert!(!addresses_overlap(
-            addr("127.0.0.1:3200"),
-            addr("127.0.0.1:3201")
-        ));
-        // Port 0 means "any free port": tests run every listener on 127.0.0.1:0.
-        assert!(!addresses_overlap(addr("127.0.0.1:0"), addr("127.0.0.1:0")));
-    }
-
-    #[test]
-    fn log_filters_accept_levels_and_directives_but_not_stray_words() {
-        for ok in [
-            "info",
-            "DEBUG",
-            "off",
-            "spoor=debug,info",
-            "spoor::server=trace",
-            "warn,tower=off",
-        ] {
-            assert_eq!(check_log_filter(ok), Ok(()), "{ok}");
-        }
-        for bad in ["", "  ", "warning", "verbose", "info,loud", "spoor=loud"] {
-            assert!(check_log_filter(bad).is_err(), "{bad}");
-        }
-    }
-}
-
 /// A listener's credentials, with every secret file read now so that `--check-config`
 /// and start-up fail on a missing or empty file, naming the key.
 fn auth(problems: &mut Problems<'_>, key: &str, raw: &RawAuth) -> AuthConfig {
@@ -872,6 +825,53 @@ fn credential_tenant(
         Err(error) => {
             problems.invalid(&format!("{entry}.tenant"), error.to_string());
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_overlap_on_same_port_when_ips_can_collide() {
+        let addr = |text: &str| text.parse::<SocketAddr>().expect("test address");
+        assert!(addresses_overlap(
+            addr("127.0.0.1:3200"),
+            addr("127.0.0.1:3200")
+        ));
+        assert!(addresses_overlap(
+            addr("0.0.0.0:3200"),
+            addr("127.0.0.1:3200")
+        ));
+        assert!(addresses_overlap(addr("127.0.0.1:3200"), addr("[::]:3200")));
+        assert!(!addresses_overlap(addr("0.0.0.0:3200"), addr("[::1]:3200")));
+        assert!(!addresses_overlap(
+            addr("127.0.0.1:3200"),
+            addr("127.0.0.2:3200")
+        ));
+        assert!(!addresses_overlap(
+            addr("127.0.0.1:3200"),
+            addr("127.0.0.1:3201")
+        ));
+        // Port 0 means "any free port": tests run every listener on 127.0.0.1:0.
+        assert!(!addresses_overlap(addr("127.0.0.1:0"), addr("127.0.0.1:0")));
+    }
+
+    #[test]
+    fn log_filters_accept_levels_and_directives_but_not_stray_words() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "off",
+            "spoor=debug,info",
+            "spoor::server=trace",
+            "warn,tower=off",
+        ] {
+            assert_eq!(check_log_filter(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "  ", "warning", "verbose", "info,loud", "spoor=loud"] {
+            assert!(check_log_filter(bad).is_err(), "{bad}");
         }
     }
 }
