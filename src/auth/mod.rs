@@ -141,7 +141,9 @@ impl AuthConfig {
             return Err(Refusal::Missing);
         };
         let presented = Presented::parse(value).ok_or(Refusal::Invalid)?;
-        let tenant = self.matching(&presented).ok_or(Refusal::Invalid)?;
+        let tenant = match self.matching(&presented).ok_or(Refusal::Invalid)? {
+            Credential::Bearer { tenant, .. } | Credential::Basic { tenant, .. } => tenant.clone(),
+        };
         if let Some(tenant) = &tenant {
             let sent = headers
                 .get(TENANT_HEADER)
@@ -159,12 +161,11 @@ impl AuthConfig {
         Ok(tenant)
     }
 
-    /// The tenant of the matching credential (`Some(None)` for one without a tenant).
-    /// Every credential is compared, without stopping at the first match, so the time
-    /// taken does not tell which one matched or how much of it.
-    #[allow(clippy::option_option)]
-    fn matching(&self, presented: &Presented) -> Option<Option<TenantId>> {
-        let mut found: Option<&Option<TenantId>> = None;
+    /// The credential `presented` matches. Every credential is compared, without
+    /// stopping at the first match, so the time taken does not tell which one matched or
+    /// how much of it.
+    fn matching(&self, presented: &Presented) -> Option<&Credential> {
+        let mut found = None;
         for credential in &self.credentials {
             let matched: Choice = match (credential, presented) {
                 (Credential::Bearer { token, .. }, Presented::Bearer(sent)) => {
@@ -185,12 +186,10 @@ impl AuthConfig {
                 _ => Choice::from(0),
             };
             if bool::from(matched) && found.is_none() {
-                found = Some(match credential {
-                    Credential::Bearer { tenant, .. } | Credential::Basic { tenant, .. } => tenant,
-                });
+                found = Some(credential);
             }
         }
-        found.cloned()
+        found
     }
 }
 
