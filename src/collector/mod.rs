@@ -106,14 +106,14 @@ struct BoundReceiver {
     id: ComponentId,
     grpc: Option<(TcpListener, usize, AuthConfig)>,
     http: Option<(TcpListener, usize, AuthConfig)>,
-    zipkin: Option<(TcpListener, usize, ZipkinOptions)>,
+    zipkin: Option<(TcpListener, usize, ZipkinOptions, AuthConfig)>,
     jaeger: Option<BoundJaeger>,
 }
 
 /// A jaeger receiver's bound sockets, by protocol.
 struct BoundJaeger {
-    grpc: Option<(TcpListener, usize)>,
-    thrift_http: Option<(TcpListener, usize)>,
+    grpc: Option<(TcpListener, usize, AuthConfig)>,
+    thrift_http: Option<(TcpListener, usize, AuthConfig)>,
     udp: Vec<(UdpSocket, ThriftProtocol, UdpOptions)>,
 }
 
@@ -125,6 +125,7 @@ async fn bind_jaeger(
         Some(grpc) => Some((
             bind(format!("receivers.{id} grpc"), grpc.endpoint).await?,
             grpc.max_recv_msg_bytes,
+            grpc.auth.clone(),
         )),
         None => None,
     };
@@ -132,6 +133,7 @@ async fn bind_jaeger(
         Some(http) => Some((
             bind(format!("receivers.{id} thrift_http"), http.endpoint).await?,
             http.max_request_body_bytes,
+            http.auth.clone(),
         )),
         None => None,
     };
@@ -201,7 +203,12 @@ pub async fn run(
                     id: (*id).clone(),
                     grpc: None,
                     http: None,
-                    zipkin: Some((listener, zipkin.max_request_body_bytes, options)),
+                    zipkin: Some((
+                        listener,
+                        zipkin.max_request_body_bytes,
+                        options,
+                        zipkin.auth.clone(),
+                    )),
                     jaeger: None,
                 });
                 continue;
@@ -331,7 +338,12 @@ pub async fn run(
                 }),
             ));
         }
-        if let Some((listener, max_bytes, options)) = bound.zipkin {
+        if let Some((listener, max_bytes, options, auth)) = bound.zipkin {
+            let auth = AuthLayer::for_listener(
+                format!("receivers.{receiver}"),
+                &auth,
+                &metrics.auth_refusals(),
+            );
             // Labelled `http` like the OpenTelemetry Collector's zipkin receiver metrics.
             let consumer: Arc<dyn TraceConsumer> = Arc::new(ReceiverConsumer::new(
                 receiver.clone(),
@@ -345,7 +357,7 @@ pub async fn run(
                 format!("{receiver} zipkin"),
                 tokio::spawn(async move {
                     if let Err(error) = crate::receiver::serve_zipkin(
-                        listener, consumer, max_bytes, options, cancel,
+                        listener, consumer, max_bytes, options, auth, cancel,
                     )
                     .await
                     {
@@ -512,14 +524,19 @@ fn start_jaeger(
             Arc::clone(metrics),
         ))
     };
-    if let Some((listener, max_bytes)) = bound.grpc {
+    if let Some((listener, max_bytes, auth)) = bound.grpc {
+        let auth = AuthLayer::for_listener(
+            format!("receivers.{receiver} grpc"),
+            &auth,
+            &metrics.auth_refusals(),
+        );
         let (consumer, cancel) = (consumer("grpc"), cancel.clone());
         let name = receiver.to_owned();
         tasks.push((
             format!("{receiver} grpc"),
             tokio::spawn(async move {
                 let served = crate::receiver::jaeger::serve_jaeger_grpc(
-                    listener, consumer, max_bytes, cancel,
+                    listener, consumer, max_bytes, auth, cancel,
                 )
                 .await;
                 if let Err(error) = served {
@@ -528,14 +545,19 @@ fn start_jaeger(
             }),
         ));
     }
-    if let Some((listener, max_bytes)) = bound.thrift_http {
+    if let Some((listener, max_bytes, auth)) = bound.thrift_http {
+        let auth = AuthLayer::for_listener(
+            format!("receivers.{receiver} thrift_http"),
+            &auth,
+            &metrics.auth_refusals(),
+        );
         let (consumer, cancel) = (consumer("collector_http"), cancel.clone());
         let name = receiver.to_owned();
         tasks.push((
             format!("{receiver} thrift_http"),
             tokio::spawn(async move {
                 let served = crate::receiver::jaeger::serve_jaeger_http(
-                    listener, consumer, max_bytes, cancel,
+                    listener, consumer, max_bytes, auth, cancel,
                 )
                 .await;
                 if let Err(error) = served {

@@ -198,6 +198,8 @@ pub struct ZipkinReceiverConfig {
     pub parse_string_tags: bool,
     /// Request body limit (the OTLP/HTTP default; the key has no Zipkin equivalent).
     pub max_request_body_bytes: usize,
+    /// `auth.authenticator`'s accepted credentials; empty when the receiver is open.
+    pub auth: AuthConfig,
 }
 
 /// `receivers.otlp`.

@@ -141,6 +141,7 @@ impl Default for RawHttpProtocol {
 pub(crate) struct RawZipkinReceiver {
     pub(crate) endpoint: String,
     pub(crate) parse_string_tags: bool,
+    pub(crate) auth: Option<RawAuthReference>,
 }
 
 impl Default for RawZipkinReceiver {
@@ -150,13 +151,17 @@ impl Default for RawZipkinReceiver {
             // would expose the appliance to the network without anyone asking for it.
             endpoint: "127.0.0.1:9411".to_owned(),
             parse_string_tags: false,
+            auth: None,
         }
     }
 }
 
 impl RawComponent for RawZipkinReceiver {
     fn key_schema() -> Self {
-        RawZipkinReceiver::default()
+        RawZipkinReceiver {
+            auth: Some(RawAuthReference::default()),
+            ..RawZipkinReceiver::default()
+        }
     }
 }
 
@@ -186,6 +191,7 @@ pub(crate) struct RawJaegerGrpc {
     /// Default `127.0.0.1:14250`.
     pub(crate) endpoint: Option<String>,
     pub(crate) max_recv_msg_size_mib: u64,
+    pub(crate) auth: Option<RawAuthReference>,
 }
 
 impl Default for RawJaegerGrpc {
@@ -193,6 +199,7 @@ impl Default for RawJaegerGrpc {
         RawJaegerGrpc {
             endpoint: None,
             max_recv_msg_size_mib: RawGrpcProtocol::default().max_recv_msg_size_mib,
+            auth: None,
         }
     }
 }
@@ -204,6 +211,7 @@ pub(crate) struct RawJaegerThriftHttp {
     /// Default `127.0.0.1:14268`.
     pub(crate) endpoint: Option<String>,
     pub(crate) max_request_body_size: ByteSize,
+    pub(crate) auth: Option<RawAuthReference>,
 }
 
 impl Default for RawJaegerThriftHttp {
@@ -211,6 +219,7 @@ impl Default for RawJaegerThriftHttp {
         RawJaegerThriftHttp {
             endpoint: None,
             max_request_body_size: RawHttpProtocol::default().max_request_body_size,
+            auth: None,
         }
     }
 }
@@ -253,10 +262,12 @@ impl RawComponent for RawJaegerReceiver {
             protocols: RawJaegerProtocols {
                 grpc: Some(RawJaegerGrpc {
                     endpoint: Some(String::new()),
+                    auth: Some(RawAuthReference::default()),
                     ..RawJaegerGrpc::default()
                 }),
                 thrift_http: Some(RawJaegerThriftHttp {
                     endpoint: Some(String::new()),
+                    auth: Some(RawAuthReference::default()),
                     ..RawJaegerThriftHttp::default()
                 }),
                 thrift_compact: Some(udp()),

@@ -1027,3 +1027,63 @@ fn auth_errors_name_the_key() {
         );
     }
 }
+
+#[test]
+fn zipkin_and_jaeger_receivers_take_an_authenticator() {
+    let dir = auth_files();
+    let yaml = format!(
+        "
+extensions:
+  bearertokenauth/in:
+    filename: {dir}/in-token
+receivers:
+  zipkin:
+    auth:
+      authenticator: bearertokenauth/in
+  jaeger:
+    protocols:
+      grpc:
+        auth:
+          authenticator: bearertokenauth/in
+      thrift_http:
+        auth:
+          authenticator: bearertokenauth/nope
+exporters:
+  debug:
+service:
+  extensions: [bearertokenauth/in]
+  pipelines:
+    traces:
+      receivers: [zipkin, jaeger]
+      exporters: [debug]
+",
+        dir = dir.path().display()
+    );
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "receivers.jaeger.protocols.thrift_http.auth.authenticator: extension \
+             \"bearertokenauth/nope\" is not defined in extensions"
+        ]
+    );
+    let config = load_yaml(
+        &yaml.replace("bearertokenauth/nope", "bearertokenauth/in"),
+        &[],
+    )
+    .expect("valid");
+    let ReceiverConfig::Zipkin(zipkin) = &config.receivers[&id("zipkin")] else {
+        panic!("zipkin receiver");
+    };
+    assert!(zipkin.auth.is_enabled());
+    let ReceiverConfig::Jaeger(jaeger) = &config.receivers[&id("jaeger")] else {
+        panic!("jaeger receiver");
+    };
+    assert!(jaeger
+        .grpc
+        .as_ref()
+        .is_some_and(|grpc| grpc.auth.is_enabled()));
+    assert!(jaeger
+        .thrift_http
+        .as_ref()
+        .is_some_and(|http| http.auth.is_enabled()));
+}

@@ -130,9 +130,9 @@ pub(crate) fn validate(
             "otlp" => read_section::<RawOtlpReceiver>(section, env, problems)
                 .and_then(|raw| otlp_receiver(problems, &section.key, raw, &extension_lookup)),
             "zipkin" => read_section::<RawZipkinReceiver>(section, env, problems)
-                .and_then(|raw| zipkin_receiver(problems, &section.key, &raw)),
+                .and_then(|raw| zipkin_receiver(problems, &section.key, &raw, &extension_lookup)),
             "jaeger" => read_section::<RawJaegerReceiver>(section, env, problems)
-                .and_then(|raw| jaeger_receiver(problems, &section.key, raw)),
+                .and_then(|raw| jaeger_receiver(problems, &section.key, raw, &extension_lookup)),
             other => {
                 unsupported(
                     problems,
@@ -497,12 +497,20 @@ fn zipkin_receiver(
     problems: &mut Problems<'_>,
     key: &str,
     raw: &RawZipkinReceiver,
+    extensions: &ExtensionLookup<'_>,
 ) -> Option<ReceiverConfig> {
+    let auth = receiver_auth(
+        problems,
+        &format!("{key}.auth.authenticator"),
+        raw.auth.as_ref(),
+        extensions,
+    );
     let endpoint = listen_endpoint(problems, &format!("{key}.endpoint"), &raw.endpoint)?;
     Some(ReceiverConfig::Zipkin(ZipkinReceiverConfig {
         endpoint,
         parse_string_tags: raw.parse_string_tags,
         max_request_body_bytes: to_usize(RawHttpProtocol::default().max_request_body_size.bytes()),
+        auth,
     }))
 }
 
@@ -518,6 +526,7 @@ fn jaeger_receiver(
     problems: &mut Problems<'_>,
     key: &str,
     raw: RawJaegerReceiver,
+    extensions: &ExtensionLookup<'_>,
 ) -> Option<ReceiverConfig> {
     let protocols = raw.protocols;
     let grpc = protocols.grpc.map(|grpc| {
@@ -528,7 +537,12 @@ fn jaeger_receiver(
         GrpcReceiverConfig {
             endpoint: endpoint.unwrap_or(PLACEHOLDER_ADDRESS),
             max_recv_msg_bytes: grpc_message_limit(problems, &size_key, grpc.max_recv_msg_size_mib),
-            auth: AuthConfig::default(),
+            auth: receiver_auth(
+                problems,
+                &format!("{prefix}.auth.authenticator"),
+                grpc.auth.as_ref(),
+                extensions,
+            ),
         }
     });
     let thrift_http = protocols.thrift_http.map(|http| {
@@ -546,7 +560,12 @@ fn jaeger_receiver(
                 &size_key,
                 http.max_request_body_size,
             ),
-            auth: AuthConfig::default(),
+            auth: receiver_auth(
+                problems,
+                &format!("{prefix}.auth.authenticator"),
+                http.auth.as_ref(),
+                extensions,
+            ),
         }
     });
     let mut udp = |name: &str, default_endpoint: &str, raw: RawJaegerUdp| {
