@@ -267,13 +267,18 @@ def test_collector_authenticates_clients_and_its_exporter_to_the_server(tmp_path
         load = Load(collector, headers={"authorization": f"Bearer {collector_creds['client-token']}"}).start()
         time.sleep(3)
         load.stop()
-        assert load.acknowledged and load.refused == 0
+        assert load.acknowledged
         missing, _ = verify_delivery(auth_server, load.acknowledged, timeout=60, session=api_session(creds))
         assert missing == 0
 
+        # The two deliberate refusals and none of the load's requests.
         metrics = collector.metrics()
         assert metric(metrics, "otelcol_auth_refused_requests_total",
                       listener="receivers.otlp grpc", reason="missing") == 1
+        assert metric(metrics, "otelcol_auth_refused_requests_total",
+                      listener="receivers.otlp http", reason="invalid") == 1
+        assert sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                   if line.startswith("otelcol_auth_refused_requests_total{")) == 2
     finally:
         collector.stop()
     auth_server.stop()
