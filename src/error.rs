@@ -19,6 +19,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// Authentication is missing or wrong.
     Unauthenticated,
+    /// Authenticated, but the request asks for something the credential does not allow.
+    PermissionDenied,
     /// A bug or an unexpected storage failure.
     Internal,
 }
@@ -32,6 +34,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::PayloadTooLarge => tonic::Code::InvalidArgument,
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
             ErrorCode::Internal => tonic::Code::Internal,
         }
     }
@@ -44,6 +47,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::PayloadTooLarge => http::StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthenticated => http::StatusCode::UNAUTHORIZED,
+            ErrorCode::PermissionDenied => http::StatusCode::FORBIDDEN,
             ErrorCode::Internal => http::StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -6,6 +6,7 @@
 //! (append + fsync, then ack) → `server::head` (live traces) → `server::block` (Parquet
 //! block cut) → `server::storage` (object store) ← `server::query` ← `server::api` (Tempo HTTP API).
 
+pub mod auth;
 pub mod collector;
 pub mod config;
 pub mod error;

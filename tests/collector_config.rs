@@ -53,9 +53,9 @@ fn expect_errors(name: &str, expected: &[&str]) {
 }
 
 const PPROF: &str =
-    "extensions.pprof: unsupported extension type \"pprof\" (supported: file_storage, health_check)";
+    "extensions.pprof: unsupported extension type \"pprof\" (supported: basicauth, bearertokenauth, file_storage, health_check)";
 const ZPAGES: &str =
-    "extensions.zpages: unsupported extension type \"zpages\" (supported: file_storage, health_check)";
+    "extensions.zpages: unsupported extension type \"zpages\" (supported: basicauth, bearertokenauth, file_storage, health_check)";
 const LOGGING: &str = "exporters.logging: unsupported exporter type \"logging\" (supported: debug, loadbalancing, otlp, otlphttp); the OpenTelemetry Collector replaced it by debug";
 
 fn only_traces(pipeline: &str) -> String {

@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::auth::AuthRefusals;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReceiverLabels {
     receiver: String,
@@ -163,6 +165,7 @@ pub struct CollectorMetrics {
     loadbalancer_backend_outcome: Family<BackendOutcomeLabels, Counter>,
     process_uptime: Gauge<f64, std::sync::atomic::AtomicU64>,
     process_memory_rss: Gauge,
+    auth_refusals: AuthRefusals,
 }
 
 impl Default for CollectorMetrics {
@@ -172,6 +175,11 @@ impl Default for CollectorMetrics {
 }
 
 impl CollectorMetrics {
+    /// `otelcol_auth_refused_requests_total`, for the receivers' auth layers.
+    pub fn auth_refusals(&self) -> AuthRefusals {
+        self.auth_refusals.clone()
+    }
+
     pub fn new() -> CollectorMetrics {
         let mut registry = Registry::with_prefix("otelcol");
         let receiver_accepted_spans = Family::<ReceiverLabels, Counter>::default();
@@ -322,7 +330,9 @@ impl CollectorMetrics {
             "Total physical memory (resident set size) in bytes",
             process_memory_rss.clone(),
         );
+        let auth_refusals = AuthRefusals::register(&mut registry);
         CollectorMetrics {
+            auth_refusals,
             registry,
             started: Instant::now(),
             receiver_accepted_spans,

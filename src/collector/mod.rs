@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::auth::{AuthConfig, AuthLayer};
 use crate::config::collector::{
     CollectorConfig, ComponentId, ExtensionConfig, JaegerReceiverConfig, ProcessorConfig,
     ReceiverConfig,
@@ -121,16 +122,16 @@ fn bind_udp(
 /// A receiver's bound listeners.
 struct BoundReceiver {
     id: ComponentId,
-    grpc: Option<(Incoming, usize)>,
-    http: Option<(Incoming, usize)>,
-    zipkin: Option<(Incoming, usize, ZipkinOptions)>,
+    grpc: Option<(Incoming, usize, AuthConfig)>,
+    http: Option<(Incoming, usize, AuthConfig)>,
+    zipkin: Option<(Incoming, usize, ZipkinOptions, AuthConfig)>,
     jaeger: Option<BoundJaeger>,
 }
 
 /// A jaeger receiver's bound sockets, by protocol.
 struct BoundJaeger {
-    grpc: Option<(Incoming, usize)>,
-    thrift_http: Option<(Incoming, usize)>,
+    grpc: Option<(Incoming, usize, AuthConfig)>,
+    thrift_http: Option<(Incoming, usize, AuthConfig)>,
     udp: Vec<(UdpSocket, ThriftProtocol, UdpOptions)>,
 }
 
@@ -148,6 +149,7 @@ async fn bind_jaeger(
             )
             .await?,
             grpc.max_recv_msg_bytes,
+            grpc.auth.clone(),
         )),
         None => None,
     };
@@ -161,6 +163,7 @@ async fn bind_jaeger(
             )
             .await?,
             http.max_request_body_bytes,
+            http.auth.clone(),
         )),
         None => None,
     };
@@ -236,7 +239,12 @@ pub async fn run(
                     id: (*id).clone(),
                     grpc: None,
                     http: None,
-                    zipkin: Some((listener, zipkin.max_request_body_bytes, options)),
+                    zipkin: Some((
+                        listener,
+                        zipkin.max_request_body_bytes,
+                        options,
+                        zipkin.auth.clone(),
+                    )),
                     jaeger: None,
                 });
                 continue;
@@ -263,6 +271,7 @@ pub async fn run(
                 )
                 .await?,
                 grpc.max_recv_msg_bytes,
+                grpc.auth.clone(),
             )),
             None => None,
         };
@@ -276,6 +285,7 @@ pub async fn run(
                 )
                 .await?,
                 http.max_request_body_bytes,
+                http.auth.clone(),
             )),
             None => None,
         };
@@ -364,7 +374,12 @@ pub async fn run(
             .map(|(_, running)| running.head.clone())
             .collect();
         let receiver = bound.id.to_string();
-        if let Some((listener, max_bytes)) = bound.grpc {
+        if let Some((listener, max_bytes, auth)) = bound.grpc {
+            let auth = AuthLayer::for_listener(
+                format!("receivers.{receiver} grpc"),
+                &auth,
+                &metrics.auth_refusals(),
+            );
             let consumer: Arc<dyn TraceConsumer> = Arc::new(ReceiverConsumer::new(
                 receiver.clone(),
                 "grpc",
@@ -377,14 +392,20 @@ pub async fn run(
                 format!("{receiver} grpc"),
                 tokio::spawn(async move {
                     if let Err(error) =
-                        crate::receiver::serve_grpc(listener, consumer, max_bytes, cancel).await
+                        crate::receiver::serve_grpc(listener, consumer, max_bytes, auth, cancel)
+                            .await
                     {
                         error!(receiver = %name, transport = "grpc", %error, "receiver failed");
                     }
                 }),
             ));
         }
-        if let Some((listener, max_bytes, options)) = bound.zipkin {
+        if let Some((listener, max_bytes, options, auth)) = bound.zipkin {
+            let auth = AuthLayer::for_listener(
+                format!("receivers.{receiver}"),
+                &auth,
+                &metrics.auth_refusals(),
+            );
             // Labelled `http` like the OpenTelemetry Collector's zipkin receiver metrics.
             let consumer: Arc<dyn TraceConsumer> = Arc::new(ReceiverConsumer::new(
                 receiver.clone(),
@@ -398,7 +419,7 @@ pub async fn run(
                 format!("{receiver} zipkin"),
                 tokio::spawn(async move {
                     if let Err(error) = crate::receiver::serve_zipkin(
-                        listener, consumer, max_bytes, options, cancel,
+                        listener, consumer, max_bytes, options, auth, cancel,
                     )
                     .await
                     {
@@ -417,7 +438,12 @@ pub async fn run(
                 &mut receiver_tasks,
             );
         }
-        if let Some((listener, max_bytes)) = bound.http {
+        if let Some((listener, max_bytes, auth)) = bound.http {
+            let auth = AuthLayer::for_listener(
+                format!("receivers.{receiver} http"),
+                &auth,
+                &metrics.auth_refusals(),
+            );
             let consumer: Arc<dyn TraceConsumer> = Arc::new(ReceiverConsumer::new(
                 receiver.clone(),
                 "http",
@@ -430,7 +456,8 @@ pub async fn run(
                 format!("{receiver} http"),
                 tokio::spawn(async move {
                     if let Err(error) =
-                        crate::receiver::serve_http(listener, consumer, max_bytes, cancel).await
+                        crate::receiver::serve_http(listener, consumer, max_bytes, auth, cancel)
+                            .await
                     {
                         error!(receiver = %name, transport = "http", %error, "receiver failed");
                     }
@@ -559,14 +586,19 @@ fn start_jaeger(
             Arc::clone(metrics),
         ))
     };
-    if let Some((listener, max_bytes)) = bound.grpc {
+    if let Some((listener, max_bytes, auth)) = bound.grpc {
+        let auth = AuthLayer::for_listener(
+            format!("receivers.{receiver} grpc"),
+            &auth,
+            &metrics.auth_refusals(),
+        );
         let (consumer, cancel) = (consumer("grpc"), cancel.clone());
         let name = receiver.to_owned();
         tasks.push((
             format!("{receiver} grpc"),
             tokio::spawn(async move {
                 let served = crate::receiver::jaeger::serve_jaeger_grpc(
-                    listener, consumer, max_bytes, cancel,
+                    listener, consumer, max_bytes, auth, cancel,
                 )
                 .await;
                 if let Err(error) = served {
@@ -575,14 +607,19 @@ fn start_jaeger(
             }),
         ));
     }
-    if let Some((listener, max_bytes)) = bound.thrift_http {
+    if let Some((listener, max_bytes, auth)) = bound.thrift_http {
+        let auth = AuthLayer::for_listener(
+            format!("receivers.{receiver} thrift_http"),
+            &auth,
+            &metrics.auth_refusals(),
+        );
         let (consumer, cancel) = (consumer("collector_http"), cancel.clone());
         let name = receiver.to_owned();
         tasks.push((
             format!("{receiver} thrift_http"),
             tokio::spawn(async move {
                 let served = crate::receiver::jaeger::serve_jaeger_http(
-                    listener, consumer, max_bytes, cancel,
+                    listener, consumer, max_bytes, auth, cancel,
                 )
                 .await;
                 if let Err(error) = served {

@@ -448,9 +448,12 @@ fn deserialize_reporting_all(
             Err(error) => error,
         };
         let key = error.path.join(".");
-        problems.invalid(&key, describe(&error.kind));
+        problems.invalid(&list_style_key(&error.path), describe(&error.kind));
         match lookup(defaults, &key) {
             Some(default) if !key.is_empty() => insert_at(&mut tree, &key, default.clone()),
+            // Entries of lists (`api.auth.bearer[0]`) have no defaults: dropping the bad
+            // key lets the other problems still be found in the same run.
+            _ if remove_at(&mut tree, &error.path) => {}
             // Unknown keys are gone by now, so every error names a key with a default;
             // if not, the error just reported already fails the load.
             _ => break,
@@ -460,6 +463,56 @@ fn deserialize_reporting_all(
     // the running config; they let validation report the remaining problems.
     debug_assert!(!problems.is_empty());
     RawServerConfig::default()
+}
+
+/// `a.b.0.c` as the validation messages write it: `a.b[0].c`.
+fn list_style_key(path: &[String]) -> String {
+    let mut key = String::new();
+    for segment in path {
+        if segment.parse::<usize>().is_ok() {
+            key.push_str(&format!("[{segment}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(segment);
+        }
+    }
+    key
+}
+
+/// Removes the value at `path` (numeric segments index lists); whether there was one.
+fn remove_at(dict: &mut Dict, path: &[String]) -> bool {
+    fn remove_in(value: &mut Value, path: &[String]) -> bool {
+        let Some((head, rest)) = path.split_first() else {
+            return false;
+        };
+        match value {
+            Value::Dict(_, dict) if rest.is_empty() => dict.remove(head).is_some(),
+            Value::Dict(_, dict) => dict
+                .get_mut(head)
+                .is_some_and(|child| remove_in(child, rest)),
+            Value::Array(_, items) => match head.parse::<usize>() {
+                Ok(index) if rest.is_empty() && index < items.len() => {
+                    items.remove(index);
+                    true
+                }
+                Ok(index) => items
+                    .get_mut(index)
+                    .is_some_and(|child| remove_in(child, rest)),
+                Err(_) => false,
+            },
+            _ => false,
+        }
+    }
+    let Some((head, rest)) = path.split_first() else {
+        return false;
+    };
+    if rest.is_empty() {
+        return dict.remove(head).is_some();
+    }
+    dict.get_mut(head)
+        .is_some_and(|child| remove_in(child, rest))
 }
 
 fn count_leaves(dict: &Dict) -> usize {

@@ -58,6 +58,8 @@ pub(crate) struct RawApi {
     pub(crate) listen_address: String,
     /// HTTPS for the API, `/metrics` and `/ready`.
     pub(crate) tls: RawTls,
+    /// Credentials required on every request except `/ready` (including `/metrics`).
+    pub(crate) auth: RawAuth,
 }
 
 impl Default for RawApi {
@@ -65,6 +67,7 @@ impl Default for RawApi {
         RawApi {
             listen_address: "127.0.0.1:3200".to_owned(),
             tls: RawTls::default(),
+            auth: RawAuth::default(),
         }
     }
 }
@@ -98,6 +101,41 @@ impl Default for RawTls {
     }
 }
 
+/// `api.auth`, `otlp.grpc.auth`, `otlp.http.auth`: the credentials a listener accepts. With
+/// none listed the listener is open.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAuth {
+    /// Accepted `Authorization: Bearer <token>` tokens.
+    pub(crate) bearer: Vec<RawBearerCredential>,
+    /// Accepted `Authorization: Basic` users.
+    pub(crate) basic: Vec<RawBasicCredential>,
+}
+
+/// One entry of `auth.bearer`.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawBearerCredential {
+    /// File holding the token (read at start-up, trailing newline removed), e.g.
+    /// `/run/credentials/spoor-server.service/api-token` with systemd `LoadCredential=`.
+    pub(crate) token_file: Option<PathBuf>,
+    /// When set, every request with this token belongs to this tenant, and an
+    /// `X-Scope-OrgID` naming another tenant is refused.
+    pub(crate) tenant: Option<String>,
+}
+
+/// One entry of `auth.basic`.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawBasicCredential {
+    /// The user name.
+    pub(crate) username: String,
+    /// File holding the password (read at start-up, trailing newline removed).
+    pub(crate) password_file: Option<PathBuf>,
+    /// As for bearer tokens: the tenant of every request of this user.
+    pub(crate) tenant: Option<String>,
+}
+
 /// `otlp:`
 #[derive(Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -118,6 +156,8 @@ pub(crate) struct RawOtlpGrpc {
     pub(crate) max_recv_msg_size: ByteSize,
     /// TLS for OTLP/gRPC.
     pub(crate) tls: RawTls,
+    /// Credentials required on every export.
+    pub(crate) auth: RawAuth,
 }
 
 impl Default for RawOtlpGrpc {
@@ -126,6 +166,7 @@ impl Default for RawOtlpGrpc {
             listen_address: "127.0.0.1:4319".to_owned(),
             max_recv_msg_size: ByteSize::mib(16),
             tls: RawTls::default(),
+            auth: RawAuth::default(),
         }
     }
 }
@@ -140,6 +181,8 @@ pub(crate) struct RawOtlpHttp {
     pub(crate) max_request_body_size: ByteSize,
     /// TLS for OTLP/HTTP.
     pub(crate) tls: RawTls,
+    /// Credentials required on every export.
+    pub(crate) auth: RawAuth,
 }
 
 impl Default for RawOtlpHttp {
@@ -148,6 +191,7 @@ impl Default for RawOtlpHttp {
             listen_address: "127.0.0.1:4320".to_owned(),
             max_request_body_size: ByteSize::mib(16),
             tls: RawTls::default(),
+            auth: RawAuth::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::ServerTlsConfig;
+use crate::auth::AuthConfig;
 use crate::tenant::TenantId;
 
 /// Everything spoor-server needs to run.
@@ -49,6 +50,8 @@ pub struct ApiConfig {
     pub listen_address: SocketAddr,
     /// `api.tls`; `None` for plain HTTP.
     pub tls: Option<ServerTlsConfig>,
+    /// `api.auth`: required on everything but `/ready`; empty means open.
+    pub auth: AuthConfig,
 }
 
 /// The OTLP receivers.
@@ -69,6 +72,8 @@ pub struct OtlpGrpcConfig {
     pub max_recv_msg_bytes: usize,
     /// `otlp.grpc.tls`; `None` for plaintext.
     pub tls: Option<ServerTlsConfig>,
+    /// `otlp.grpc.auth`; empty means open.
+    pub auth: AuthConfig,
 }
 
 /// The OTLP/HTTP receiver.
@@ -80,6 +85,8 @@ pub struct OtlpHttpConfig {
     pub max_request_body_bytes: usize,
     /// `otlp.http.tls`; `None` for plain HTTP.
     pub tls: Option<ServerTlsConfig>,
+    /// `otlp.http.auth`; empty means open.
+    pub auth: AuthConfig,
 }
 
 /// Admission of incoming OTLP requests.

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::load::load_with_env_prefix;
 use super::*;
+use crate::auth::{AuthConfig, Credential, Secret};
 
 const MIB: u64 = 1 << 20;
 
@@ -164,17 +165,20 @@ fn default_config() -> ServerConfig {
         api: ApiConfig {
             listen_address: addr("127.0.0.1:3200"),
             tls: None,
+            auth: AuthConfig::default(),
         },
         otlp: OtlpReceiverConfig {
             grpc: OtlpGrpcConfig {
                 listen_address: addr("127.0.0.1:4319"),
                 max_recv_msg_bytes: 16 << 20,
                 tls: None,
+                auth: AuthConfig::default(),
             },
             http: OtlpHttpConfig {
                 listen_address: addr("127.0.0.1:4320"),
                 max_request_body_bytes: 16 << 20,
                 tls: None,
+                auth: AuthConfig::default(),
             },
         },
         ingest: IngestConfig {
@@ -407,17 +411,20 @@ log:
             api: ApiConfig {
                 listen_address: addr("0.0.0.0:13200"),
                 tls: None,
+                auth: AuthConfig::default(),
             },
             otlp: OtlpReceiverConfig {
                 grpc: OtlpGrpcConfig {
                     listen_address: addr("[::1]:14319"),
                     max_recv_msg_bytes: 4 << 20,
                     tls: None,
+                    auth: AuthConfig::default(),
                 },
                 http: OtlpHttpConfig {
                     listen_address: addr("127.0.0.2:14320"),
                     max_request_body_bytes: 512_000,
                     tls: None,
+                    auth: AuthConfig::default(),
                 },
             },
             ingest: IngestConfig {
@@ -1283,5 +1290,94 @@ otlp:
     assert!(
         found[3].starts_with("api.tls.key_file: /nonexistent/server.key: No such file"),
         "{found:#?}"
+    );
+}
+
+#[test]
+fn auth_credentials_are_read_from_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    let password = dir.path().join("password");
+    std::fs::write(&token, "t0ken\n").expect("write");
+    std::fs::write(&password, "hunter2").expect("write");
+    let yaml = format!(
+        "api:\n  auth:\n    basic:\n      - username: grafana\n        password_file: {}\n\
+         otlp:\n  grpc:\n    auth:\n      bearer:\n        - token_file: {}\n          tenant: acme\n",
+        password.display(),
+        token.display()
+    );
+    let config = load_yaml(&yaml).expect("valid config");
+    assert_eq!(
+        config.api.auth.credentials,
+        vec![Credential::Basic {
+            username: "grafana".to_owned(),
+            password: Secret::for_test("hunter2"),
+            tenant: None,
+        }]
+    );
+    assert_eq!(
+        config.otlp.grpc.auth.credentials,
+        vec![Credential::Bearer {
+            token: Secret::for_test("t0ken"),
+            tenant: Some(crate::tenant::TenantId::new("acme").expect("tenant")),
+        }]
+    );
+    assert!(!config.otlp.http.auth.is_enabled());
+    let rendered = format!("{config:?}");
+    assert!(!rendered.contains("t0ken") && !rendered.contains("hunter2"));
+}
+
+#[test]
+fn auth_errors_name_the_key_and_the_file_but_not_the_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty-token");
+    std::fs::write(&empty, "\n").expect("write");
+    let missing = dir.path().join("missing-password");
+    let yaml = format!(
+        "api:\n  auth:\n    bearer:\n      - token_file: {}\n      - tenant: acme\n    basic:\n      \
+         - username: 'a:b'\n        password_file: {}\n        tenant: '../x'\n",
+        empty.display(),
+        missing.display()
+    );
+    let errors = messages(&load_yaml_errors(&yaml));
+    let find = |key: &str| {
+        errors
+            .iter()
+            .find(|message| message.starts_with(key))
+            .unwrap_or_else(|| panic!("no error for {key}: {errors:?}"))
+            .clone()
+    };
+    assert!(find("api.auth.bearer[0].token_file").contains("empty-token is empty"));
+    assert!(find("api.auth.bearer[1].token_file").contains("is required"));
+    assert!(find("api.auth.basic[0].password_file").contains("missing-password"));
+    assert!(find("api.auth.basic[0].username").contains("':'"));
+    assert!(find("api.auth.basic[0].tenant").contains("unsupported character"));
+}
+
+#[test]
+fn inline_secrets_are_unknown_keys_reported_with_the_other_problems() {
+    let errors = messages(&load_yaml_errors(
+        "otlp:\n  http:\n    auth:\n      bearer:\n        - token: abc\n        - tenant: acme\n\
+         wal:\n  path: ''\n",
+    ));
+    assert!(
+        errors
+            .iter()
+            .any(|message| message.starts_with("otlp.http.auth.bearer[0].token: unknown field")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|message| message.starts_with("otlp.http.auth.bearer[1].token_file: is required")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|message| message.starts_with("wal.path")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().all(|message| !message.contains("abc")),
+        "{errors:?}"
     );
 }

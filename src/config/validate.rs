@@ -11,12 +11,13 @@ use tracing_subscriber::EnvFilter;
 
 use super::error::{ConfigError, ConfigErrors, ValueOrigin};
 use super::raw::{
-    RawBackendKind, RawCluster, RawCompaction, RawLimits, RawLog, RawLogFormat,
+    RawAuth, RawBackendKind, RawCluster, RawCompaction, RawLimits, RawLog, RawLogFormat,
     RawMetricsGenerator, RawQuery, RawRemoteWrite, RawRetention, RawS3Storage, RawServerConfig,
     RawStorage, RawTls,
 };
 use super::server::*;
 use super::values::{expected_one_of, ByteSize, RawFsync, RawStep};
+use crate::auth::{AuthConfig, Credential, Secret};
 use crate::tenant::TenantId;
 
 /// A single request is buffered whole in memory, so larger limits are almost certainly a
@@ -108,6 +109,7 @@ pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> Ser
                 raw.otlp.grpc.max_recv_msg_size,
             ),
             tls: tls(problems, "otlp.grpc.tls", &raw.otlp.grpc.tls),
+            auth: auth(problems, "otlp.grpc.auth", &raw.otlp.grpc.auth),
         },
         http: OtlpHttpConfig {
             listen_address: http_address.unwrap_or(PLACEHOLDER_ADDRESS),
@@ -117,6 +119,7 @@ pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> Ser
                 raw.otlp.http.max_request_body_size,
             ),
             tls: tls(problems, "otlp.http.tls", &raw.otlp.http.tls),
+            auth: auth(problems, "otlp.http.auth", &raw.otlp.http.auth),
         },
     };
     let api_tls = tls(problems, "api.tls", &raw.api.tls);
@@ -164,6 +167,7 @@ pub(crate) fn validate(raw: RawServerConfig, problems: &mut Problems<'_>) -> Ser
         api: ApiConfig {
             listen_address: api_address.unwrap_or(PLACEHOLDER_ADDRESS),
             tls: api_tls,
+            auth: auth(problems, "api.auth", &raw.api.auth),
         },
         otlp,
         ingest: IngestConfig {
@@ -815,6 +819,86 @@ fn check_log_filter(level: &str) -> Result<(), String> {
             "{word:?} is not a level (use one of {LEVELS}, or target=level directives like spoor=debug,info)"
         )),
         None => Ok(()),
+    }
+}
+
+/// A listener's credentials, with every secret file read now so that `--check-config`
+/// and start-up fail on a missing or empty file, naming the key.
+fn auth(problems: &mut Problems<'_>, key: &str, raw: &RawAuth) -> AuthConfig {
+    let mut credentials = Vec::new();
+    for (index, bearer) in raw.bearer.iter().enumerate() {
+        let entry = format!("{key}.bearer[{index}]");
+        let token = secret_file(
+            problems,
+            &format!("{entry}.token_file"),
+            bearer.token_file.as_deref(),
+        );
+        let tenant = credential_tenant(problems, &entry, bearer.tenant.as_deref());
+        if let Some(token) = token {
+            credentials.push(Credential::Bearer { token, tenant });
+        }
+    }
+    let mut usernames = std::collections::BTreeSet::new();
+    for (index, basic) in raw.basic.iter().enumerate() {
+        let entry = format!("{key}.basic[{index}]");
+        if basic.username.is_empty() {
+            problems.invalid(&format!("{entry}.username"), "must not be empty");
+        } else if basic.username.contains(':') {
+            // Basic auth separates user and password at the first colon.
+            problems.invalid(&format!("{entry}.username"), "must not contain ':'");
+        } else if !usernames.insert(basic.username.as_str()) {
+            problems.invalid(
+                &format!("{entry}.username"),
+                format!("{:?} is listed twice", basic.username),
+            );
+        }
+        let password = secret_file(
+            problems,
+            &format!("{entry}.password_file"),
+            basic.password_file.as_deref(),
+        );
+        let tenant = credential_tenant(problems, &entry, basic.tenant.as_deref());
+        if let Some(password) = password {
+            credentials.push(Credential::Basic {
+                username: basic.username.clone(),
+                password,
+                tenant,
+            });
+        }
+    }
+    AuthConfig { credentials }
+}
+
+fn secret_file(problems: &mut Problems<'_>, key: &str, path: Option<&Path>) -> Option<Secret> {
+    let Some(path) = path.filter(|path| !path.as_os_str().is_empty()) else {
+        problems.invalid(
+            key,
+            "is required: the file holding the secret (with systemd LoadCredential=, \
+             /run/credentials/spoor-server.service/<name>)",
+        );
+        return None;
+    };
+    match Secret::from_file(path) {
+        Ok(secret) => Some(secret),
+        Err(error) => {
+            problems.invalid(key, error.to_string());
+            None
+        }
+    }
+}
+
+fn credential_tenant(
+    problems: &mut Problems<'_>,
+    entry: &str,
+    tenant: Option<&str>,
+) -> Option<TenantId> {
+    let name = tenant?;
+    match TenantId::new(name) {
+        Ok(tenant) => Some(tenant),
+        Err(error) => {
+            problems.invalid(&format!("{entry}.tenant"), error.to_string());
+            None
+        }
     }
 }
 

@@ -23,6 +23,7 @@ use super::export::{export, log_refusal, tenant_from_header, Transport};
 use super::status::ErrorAnswer;
 use super::{ReceiverError, TraceConsumer};
 use crate::listener::Incoming;
+use crate::auth::{protect_grpc, AuthLayer};
 use crate::otlp::{OtlpExportRequest, OtlpExportResponse};
 use crate::tenant::TENANT_HEADER;
 
@@ -91,6 +92,7 @@ impl TraceService for GrpcTraceService {
 
 /// Serves OTLP/gRPC on an already-bound listener (plain or TLS) until `shutdown` is
 /// cancelled, then stops accepting and lets in-flight requests finish before returning.
+/// With `auth`, every call needs one of its credentials.
 ///
 /// # Errors
 /// The server fails.
@@ -98,11 +100,15 @@ pub async fn serve_grpc(
     listener: Incoming,
     consumer: Arc<dyn TraceConsumer>,
     max_recv_msg_bytes: usize,
+    auth: Option<AuthLayer>,
     shutdown: CancellationToken,
 ) -> Result<(), ReceiverError> {
     serve_grpc_routes(
         listener,
-        Routes::new(grpc_trace_service(consumer, max_recv_msg_bytes)),
+        protect_grpc(
+            Routes::new(grpc_trace_service(consumer, max_recv_msg_bytes)),
+            auth,
+        ),
         "otlp grpc",
         max_recv_msg_bytes,
         shutdown,

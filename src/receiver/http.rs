@@ -32,6 +32,7 @@ use super::export::{export, log_refusal, tenant_from_header, ExportError, Transp
 use super::json;
 use super::status::{retry_after_header_secs, ErrorAnswer};
 use super::{ReceiverError, TraceConsumer};
+use crate::auth::{protect, AuthLayer};
 use crate::error::ServiceError;
 use crate::listener::Incoming;
 use crate::otlp::{OtlpExportRequest, OtlpExportResponse};
@@ -172,6 +173,7 @@ pub fn http_router(consumer: Arc<dyn TraceConsumer>, max_request_body_bytes: usi
 
 /// Serves OTLP/HTTP on an already-bound listener (plain or TLS) until `shutdown` is
 /// cancelled, then stops accepting and lets in-flight requests finish before returning.
+/// With `auth`, every request needs one of its credentials.
 ///
 /// # Errors
 /// The server fails.
@@ -179,11 +181,12 @@ pub async fn serve_http(
     listener: Incoming,
     consumer: Arc<dyn TraceConsumer>,
     max_request_body_bytes: usize,
+    auth: Option<AuthLayer>,
     shutdown: CancellationToken,
 ) -> Result<(), ReceiverError> {
     serve_router(
         listener,
-        http_router(consumer, max_request_body_bytes),
+        protect(http_router(consumer, max_request_body_bytes), auth),
         "otlp http",
         shutdown,
     )

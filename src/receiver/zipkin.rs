@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::export::{export, tenant_from_header, ExportError, Transport};
 use super::http::{plain_text_refusal, read_and_decode, serve_router};
 use super::{ReceiverError, TraceConsumer};
+use crate::auth::{protect, AuthLayer};
 use crate::otlp::{
     OtlpAnyValue, OtlpEvent, OtlpExportRequest, OtlpKeyValue, OtlpLink, OtlpResource,
     OtlpResourceSpans, OtlpScope, OtlpScopeSpans, OtlpSpan, OtlpSpanKind, OtlpStatus,
@@ -625,11 +626,15 @@ pub async fn serve_zipkin(
     consumer: Arc<dyn TraceConsumer>,
     max_request_body_bytes: usize,
     options: ZipkinOptions,
+    auth: Option<AuthLayer>,
     shutdown: CancellationToken,
 ) -> Result<(), ReceiverError> {
     serve_router(
         listener,
-        zipkin_router(consumer, max_request_body_bytes, options),
+        protect(
+            zipkin_router(consumer, max_request_body_bytes, options),
+            auth,
+        ),
         "zipkin",
         shutdown,
     )

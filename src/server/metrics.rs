@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::auth::AuthRefusals;
 use crate::tenant::TenantId;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,6 +75,7 @@ pub struct ServerMetrics {
     generator_edges_waiting: Family<TenantLabels, Gauge>,
     remote_write_series: Family<EndpointLabels, Counter>,
     remote_write_failures: Family<EndpointLabels, Counter>,
+    auth_refusals: AuthRefusals,
 }
 
 impl Default for ServerMetrics {
@@ -297,6 +299,7 @@ impl ServerMetrics {
             "Series whose push failed for good (after retries), per endpoint",
             remote_write_failures.clone(),
         );
+        let auth_refusals = AuthRefusals::register(&mut registry);
         ServerMetrics {
             registry,
             ingested_spans,
@@ -334,7 +337,13 @@ impl ServerMetrics {
             generator_edges_waiting,
             remote_write_series,
             remote_write_failures,
+            auth_refusals,
         }
+    }
+
+    /// `spoor_auth_refused_requests_total`, for the listeners' auth layers.
+    pub fn auth_refusals(&self) -> AuthRefusals {
+        self.auth_refusals.clone()
     }
 
     pub fn ingested(&self, tenant: &TenantId, num_spans: u64, num_bytes: u64) {

@@ -40,6 +40,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::AuthLayer;
 use crate::config::{BackendConfig, HeadConfig, ServerConfig, ServerTlsConfig};
 use crate::listener::{Alpn, Incoming};
 use crate::receiver::TraceConsumer;
@@ -144,6 +145,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     );
 
     let metrics = Arc::new(ServerMetrics::new());
+    let auth_refusals = metrics.auth_refusals();
     let generator = match config.metrics_generator.enabled_anywhere() {
         true => Some(
             Generator::start(config.metrics_generator.clone(), Arc::clone(&metrics))
@@ -175,8 +177,13 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
             peers: peers.clone(),
         };
         let cancel = api_cancel.clone();
+        // Probes reach /ready without credentials; everything else, /metrics included,
+        // needs one when api.auth lists any.
+        let api_auth = AuthLayer::for_listener("api", &config.api.auth, &auth_refusals)
+            .map(|layer| layer.exempt(&["/ready"]));
+        let api_router = crate::auth::protect(api::router(state), api_auth);
         tokio::spawn(async move {
-            let served = axum::serve(api_listener, api::router(state))
+            let served = axum::serve(api_listener, api_router)
                 .with_graceful_shutdown(async move { cancel.cancelled().await })
                 .await;
             if let Err(error) = served {
@@ -227,12 +234,14 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         grpc_listener,
         Arc::clone(&consumer),
         config.otlp.grpc.max_recv_msg_bytes,
+        AuthLayer::for_listener("otlp grpc", &config.otlp.grpc.auth, &auth_refusals),
         receivers_cancel.clone(),
     ));
     let http_task = tokio::spawn(crate::receiver::http::serve_http(
         http_listener,
         Arc::clone(&consumer),
         config.otlp.http.max_request_body_bytes,
+        AuthLayer::for_listener("otlp http", &config.otlp.http.auth, &auth_refusals),
         receivers_cancel.clone(),
     ));
 

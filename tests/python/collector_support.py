@@ -25,8 +25,11 @@ class Collector:
     queue under `work_dir/queue`. Ports stay the same across restarts."""
 
     def __init__(self, work_dir, backend_grpc_port, batch_timeout="50ms",
-                 exporter_tls="insecure: true"):
-        """`exporter_tls`: the otlp exporter's `tls:` keys, one YAML line each."""
+                 exporter_tls="insecure: true", auth_extensions=None,
+                 receiver_authenticator=None, exporter_authenticator=None):
+        """`exporter_tls`: the otlp exporter's `tls:` keys, one YAML line each.
+        `auth_extensions` maps authenticator IDs to their YAML settings (one line each);
+        the receivers' and the exporter's `auth.authenticator` name one of them."""
         self.work_dir = work_dir
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.grpc_port, self.http_port = free_port(), free_port()
@@ -34,14 +37,21 @@ class Collector:
         self.config_path = self.work_dir / "collector.yaml"
         self.log_path = self.work_dir / "collector.log"
         exporter_tls_yaml = textwrap.indent(textwrap.dedent(exporter_tls).strip(), " " * 6)
+        auth_extensions = auth_extensions or {}
+        receiver_auth = (f"\n        auth: {{authenticator: {receiver_authenticator}}}"
+                         if receiver_authenticator else "")
+        exporter_auth = (f"\n    auth: {{authenticator: {exporter_authenticator}}}"
+                         if exporter_authenticator else "")
+        extension_sections = "".join(f"\n  {name}: {settings}" for name, settings in auth_extensions.items())
+        extension_ids = ", ".join(["health_check", "file_storage", *auth_extensions])
         self.config_path.write_text(f"""
 receivers:
   otlp:
     protocols:
       grpc:
-        endpoint: 127.0.0.1:{self.grpc_port}
+        endpoint: 127.0.0.1:{self.grpc_port}{receiver_auth}
       http:
-        endpoint: 127.0.0.1:{self.http_port}
+        endpoint: 127.0.0.1:{self.http_port}{receiver_auth}
 processors:
   memory_limiter:
     check_interval: 1s
@@ -52,7 +62,7 @@ exporters:
   otlp:
     endpoint: 127.0.0.1:{backend_grpc_port}
     tls:
-{exporter_tls_yaml}
+{exporter_tls_yaml}{exporter_auth}
     timeout: 2s
     retry_on_failure:
       initial_interval: 200ms
@@ -63,9 +73,9 @@ extensions:
   health_check:
     endpoint: 127.0.0.1:{self.health_port}
   file_storage:
-    directory: {self.work_dir / "queue"}
+    directory: {self.work_dir / "queue"}{extension_sections}
 service:
-  extensions: [health_check, file_storage]
+  extensions: [{extension_ids}]
   pipelines:
     traces:
       receivers: [otlp]
@@ -147,8 +157,10 @@ class Load:
     only when the collector answered success; refusals (429, RESOURCE_EXHAUSTED,
     UNAVAILABLE) and connection errors are not acknowledgements."""
 
-    def __init__(self, collector, spans_per_trace=10, pause=0.02, host="127.0.0.1"):
+    def __init__(self, collector, spans_per_trace=10, pause=0.02, host="127.0.0.1", headers=None):
         self.collector = collector
+        # Sent with every request (lower-case names, as gRPC metadata needs).
+        self.headers = headers or {}
         self.host = host
         self.spans_per_trace = spans_per_trace
         self.pause = pause
@@ -184,7 +196,7 @@ class Load:
                 response = session.post(
                     f"http://{self.host}:{self.collector.http_port}/v1/traces",
                     data=request.SerializeToString(),
-                    headers={"Content-Type": "application/x-protobuf"}, timeout=10)
+                    headers={"Content-Type": "application/x-protobuf", **self.headers}, timeout=10)
                 ok = response.status_code == 200
             except requests.RequestException:
                 ok = False
@@ -200,7 +212,7 @@ class Load:
                 stub = trace_service_pb2_grpc.TraceServiceStub(channel)
             trace_hex, span_ids, request = make_request(self.spans_per_trace)
             try:
-                stub.Export(request, timeout=10)
+                stub.Export(request, timeout=10, metadata=list(self.headers.items()))
                 ok = True
             except grpc.RpcError:
                 ok = False
@@ -221,10 +233,11 @@ def spans_at_server(server, trace_hex, session):
     return [span.span_id for rs in data.resource_spans for ss in rs.scope_spans for span in ss.spans]
 
 
-def verify_delivery(server, acknowledged, timeout=120):
+def verify_delivery(server, acknowledged, timeout=120, session=None):
     """Waits until every acknowledged span is readable at the server; returns
-    (missing spans, duplicate deliveries). Duplicates are allowed (at-least-once)."""
-    session = requests.Session()
+    (missing spans, duplicate deliveries). Duplicates are allowed (at-least-once).
+    `session` carries credentials when the server's API requires them."""
+    session = session or requests.Session()
     pending = dict(acknowledged)
     duplicates = 0
     deadline = time.time() + timeout

@@ -47,14 +47,15 @@ def free_udp_port():
 
 
 class Server:
-    def __init__(self, data_dir, extra_env=None, api_tls=None):
+    def __init__(self, data_dir, extra_env=None, api_tls=None, config_path=None):
         """`api_tls`: when the API serves HTTPS (SPOOR_API__TLS__* in `extra_env`), the
         requests keyword arguments that reach it, e.g. {"verify": ca_file, "cert": (cert,
-        key)}; readiness is checked with them."""
+        key)}; readiness is checked with them. `config_path`: a YAML file for `--config`."""
         self.data_dir = pathlib.Path(data_dir)
         self.api_port, self.grpc_port, self.http_port = free_port(), free_port(), free_port()
         self.extra_env = extra_env or {}
         self.api_tls = api_tls
+        self.config_path = config_path
         self.proc = None
         self.log_path = self.data_dir / "server.log"
 
@@ -76,7 +77,7 @@ class Server:
                 "--api-listen-address", f"127.0.0.1:{self.api_port}",
                 "--otlp-grpc-listen-address", f"127.0.0.1:{self.grpc_port}",
                 "--otlp-http-listen-address", f"127.0.0.1:{self.http_port}",
-            ],
+            ] + (["--config", str(self.config_path)] if self.config_path else []),
             env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 60

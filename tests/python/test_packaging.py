@@ -25,9 +25,10 @@ from conftest import BIN_DIR, PKG_DIR, REPO, VERSION, free_port
 # The fixture `packages` (conftest.py) builds these once per session.
 PACKAGES = {
     "spoor-server": {"config": "/etc/spoor/server.yaml", "source_config": "packaging/server.yaml",
-                     "docs": ["README.md", "configuration.md", "storage.md", "override.conf.example"]},
+                     "docs": ["README.md", "configuration.md", "storage.md", "override.conf.example",
+                              "credentials.conf.example"]},
     "spoor-collector": {"config": "/etc/spoor/collector.yaml", "source_config": "packaging/collector.yaml",
-                        "docs": ["README.md", "collector.md"]},
+                        "docs": ["README.md", "collector.md", "credentials.conf.example"]},
 }
 UNITS = {name: REPO / "systemd" / f"{name}.service" for name in PACKAGES}
 MAX_EXPOSURE = 2.0
@@ -313,6 +314,39 @@ def test_drop_in_example_is_a_valid_service_override(tmp_path):
     result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True,
                             cwd=tmp_path)
     assert result.returncode == 0 and result.stdout + result.stderr == "", result.stdout + result.stderr
+
+
+def with_drop_in(tmp_path, name, drop_in):
+    """A copy of the unit (pointing at the debug build) with `drop_in` as its
+    `<unit>.d/credentials.conf`."""
+    copy = tmp_path / f"{name}.service"
+    copy.write_text(UNITS[name].read_text().replace(f"/usr/bin/{name}", str(BIN_DIR / name)))
+    (tmp_path / f"{name}.service.d").mkdir()
+    (tmp_path / f"{name}.service.d/credentials.conf").write_text(drop_in.read_text())
+    return copy
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_credentials_drop_in_verifies_and_keeps_exposure_at_most_two(name, tmp_path):
+    """Auth secrets come in through LoadCredential=; the unit with that drop-in still
+    verifies and rates ≤ 2.0, and the paths the packaged config's comments name are the
+    ones the drop-in creates."""
+    drop_in = REPO / f"systemd/{name}.service.d/credentials.conf.example"
+    copy = with_drop_in(tmp_path, name, drop_in)
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout + result.stderr == "", result.stdout + result.stderr
+    # Offline, drop-ins beside the unit file apply, as under /etc/systemd/system.
+    report = run("systemd-analyze", "security", "--offline=true", "--no-pager", str(copy))
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", report)
+    assert match, report
+    assert float(match[1]) <= MAX_EXPOSURE, report
+
+    credentials = re.findall(r"^LoadCredential=([^:]+):", drop_in.read_text(), re.M)
+    assert credentials
+    config = (REPO / PACKAGES[name]["source_config"]).read_text()
+    named = set(re.findall(rf"/run/credentials/{name}\.service/([\w-]+)", config))
+    assert named == set(credentials), (named, credentials)
 
 
 # --- the system call filter -----------------------------------------------------------------

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::EntityRef;
 use parking_lot::Mutex;
+use spoor::auth::AuthLayer;
 use spoor::listener::{Alpn, Incoming};
 use spoor::otlp::{
     OtlpAnyValue, OtlpArrayValue, OtlpEvent, OtlpExportRequest, OtlpKeyValue, OtlpKeyValueList,
@@ -242,6 +243,14 @@ pub async fn start_grpc(
     consumer: Arc<ScriptedConsumer>,
     max_recv_msg_bytes: usize,
 ) -> RunningServer {
+    start_grpc_with_auth(consumer, max_recv_msg_bytes, None).await
+}
+
+pub async fn start_grpc_with_auth(
+    consumer: Arc<ScriptedConsumer>,
+    max_recv_msg_bytes: usize,
+    auth: Option<AuthLayer>,
+) -> RunningServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let shutdown = CancellationToken::new();
@@ -250,6 +259,7 @@ pub async fn start_grpc(
         listener,
         consumer,
         max_recv_msg_bytes,
+        auth,
         shutdown.clone(),
     ));
     RunningServer {
@@ -271,6 +281,7 @@ pub async fn start_http(
         listener,
         consumer,
         max_request_body_bytes,
+        None,
         shutdown.clone(),
     ));
     RunningServer {

@@ -808,6 +808,7 @@ mod tests {
                 tls: None,
                 compression: Compression::None,
                 headers: Vec::new(),
+                auth: None,
                 timeout: Duration::from_secs(1),
                 retry: RetryConfig {
                     enabled: true,

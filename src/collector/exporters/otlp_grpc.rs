@@ -103,6 +103,16 @@ impl OtlpGrpcExporter {
                 .map_err(|_| format!("headers.{name}: the value is not valid ASCII metadata"))?;
             headers.insert(key, value);
         }
+        if let Some(auth) = &config.auth {
+            let value = auth
+                .header_value()
+                .map_err(|_| "auth: the credential is not valid in a header".to_owned())?;
+            let mut value = AsciiMetadataValue::try_from(value.as_bytes())
+                .map_err(|_| "auth: the credential is not valid ASCII metadata".to_owned())?;
+            // Sensitive: `Debug` of the exporter shows no credential.
+            value.set_sensitive(true);
+            headers.insert("authorization", value);
+        }
         Ok(OtlpGrpcExporter {
             channel,
             compression: match config.compression {

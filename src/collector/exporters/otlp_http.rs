@@ -79,6 +79,12 @@ impl OtlpHttpExporter {
                 .map_err(|_| format!("headers.{name}: not a valid header value"))?;
             headers.insert(name, value);
         }
+        if let Some(auth) = &config.auth {
+            let value = auth
+                .header_value()
+                .map_err(|_| "auth: the credential is not valid in a header".to_owned())?;
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         Ok(OtlpHttpExporter {
             client,
             url: config.traces_url.clone(),

@@ -45,6 +45,7 @@ pub use tail_sampling::{
     CompositePolicy, PolicyRule, SamplingPolicy, StringValues, TailSamplingConfig,
 };
 
+use crate::auth::{AuthConfig, ClientAuth};
 use crate::config::{LogConfig, ServerTlsConfig};
 
 /// A component's ID: its type and an optional name, written `type` or `type/name`.
@@ -199,6 +200,8 @@ pub struct ZipkinReceiverConfig {
     pub max_request_body_bytes: usize,
     /// `tls`; `None` for plain HTTP.
     pub tls: Option<ServerTlsConfig>,
+    /// `auth.authenticator`'s accepted credentials; empty when the receiver is open.
+    pub auth: AuthConfig,
 }
 
 /// `receivers.otlp`.
@@ -219,6 +222,8 @@ pub struct GrpcReceiverConfig {
     pub max_recv_msg_bytes: usize,
     /// `tls`; `None` for plaintext.
     pub tls: Option<ServerTlsConfig>,
+    /// `auth.authenticator`'s accepted credentials; empty when the receiver is open.
+    pub auth: AuthConfig,
 }
 
 /// `receivers.otlp.protocols.http`.
@@ -230,6 +235,8 @@ pub struct HttpReceiverConfig {
     pub max_request_body_bytes: usize,
     /// `tls`; `None` for plain HTTP.
     pub tls: Option<ServerTlsConfig>,
+    /// `auth.authenticator`'s accepted credentials; empty when the receiver is open.
+    pub auth: AuthConfig,
 }
 
 /// A processor, by type.
@@ -363,6 +370,8 @@ pub struct OtlpExporterConfig {
     pub compression: Compression,
     /// `headers`, sent as gRPC metadata with every request.
     pub headers: Vec<(String, String)>,
+    /// `auth.authenticator`'s credential, sent with every request.
+    pub auth: Option<ClientAuth>,
     /// `timeout`: per attempt.
     pub timeout: Duration,
     /// `retry_on_failure`.
@@ -382,6 +391,8 @@ pub struct OtlpHttpExporterConfig {
     pub compression: Compression,
     /// `headers`.
     pub headers: Vec<(String, String)>,
+    /// `auth.authenticator`'s credential, sent with every request.
+    pub auth: Option<ClientAuth>,
     /// `timeout`: per attempt.
     pub timeout: Duration,
     /// `retry_on_failure`.
@@ -505,6 +516,18 @@ pub enum ExtensionConfig {
     HealthCheck(HealthCheckConfig),
     /// `file_storage`: storage for persistent sending queues.
     FileStorage(FileStorageConfig),
+    /// `bearertokenauth` or `basicauth`: credentials for receivers and exporters.
+    Authenticator(AuthenticatorConfig),
+}
+
+/// `extensions.bearertokenauth` / `extensions.basicauth`, secrets already read from their
+/// files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthenticatorConfig {
+    /// What a receiver using it accepts (`None`: a `basicauth` with only `client_auth`).
+    pub server: Option<AuthConfig>,
+    /// What an exporter using it sends (`None`: a `basicauth` with only `htpasswd`).
+    pub client: Option<ClientAuth>,
 }
 
 /// `extensions.health_check`.

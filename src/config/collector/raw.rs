@@ -100,10 +100,12 @@ impl RawComponent for RawOtlpReceiver {
             protocols: RawOtlpProtocols {
                 grpc: Some(RawGrpcProtocol {
                     tls: server_tls_schema(),
+                    auth: Some(RawAuthReference::default()),
                     ..RawGrpcProtocol::default()
                 }),
                 http: Some(RawHttpProtocol {
                     tls: server_tls_schema(),
+                    auth: Some(RawAuthReference::default()),
                     ..RawHttpProtocol::default()
                 }),
             },
@@ -122,6 +124,8 @@ pub(crate) struct RawGrpcProtocol {
     pub(crate) transport: String,
     /// TLS; plaintext when absent.
     pub(crate) tls: Option<RawServerTls>,
+    /// `auth.authenticator`: the extension that checks every request's credential.
+    pub(crate) auth: Option<RawAuthReference>,
 }
 
 impl Default for RawGrpcProtocol {
@@ -132,8 +136,17 @@ impl Default for RawGrpcProtocol {
             include_metadata: false,
             transport: "tcp".to_owned(),
             tls: None,
+            auth: None,
         }
     }
+}
+
+/// `auth:` of a receiver protocol or an exporter, as in the OpenTelemetry Collector.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAuthReference {
+    /// ID of a `bearertokenauth` or `basicauth` extension listed in `service.extensions`.
+    pub(crate) authenticator: String,
 }
 
 /// `receivers.otlp.protocols.http`.
@@ -146,6 +159,7 @@ pub(crate) struct RawHttpProtocol {
     pub(crate) traces_url_path: String,
     /// TLS; plain HTTP when absent.
     pub(crate) tls: Option<RawServerTls>,
+    pub(crate) auth: Option<RawAuthReference>,
 }
 
 impl Default for RawHttpProtocol {
@@ -156,6 +170,7 @@ impl Default for RawHttpProtocol {
             include_metadata: false,
             traces_url_path: "/v1/traces".to_owned(),
             tls: None,
+            auth: None,
         }
     }
 }
@@ -168,6 +183,7 @@ pub(crate) struct RawZipkinReceiver {
     pub(crate) parse_string_tags: bool,
     /// TLS; plain HTTP when absent.
     pub(crate) tls: Option<RawServerTls>,
+    pub(crate) auth: Option<RawAuthReference>,
 }
 
 impl Default for RawZipkinReceiver {
@@ -178,6 +194,7 @@ impl Default for RawZipkinReceiver {
             endpoint: "127.0.0.1:9411".to_owned(),
             parse_string_tags: false,
             tls: None,
+            auth: None,
         }
     }
 }
@@ -186,6 +203,7 @@ impl RawComponent for RawZipkinReceiver {
     fn key_schema() -> Self {
         RawZipkinReceiver {
             tls: server_tls_schema(),
+            auth: Some(RawAuthReference::default()),
             ..RawZipkinReceiver::default()
         }
     }
@@ -219,6 +237,7 @@ pub(crate) struct RawJaegerGrpc {
     pub(crate) max_recv_msg_size_mib: u64,
     /// TLS; plaintext when absent.
     pub(crate) tls: Option<RawServerTls>,
+    pub(crate) auth: Option<RawAuthReference>,
 }
 
 impl Default for RawJaegerGrpc {
@@ -227,6 +246,7 @@ impl Default for RawJaegerGrpc {
             endpoint: None,
             max_recv_msg_size_mib: RawGrpcProtocol::default().max_recv_msg_size_mib,
             tls: None,
+            auth: None,
         }
     }
 }
@@ -240,6 +260,7 @@ pub(crate) struct RawJaegerThriftHttp {
     pub(crate) max_request_body_size: ByteSize,
     /// TLS; plain HTTP when absent.
     pub(crate) tls: Option<RawServerTls>,
+    pub(crate) auth: Option<RawAuthReference>,
 }
 
 impl Default for RawJaegerThriftHttp {
@@ -248,6 +269,7 @@ impl Default for RawJaegerThriftHttp {
             endpoint: None,
             max_request_body_size: RawHttpProtocol::default().max_request_body_size,
             tls: None,
+            auth: None,
         }
     }
 }
@@ -291,11 +313,13 @@ impl RawComponent for RawJaegerReceiver {
                 grpc: Some(RawJaegerGrpc {
                     endpoint: Some(String::new()),
                     tls: server_tls_schema(),
+                    auth: Some(RawAuthReference::default()),
                     ..RawJaegerGrpc::default()
                 }),
                 thrift_http: Some(RawJaegerThriftHttp {
                     endpoint: Some(String::new()),
                     tls: server_tls_schema(),
+                    auth: Some(RawAuthReference::default()),
                     ..RawJaegerThriftHttp::default()
                 }),
                 thrift_compact: Some(udp()),
@@ -519,6 +543,8 @@ pub(crate) struct RawOtlpExporter {
     pub(crate) compression: String,
     #[serde(deserialize_with = "scalar_string_map")]
     pub(crate) headers: BTreeMap<String, String>,
+    /// `auth.authenticator`: the extension whose credential every request carries.
+    pub(crate) auth: Option<RawAuthReference>,
     #[serde(with = "duration")]
     pub(crate) timeout: Duration,
     pub(crate) retry_on_failure: RawRetry,
@@ -532,6 +558,7 @@ impl Default for RawOtlpExporter {
             tls: RawClientTls::default(),
             compression: "gzip".to_owned(),
             headers: BTreeMap::new(),
+            auth: None,
             timeout: Duration::from_secs(5),
             retry_on_failure: RawRetry::default(),
             sending_queue: RawQueue::default(),
@@ -544,6 +571,7 @@ impl RawComponent for RawOtlpExporter {
         RawOtlpExporter {
             tls: tls_schema(),
             sending_queue: queue_schema(),
+            auth: Some(RawAuthReference::default()),
             ..RawOtlpExporter::default()
         }
     }
@@ -560,6 +588,7 @@ pub(crate) struct RawOtlpHttpExporter {
     pub(crate) encoding: String,
     #[serde(deserialize_with = "scalar_string_map")]
     pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) auth: Option<RawAuthReference>,
     #[serde(with = "duration")]
     pub(crate) timeout: Duration,
     pub(crate) retry_on_failure: RawRetry,
@@ -575,6 +604,7 @@ impl Default for RawOtlpHttpExporter {
             compression: "gzip".to_owned(),
             encoding: "proto".to_owned(),
             headers: BTreeMap::new(),
+            auth: None,
             timeout: Duration::from_secs(30),
             retry_on_failure: RawRetry::default(),
             sending_queue: RawQueue::default(),
@@ -587,6 +617,7 @@ impl RawComponent for RawOtlpHttpExporter {
         RawOtlpHttpExporter {
             tls: tls_schema(),
             sending_queue: queue_schema(),
+            auth: Some(RawAuthReference::default()),
             ..RawOtlpHttpExporter::default()
         }
     }
@@ -791,6 +822,93 @@ impl RawComponent for RawFileStorage {
         RawFileStorage {
             compaction: Some(serde_yaml::Value::Mapping(Default::default())),
             ..RawFileStorage::default()
+        }
+    }
+}
+
+/// `extensions.bearertokenauth`: as a receiver's authenticator, the token it accepts; as
+/// an exporter's, the token it sends.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawBearerTokenAuth {
+    /// What precedes the token in the `Authorization` header an exporter sends.
+    pub(crate) scheme: String,
+    /// File holding the token (read at start-up, trailing newline removed).
+    pub(crate) filename: Option<PathBuf>,
+    /// Refused: secrets come from files only.
+    pub(crate) token: Option<serde_yaml::Value>,
+    /// Refused: secrets come from files only.
+    pub(crate) tokens: Option<serde_yaml::Value>,
+    /// spoor: the tenant of every request a receiver accepts with this token.
+    pub(crate) tenant: Option<String>,
+}
+
+impl Default for RawBearerTokenAuth {
+    fn default() -> Self {
+        RawBearerTokenAuth {
+            scheme: "Bearer".to_owned(),
+            filename: None,
+            token: None,
+            tokens: None,
+            tenant: None,
+        }
+    }
+}
+
+impl RawComponent for RawBearerTokenAuth {
+    fn key_schema() -> Self {
+        RawBearerTokenAuth {
+            filename: Some(PathBuf::new()),
+            token: Some(serde_yaml::Value::Null),
+            tokens: Some(serde_yaml::Value::Null),
+            tenant: Some(String::new()),
+            ..RawBearerTokenAuth::default()
+        }
+    }
+}
+
+/// `extensions.basicauth`: `htpasswd` to check receivers' requests, or `client_auth` for
+/// what exporters send; not both.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawBasicAuth {
+    pub(crate) htpasswd: Option<RawHtpasswd>,
+    pub(crate) client_auth: Option<RawBasicClientAuth>,
+}
+
+/// `extensions.basicauth.htpasswd`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawHtpasswd {
+    /// `user:password` lines (plain text; `#` comments and blank lines skipped).
+    pub(crate) file: Option<PathBuf>,
+    /// Refused: secrets come from files only.
+    pub(crate) inline: Option<serde_yaml::Value>,
+}
+
+/// `extensions.basicauth.client_auth`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawBasicClientAuth {
+    pub(crate) username: String,
+    /// spoor: file holding the password (the OpenTelemetry Collector takes it inline).
+    pub(crate) password_file: Option<PathBuf>,
+    /// Refused: secrets come from files only.
+    pub(crate) password: Option<serde_yaml::Value>,
+}
+
+impl RawComponent for RawBasicAuth {
+    fn key_schema() -> Self {
+        RawBasicAuth {
+            htpasswd: Some(RawHtpasswd {
+                file: Some(PathBuf::new()),
+                inline: Some(serde_yaml::Value::Null),
+            }),
+            client_auth: Some(RawBasicClientAuth {
+                username: String::new(),
+                password_file: Some(PathBuf::new()),
+                password: Some(serde_yaml::Value::Null),
+            }),
         }
     }
 }

@@ -257,7 +257,7 @@ service:
 ",
     );
     let expected = [
-        "extensions.pprof: unsupported extension type \"pprof\" (supported: file_storage, health_check)",
+        "extensions.pprof: unsupported extension type \"pprof\" (supported: basicauth, bearertokenauth, file_storage, health_check)",
         "receivers.kafka: unsupported receiver type \"kafka\" (supported: jaeger, otlp, zipkin)",
         "processors.k8sattributes: unsupported processor type \"k8sattributes\" (supported: attributes, batch, memory_limiter, probabilistic_sampler, redaction, resource, tail_sampling)",
         "exporters.logging: unsupported exporter type \"logging\" (supported: debug, loadbalancing, otlp, otlphttp); the OpenTelemetry Collector replaced it by debug",
@@ -832,6 +832,260 @@ service:
             "{expected} in {messages:#?}"
         );
     }
+}
+
+/// A collector config with auth extensions whose secret files live in `dir`.
+fn auth_yaml(dir: &std::path::Path, extra_extensions: &str, listed: &str) -> String {
+    format!(
+        "
+extensions:
+  bearertokenauth/in:
+    filename: {dir}/in-token
+    tenant: acme
+  bearertokenauth/out:
+    scheme: Bearer
+    filename: {dir}/out-token
+  basicauth/users:
+    htpasswd:
+      file: {dir}/htpasswd
+  basicauth/client:
+    client_auth:
+      username: collector
+      password_file: {dir}/password
+{extra_extensions}
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        auth:
+          authenticator: bearertokenauth/in
+      http:
+        auth:
+          authenticator: basicauth/users
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:4319
+    tls:
+      insecure: true
+    auth:
+      authenticator: bearertokenauth/out
+  otlphttp:
+    endpoint: http://127.0.0.1:4320
+    auth:
+      authenticator: basicauth/client
+service:
+  extensions: [{listed}]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp, otlphttp]
+",
+        dir = dir.display()
+    )
+}
+
+fn auth_files() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write =
+        |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write");
+    write("in-token", "in-s3cret\n");
+    write("out-token", "out-s3cret\n");
+    write(
+        "htpasswd",
+        "# users\ngrafana:hunter2\n\nalice:wonder:land\n",
+    );
+    write("password", "p4ss\n");
+    dir
+}
+
+const ALL_AUTH: &str = "bearertokenauth/in, bearertokenauth/out, basicauth/users, basicauth/client";
+
+#[test]
+fn auth_extensions_protect_receivers_and_credit_exporters() {
+    use crate::auth::{ClientAuth, Credential, Secret};
+    let dir = auth_files();
+    let config = load_yaml(&auth_yaml(dir.path(), "", ALL_AUTH), &[]).expect("valid");
+    let ReceiverConfig::Otlp(otlp) = &config.receivers[&id("otlp")] else {
+        panic!("otlp receiver");
+    };
+    let grpc = otlp.grpc.as_ref().expect("grpc");
+    assert_eq!(
+        grpc.auth.credentials,
+        vec![Credential::Bearer {
+            token: Secret::for_test("in-s3cret"),
+            tenant: Some(crate::tenant::TenantId::new("acme").expect("tenant")),
+        }]
+    );
+    let http = otlp.http.as_ref().expect("http");
+    assert_eq!(
+        http.auth.credentials,
+        vec![
+            Credential::Basic {
+                username: "grafana".to_owned(),
+                password: Secret::for_test("hunter2"),
+                tenant: None,
+            },
+            // Only the first colon separates user and password.
+            Credential::Basic {
+                username: "alice".to_owned(),
+                password: Secret::for_test("wonder:land"),
+                tenant: None,
+            },
+        ]
+    );
+    let ExporterConfig::Otlp(otlp_exporter) = &config.exporters[&id("otlp")] else {
+        panic!("otlp exporter");
+    };
+    assert_eq!(
+        otlp_exporter.auth,
+        Some(ClientAuth::Bearer {
+            scheme: "Bearer".to_owned(),
+            token: Secret::for_test("out-s3cret"),
+        })
+    );
+    let ExporterConfig::OtlpHttp(http_exporter) = &config.exporters[&id("otlphttp")] else {
+        panic!("otlphttp exporter");
+    };
+    assert_eq!(
+        http_exporter.auth,
+        Some(ClientAuth::Basic {
+            username: "collector".to_owned(),
+            password: Secret::for_test("p4ss"),
+        })
+    );
+    let rendered = format!("{config:?}");
+    for secret in ["in-s3cret", "out-s3cret", "hunter2", "wonder:land", "p4ss"] {
+        assert!(!rendered.contains(secret), "{secret} in {rendered}");
+    }
+}
+
+#[test]
+fn auth_errors_name_the_key() {
+    let dir = auth_files();
+    // Not listed in service.extensions.
+    let errors_found = errors(&auth_yaml(
+        dir.path(),
+        "",
+        "bearertokenauth/out, basicauth/users, basicauth/client",
+    ));
+    assert_eq!(
+        errors_found,
+        vec![
+            "receivers.otlp.protocols.grpc.auth.authenticator: extension \"bearertokenauth/in\" \
+             must also be listed in service.extensions"
+        ]
+    );
+
+    // Unknown authenticator, and the wrong side of a basicauth.
+    let yaml = auth_yaml(dir.path(), "", ALL_AUTH)
+        .replace(
+            "authenticator: bearertokenauth/out",
+            "authenticator: bearertokenauth/nope",
+        )
+        .replace(
+            "authenticator: basicauth/client",
+            "authenticator: basicauth/users",
+        );
+    let errors_found = errors(&yaml);
+    assert_eq!(
+        errors_found,
+        vec![
+            "exporters.otlp.auth.authenticator: extension \"bearertokenauth/nope\" is not \
+             defined in extensions",
+            "exporters.otlphttp.auth.authenticator: this basicauth extension has only \
+             htpasswd; an exporter needs client_auth",
+        ]
+    );
+
+    // Missing and empty files, inline secrets, hashed htpasswd lines.
+    std::fs::write(dir.path().join("out-token"), "\n").expect("write");
+    std::fs::write(dir.path().join("htpasswd"), "grafana:$apr1$abc$def\n").expect("write");
+    std::fs::remove_file(dir.path().join("password")).expect("remove");
+    let yaml = auth_yaml(
+        dir.path(),
+        "  bearertokenauth/inline:\n    token: sup3r-secret-inline\n",
+        ALL_AUTH,
+    );
+    let errors_found = errors(&yaml);
+    let find = |prefix: &str| {
+        errors_found
+            .iter()
+            .find(|error| error.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no error for {prefix}: {errors_found:#?}"))
+            .clone()
+    };
+    assert!(find("extensions.bearertokenauth/out.filename").ends_with("out-token is empty"));
+    assert!(find("extensions.basicauth/users.htpasswd.file")
+        .contains("line 1: hashed passwords are not supported"));
+    assert!(find("extensions.basicauth/client.client_auth.password_file").contains("cannot read"));
+    assert!(find("extensions.bearertokenauth/inline.token").contains("files only"));
+    assert!(find("extensions.bearertokenauth/inline.filename").contains("is required"));
+    for error in &errors_found {
+        assert!(
+            !error.contains("sup3r-secret-inline") && !error.contains("$apr1$"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn zipkin_and_jaeger_receivers_take_an_authenticator() {
+    let dir = auth_files();
+    let yaml = format!(
+        "
+extensions:
+  bearertokenauth/in:
+    filename: {dir}/in-token
+receivers:
+  zipkin:
+    auth:
+      authenticator: bearertokenauth/in
+  jaeger:
+    protocols:
+      grpc:
+        auth:
+          authenticator: bearertokenauth/in
+      thrift_http:
+        auth:
+          authenticator: bearertokenauth/nope
+exporters:
+  debug:
+service:
+  extensions: [bearertokenauth/in]
+  pipelines:
+    traces:
+      receivers: [zipkin, jaeger]
+      exporters: [debug]
+",
+        dir = dir.path().display()
+    );
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "receivers.jaeger.protocols.thrift_http.auth.authenticator: extension \
+             \"bearertokenauth/nope\" is not defined in extensions"
+        ]
+    );
+    let config = load_yaml(
+        &yaml.replace("bearertokenauth/nope", "bearertokenauth/in"),
+        &[],
+    )
+    .expect("valid");
+    let ReceiverConfig::Zipkin(zipkin) = &config.receivers[&id("zipkin")] else {
+        panic!("zipkin receiver");
+    };
+    assert!(zipkin.auth.is_enabled());
+    let ReceiverConfig::Jaeger(jaeger) = &config.receivers[&id("jaeger")] else {
+        panic!("jaeger receiver");
+    };
+    assert!(jaeger
+        .grpc
+        .as_ref()
+        .is_some_and(|grpc| grpc.auth.is_enabled()));
+    assert!(jaeger
+        .thrift_http
+        .as_ref()
+        .is_some_and(|http| http.auth.is_enabled()));
 }
 
 #[test]

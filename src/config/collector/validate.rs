@@ -12,9 +12,11 @@ use super::processors;
 use super::raw::*;
 use super::tail_sampling;
 use super::*;
+use crate::auth::{Credential, Secret};
 use crate::config::validate::{addresses_overlap, Problems};
 use crate::config::values::ByteSize;
 use crate::config::{LogConfig, LogFormat, ServerTlsConfig};
+use crate::tenant::TenantId;
 
 const SUPPORTED_RECEIVERS: &[&str] = &["jaeger", "otlp", "zipkin"];
 const SUPPORTED_PROCESSORS: &[&str] = &[
@@ -27,7 +29,12 @@ const SUPPORTED_PROCESSORS: &[&str] = &[
     "tail_sampling",
 ];
 const SUPPORTED_EXPORTERS: &[&str] = &["debug", "loadbalancing", "otlp", "otlphttp"];
-const SUPPORTED_EXTENSIONS: &[&str] = &["file_storage", "health_check"];
+const SUPPORTED_EXTENSIONS: &[&str] = &[
+    "basicauth",
+    "bearertokenauth",
+    "file_storage",
+    "health_check",
+];
 
 /// A single request is held whole in memory; larger limits are almost certainly typos.
 const MAX_REQUEST_BYTES: u64 = 1 << 30;
@@ -86,6 +93,10 @@ pub(crate) fn validate(
                 .and_then(|raw| health_check(problems, &section.key, raw)),
             "file_storage" => read_section::<RawFileStorage>(section, env, problems)
                 .map(|raw| file_storage(problems, warnings, &section.key, raw)),
+            "bearertokenauth" => read_section::<RawBearerTokenAuth>(section, env, problems)
+                .and_then(|raw| bearer_token_auth(problems, &section.key, raw)),
+            "basicauth" => read_section::<RawBasicAuth>(section, env, problems)
+                .and_then(|raw| basic_auth(problems, &section.key, raw)),
             other => {
                 unsupported(
                     problems,
@@ -103,6 +114,11 @@ pub(crate) fn validate(
         }
     }
     let enabled_extensions = service_extensions(problems, &raw.service_extensions, &defined);
+    let extension_lookup = ExtensionLookup {
+        configs: &extension_configs,
+        enabled: &enabled_extensions,
+        defined: &defined.extensions,
+    };
 
     let mut receivers = BTreeMap::new();
     for section in &raw.receivers {
@@ -112,11 +128,11 @@ pub(crate) fn validate(
         defined.receivers.insert(id.clone());
         let config = match id.kind() {
             "otlp" => read_section::<RawOtlpReceiver>(section, env, problems)
-                .and_then(|raw| otlp_receiver(problems, &section.key, raw)),
+                .and_then(|raw| otlp_receiver(problems, &section.key, raw, &extension_lookup)),
             "zipkin" => read_section::<RawZipkinReceiver>(section, env, problems)
-                .and_then(|raw| zipkin_receiver(problems, &section.key, &raw)),
+                .and_then(|raw| zipkin_receiver(problems, &section.key, &raw, &extension_lookup)),
             "jaeger" => read_section::<RawJaegerReceiver>(section, env, problems)
-                .and_then(|raw| jaeger_receiver(problems, &section.key, raw)),
+                .and_then(|raw| jaeger_receiver(problems, &section.key, raw, &extension_lookup)),
             other => {
                 unsupported(
                     problems,
@@ -196,11 +212,7 @@ pub(crate) fn validate(
         }
     }
 
-    let storage = StorageLookup {
-        configs: &extension_configs,
-        enabled: &enabled_extensions,
-        defined: &defined.extensions,
-    };
+    let storage = &extension_lookup;
     let mut exporters = BTreeMap::new();
     for section in &raw.exporters {
         let Some(id) = parse_id(problems, section) else {
@@ -209,14 +221,14 @@ pub(crate) fn validate(
         defined.exporters.insert(id.clone());
         let config = match id.kind() {
             "otlp" => read_section::<RawOtlpExporter>(section, env, problems)
-                .map(|raw| otlp_exporter(problems, &section.key, &id, raw, &storage)),
+                .map(|raw| otlp_exporter(problems, &section.key, &id, raw, storage)),
             "otlphttp" => read_section::<RawOtlpHttpExporter>(section, env, problems)
-                .map(|raw| otlp_http_exporter(problems, &section.key, &id, raw, &storage)),
+                .map(|raw| otlp_http_exporter(problems, &section.key, &id, raw, storage)),
             "debug" => read_section::<RawDebugExporter>(section, env, problems)
                 .map(|raw| debug_exporter(problems, &section.key, raw)),
             "loadbalancing" => read_section::<RawLoadBalancingExporter>(section, env, problems)
                 .map(|raw| {
-                    loadbalancing_exporter(problems, warnings, &section.key, &id, raw, &storage)
+                    loadbalancing_exporter(problems, warnings, &section.key, &id, raw, storage)
                 }),
             "logging" => {
                 unsupported(
@@ -419,6 +431,7 @@ fn otlp_receiver(
     problems: &mut Problems<'_>,
     key: &str,
     raw: RawOtlpReceiver,
+    extensions: &ExtensionLookup<'_>,
 ) -> Option<ReceiverConfig> {
     let grpc = raw.protocols.grpc.map(|grpc| {
         let endpoint_key = format!("{key}.protocols.grpc.endpoint");
@@ -437,6 +450,12 @@ fn otlp_receiver(
                 problems,
                 &format!("{key}.protocols.grpc"),
                 grpc.tls.as_ref(),
+            ),
+            auth: receiver_auth(
+                problems,
+                &format!("{key}.protocols.grpc.auth.authenticator"),
+                grpc.auth.as_ref(),
+                extensions,
             ),
         }
     });
@@ -463,6 +482,12 @@ fn otlp_receiver(
                 problems,
                 &format!("{key}.protocols.http"),
                 http.tls.as_ref(),
+            ),
+            auth: receiver_auth(
+                problems,
+                &format!("{key}.protocols.http.auth.authenticator"),
+                http.auth.as_ref(),
+                extensions,
             ),
         }
     });
@@ -498,13 +523,21 @@ fn zipkin_receiver(
     problems: &mut Problems<'_>,
     key: &str,
     raw: &RawZipkinReceiver,
+    extensions: &ExtensionLookup<'_>,
 ) -> Option<ReceiverConfig> {
+    let auth = receiver_auth(
+        problems,
+        &format!("{key}.auth.authenticator"),
+        raw.auth.as_ref(),
+        extensions,
+    );
     let endpoint = listen_endpoint(problems, &format!("{key}.endpoint"), &raw.endpoint)?;
     Some(ReceiverConfig::Zipkin(ZipkinReceiverConfig {
         endpoint,
         parse_string_tags: raw.parse_string_tags,
         max_request_body_bytes: to_usize(RawHttpProtocol::default().max_request_body_size.bytes()),
         tls: listener_tls(problems, key, raw.tls.as_ref()),
+        auth,
     }))
 }
 
@@ -520,6 +553,7 @@ fn jaeger_receiver(
     problems: &mut Problems<'_>,
     key: &str,
     raw: RawJaegerReceiver,
+    extensions: &ExtensionLookup<'_>,
 ) -> Option<ReceiverConfig> {
     let protocols = raw.protocols;
     let grpc = protocols.grpc.map(|grpc| {
@@ -531,6 +565,12 @@ fn jaeger_receiver(
             endpoint: endpoint.unwrap_or(PLACEHOLDER_ADDRESS),
             max_recv_msg_bytes: grpc_message_limit(problems, &size_key, grpc.max_recv_msg_size_mib),
             tls: listener_tls(problems, &prefix, grpc.tls.as_ref()),
+            auth: receiver_auth(
+                problems,
+                &format!("{prefix}.auth.authenticator"),
+                grpc.auth.as_ref(),
+                extensions,
+            ),
         }
     });
     let thrift_http = protocols.thrift_http.map(|http| {
@@ -549,6 +589,12 @@ fn jaeger_receiver(
                 http.max_request_body_size,
             ),
             tls: listener_tls(problems, &prefix, http.tls.as_ref()),
+            auth: receiver_auth(
+                problems,
+                &format!("{prefix}.auth.authenticator"),
+                http.auth.as_ref(),
+                extensions,
+            ),
         }
     });
     let mut udp = |name: &str, default_endpoint: &str, raw: RawJaegerUdp| {
@@ -725,8 +771,8 @@ fn memory_limiter(
 
 // ---------------------------------------------------------------- exporters
 
-/// Where `sending_queue.storage` looks up `file_storage` extensions.
-struct StorageLookup<'a> {
+/// Where `sending_queue.storage` and `auth.authenticator` look up extensions.
+struct ExtensionLookup<'a> {
     configs: &'a BTreeMap<ComponentId, ExtensionConfig>,
     enabled: &'a [ComponentId],
     defined: &'a BTreeSet<ComponentId>,
@@ -784,7 +830,7 @@ fn queue(
     key: &str,
     exporter: &ComponentId,
     raw: RawQueue,
-    storage: &StorageLookup<'_>,
+    storage: &ExtensionLookup<'_>,
 ) -> QueueConfig {
     if raw.num_consumers == 0 {
         problems.invalid(&format!("{key}.num_consumers"), "must be greater than 0");
@@ -865,7 +911,7 @@ fn file_storage_queue(
     key: &str,
     exporter: &ComponentId,
     storage_id: &str,
-    storage: &StorageLookup<'_>,
+    storage: &ExtensionLookup<'_>,
 ) -> Option<PersistentQueueConfig> {
     let id = match ComponentId::parse(storage_id) {
         Ok(id) => id,
@@ -927,7 +973,7 @@ fn otlp_exporter(
     key: &str,
     id: &ComponentId,
     raw: RawOtlpExporter,
-    storage: &StorageLookup<'_>,
+    storage: &ExtensionLookup<'_>,
 ) -> ExporterConfig {
     let endpoint_text = raw.endpoint.clone();
     let settings = otlp_settings(problems, key, id, raw, storage);
@@ -953,7 +999,7 @@ fn otlp_settings(
     key: &str,
     id: &ComponentId,
     raw: RawOtlpExporter,
-    storage: &StorageLookup<'_>,
+    storage: &ExtensionLookup<'_>,
 ) -> OtlpSettings {
     OtlpSettings {
         insecure: raw.tls.insecure,
@@ -963,6 +1009,12 @@ fn otlp_settings(
             tls: None,
             compression: compression(problems, &format!("{key}.compression"), &raw.compression),
             headers: headers(raw.headers),
+            auth: exporter_auth(
+                problems,
+                &format!("{key}.auth.authenticator"),
+                raw.auth.as_ref(),
+                storage,
+            ),
             timeout: positive_duration(problems, &format!("{key}.timeout"), raw.timeout),
             retry: retry(
                 problems,
@@ -1034,7 +1086,7 @@ fn loadbalancing_exporter(
     key: &str,
     id: &ComponentId,
     raw: RawLoadBalancingExporter,
-    storage: &StorageLookup<'_>,
+    storage: &ExtensionLookup<'_>,
 ) -> ExporterConfig {
     let routing_key = match raw.routing_key.as_str() {
         "traceID" | "" => RoutingKey::TraceId,
@@ -1142,7 +1194,7 @@ fn otlp_http_exporter(
     key: &str,
     id: &ComponentId,
     raw: RawOtlpHttpExporter,
-    storage: &StorageLookup<'_>,
+    storage: &ExtensionLookup<'_>,
 ) -> ExporterConfig {
     let tls = client_tls(problems, &format!("{key}.tls"), raw.tls);
     let traces_url = if !raw.traces_endpoint.trim().is_empty() {
@@ -1173,6 +1225,12 @@ fn otlp_http_exporter(
         tls,
         compression: compression(problems, &format!("{key}.compression"), &raw.compression),
         headers: headers(raw.headers),
+        auth: exporter_auth(
+            problems,
+            &format!("{key}.auth.authenticator"),
+            raw.auth.as_ref(),
+            storage,
+        ),
         timeout: positive_duration(problems, &format!("{key}.timeout"), raw.timeout),
         retry: retry(
             problems,
@@ -1262,6 +1320,275 @@ fn file_storage(
         fsync: raw.fsync,
         max_bytes: raw.max_size.bytes(),
     })
+}
+
+fn bearer_token_auth(
+    problems: &mut Problems<'_>,
+    key: &str,
+    raw: RawBearerTokenAuth,
+) -> Option<ExtensionConfig> {
+    for (inline, given) in [
+        ("token", raw.token.is_some()),
+        ("tokens", raw.tokens.is_some()),
+    ] {
+        if given {
+            problems.invalid(&format!("{key}.{inline}"), INLINE_SECRET);
+        }
+    }
+    let token = secret_file(
+        problems,
+        &format!("{key}.filename"),
+        raw.filename.as_deref(),
+    )?;
+    let tenant = auth_tenant(problems, &format!("{key}.tenant"), raw.tenant.as_deref());
+    Some(ExtensionConfig::Authenticator(AuthenticatorConfig {
+        server: Some(AuthConfig {
+            credentials: vec![Credential::Bearer {
+                token: token.clone(),
+                tenant,
+            }],
+        }),
+        client: Some(ClientAuth::Bearer {
+            scheme: raw.scheme,
+            token,
+        }),
+    }))
+}
+
+fn basic_auth(
+    problems: &mut Problems<'_>,
+    key: &str,
+    raw: RawBasicAuth,
+) -> Option<ExtensionConfig> {
+    match (raw.htpasswd, raw.client_auth) {
+        (Some(_), Some(_)) => {
+            problems.invalid(
+                key,
+                "set either htpasswd (for receivers) or client_auth (for exporters), not both",
+            );
+            None
+        }
+        (None, None) => {
+            problems.invalid(
+                key,
+                "set htpasswd.file (for receivers) or client_auth (for exporters)",
+            );
+            None
+        }
+        (Some(htpasswd), None) => {
+            if htpasswd.inline.is_some() {
+                problems.invalid(&format!("{key}.htpasswd.inline"), INLINE_SECRET);
+            }
+            let file_key = format!("{key}.htpasswd.file");
+            let text = secret_file(problems, &file_key, htpasswd.file.as_deref())?;
+            let path = htpasswd.file.unwrap_or_default();
+            let credentials = match parse_htpasswd(text.expose()) {
+                Ok(credentials) => credentials,
+                Err(message) => {
+                    problems.invalid(&file_key, format!("{}: {message}", path.display()));
+                    return None;
+                }
+            };
+            Some(ExtensionConfig::Authenticator(AuthenticatorConfig {
+                server: Some(AuthConfig { credentials }),
+                client: None,
+            }))
+        }
+        (None, Some(client)) => {
+            if client.password.is_some() {
+                problems.invalid(
+                    &format!("{key}.client_auth.password"),
+                    "secrets come from files only: put the password in a file and set \
+                     password_file (works with systemd LoadCredential=)",
+                );
+            }
+            if client.username.is_empty() || client.username.contains(':') {
+                problems.invalid(
+                    &format!("{key}.client_auth.username"),
+                    "must be set and must not contain ':'",
+                );
+            }
+            let password = secret_file(
+                problems,
+                &format!("{key}.client_auth.password_file"),
+                client.password_file.as_deref(),
+            )?;
+            Some(ExtensionConfig::Authenticator(AuthenticatorConfig {
+                server: None,
+                client: Some(ClientAuth::Basic {
+                    username: client.username,
+                    password,
+                }),
+            }))
+        }
+    }
+}
+
+const INLINE_SECRET: &str = "secrets come from files only: put it in a file and set filename \
+                             (works with systemd LoadCredential=)";
+
+/// Plain-text `user:password` lines. Hashed entries are refused by line number (never by
+/// content): accepting them as plain text would silently lock everyone out.
+fn parse_htpasswd(text: &str) -> Result<Vec<Credential>, String> {
+    let mut credentials = Vec::new();
+    let mut users = BTreeSet::new();
+    for (index, line) in text.lines().enumerate() {
+        let line_number = index + 1;
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let Some((username, password)) = line.split_once(':') else {
+            return Err(format!("line {line_number}: expected user:password"));
+        };
+        if username.is_empty() || password.is_empty() {
+            return Err(format!(
+                "line {line_number}: user and password must not be empty"
+            ));
+        }
+        let hashed = [
+            "$2y$", "$2a$", "$2b$", "$apr1$", "$1$", "$5$", "$6$", "{SHA}", "{SSHA}",
+        ]
+        .iter()
+        .any(|prefix| password.starts_with(prefix));
+        if hashed {
+            return Err(format!(
+                "line {line_number}: hashed passwords are not supported, only plain-text \
+                 user:password lines (keep the file readable by the service only)"
+            ));
+        }
+        if !users.insert(username.to_owned()) {
+            return Err(format!(
+                "line {line_number}: user {username:?} is listed twice"
+            ));
+        }
+        credentials.push(Credential::Basic {
+            username: username.to_owned(),
+            password: Secret::from_text(password),
+            tenant: None,
+        });
+    }
+    if credentials.is_empty() {
+        return Err("no user:password lines".to_owned());
+    }
+    Ok(credentials)
+}
+
+fn secret_file(
+    problems: &mut Problems<'_>,
+    key: &str,
+    path: Option<&std::path::Path>,
+) -> Option<Secret> {
+    let Some(path) = path.filter(|path| !path.as_os_str().is_empty()) else {
+        problems.invalid(
+            key,
+            "is required: the file holding the secret (with systemd LoadCredential=, \
+             /run/credentials/spoor-collector.service/<name>)",
+        );
+        return None;
+    };
+    match Secret::from_file(path) {
+        Ok(secret) => Some(secret),
+        Err(error) => {
+            problems.invalid(key, error.to_string());
+            None
+        }
+    }
+}
+
+fn auth_tenant(problems: &mut Problems<'_>, key: &str, tenant: Option<&str>) -> Option<TenantId> {
+    let name = tenant?;
+    match TenantId::new(name) {
+        Ok(tenant) => Some(tenant),
+        Err(error) => {
+            problems.invalid(key, error.to_string());
+            None
+        }
+    }
+}
+
+/// The authenticator `reference` names, checked like `sending_queue.storage`: defined,
+/// listed in `service.extensions`, and an auth extension.
+fn authenticator<'a>(
+    problems: &mut Problems<'_>,
+    key: &str,
+    reference: &RawAuthReference,
+    extensions: &'a ExtensionLookup<'_>,
+) -> Option<&'a AuthenticatorConfig> {
+    let id = match ComponentId::parse(&reference.authenticator) {
+        Ok(id) => id,
+        Err(message) => {
+            problems.invalid(key, message);
+            return None;
+        }
+    };
+    if !extensions.defined.contains(&id) {
+        problems.invalid(
+            key,
+            format!("extension \"{id}\" is not defined in extensions"),
+        );
+        return None;
+    }
+    if !extensions.enabled.contains(&id) {
+        problems.invalid(
+            key,
+            format!("extension \"{id}\" must also be listed in service.extensions"),
+        );
+        return None;
+    }
+    match extensions.configs.get(&id) {
+        Some(ExtensionConfig::Authenticator(config)) => Some(config),
+        Some(_) => {
+            problems.invalid(
+                key,
+                format!(
+                    "extension \"{id}\" is not an authenticator (bearertokenauth or basicauth)"
+                ),
+            );
+            None
+        }
+        // Its own section was invalid and has been reported.
+        None => None,
+    }
+}
+
+fn receiver_auth(
+    problems: &mut Problems<'_>,
+    key: &str,
+    reference: Option<&RawAuthReference>,
+    extensions: &ExtensionLookup<'_>,
+) -> AuthConfig {
+    let Some(config) =
+        reference.and_then(|reference| authenticator(problems, key, reference, extensions))
+    else {
+        return AuthConfig::default();
+    };
+    match &config.server {
+        Some(server) => server.clone(),
+        None => {
+            problems.invalid(
+                key,
+                "this basicauth extension has only client_auth; a receiver needs htpasswd",
+            );
+            AuthConfig::default()
+        }
+    }
+}
+
+fn exporter_auth(
+    problems: &mut Problems<'_>,
+    key: &str,
+    reference: Option<&RawAuthReference>,
+    extensions: &ExtensionLookup<'_>,
+) -> Option<ClientAuth> {
+    let config = authenticator(problems, key, reference?, extensions)?;
+    if config.client.is_none() {
+        problems.invalid(
+            key,
+            "this basicauth extension has only htpasswd; an exporter needs client_auth",
+        );
+    }
+    config.client.clone()
 }
 
 // ------------------------------------------------------------------ service

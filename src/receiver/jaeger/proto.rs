@@ -22,6 +22,7 @@ use super::super::grpc::serve_grpc_routes;
 use super::super::status::ErrorAnswer;
 use super::super::{ReceiverError, TraceConsumer};
 use super::{batches_to_otlp, JaegerDecodeError};
+use crate::auth::{protect_grpc, AuthLayer};
 use crate::tenant::TENANT_HEADER;
 
 /// The gRPC method path.
@@ -395,11 +396,15 @@ pub async fn serve_jaeger_grpc(
     listener: crate::listener::Incoming,
     consumer: Arc<dyn TraceConsumer>,
     max_recv_msg_bytes: usize,
+    auth: Option<AuthLayer>,
     shutdown: CancellationToken,
 ) -> Result<(), ReceiverError> {
     serve_grpc_routes(
         listener,
-        Routes::new(jaeger_grpc_service(consumer, max_recv_msg_bytes)),
+        protect_grpc(
+            Routes::new(jaeger_grpc_service(consumer, max_recv_msg_bytes)),
+            auth,
+        ),
         "jaeger grpc",
         max_recv_msg_bytes,
         shutdown,

@@ -33,6 +33,7 @@ use super::super::http::{plain_text_refusal, read_and_decode, serve_router};
 use super::super::{ReceiverError, TraceConsumer};
 use super::thrift::{decode_agent_message, decode_batch, ThriftProtocol};
 use super::{batches_to_otlp, JaegerDecodeError};
+use crate::auth::{protect, AuthLayer};
 use crate::otlp::OtlpExportRequest;
 use crate::tenant::{TenantId, TENANT_HEADER};
 
@@ -91,11 +92,12 @@ pub async fn serve_jaeger_http(
     listener: crate::listener::Incoming,
     consumer: Arc<dyn TraceConsumer>,
     max_request_body_bytes: usize,
+    auth: Option<AuthLayer>,
     shutdown: CancellationToken,
 ) -> Result<(), ReceiverError> {
     serve_router(
         listener,
-        jaeger_http_router(consumer, max_request_body_bytes),
+        protect(jaeger_http_router(consumer, max_request_body_bytes), auth),
         "jaeger thrift_http",
         shutdown,
     )
