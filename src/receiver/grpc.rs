@@ -22,8 +22,8 @@ use tracing::info;
 use super::export::{export, log_refusal, tenant_from_header, Transport};
 use super::status::ErrorAnswer;
 use super::{ReceiverError, TraceConsumer};
-use crate::listener::Incoming;
 use crate::auth::{protect_grpc, AuthLayer};
+use crate::listener::Incoming;
 use crate::otlp::{OtlpExportRequest, OtlpExportResponse};
 use crate::tenant::TENANT_HEADER;
 
