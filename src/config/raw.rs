@@ -338,6 +338,10 @@ pub(crate) struct RawCluster {
     /// have.
     #[serde(with = "duration")]
     pub(crate) peer_timeout: Duration,
+    /// How peers' APIs are reached when they serve HTTPS (their `api.tls`).
+    pub(crate) tls: RawPeerTls,
+    /// The credential sent to peers whose API requires one (their `api.auth`).
+    pub(crate) auth: RawPeerAuth,
 }
 
 impl Default for RawCluster {
@@ -345,8 +349,36 @@ impl Default for RawCluster {
         RawCluster {
             peers: Vec::new(),
             peer_timeout: Duration::from_secs(5),
+            tls: RawPeerTls::default(),
+            auth: RawPeerAuth::default(),
         }
     }
+}
+
+/// `cluster.tls:`. Peers are asked over HTTPS when `enabled` is true.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawPeerTls {
+    /// Ask peers over HTTPS, verifying each against the name it is listed by.
+    pub(crate) enabled: bool,
+    /// PEM CA certificates trusted for the peers' certificates, besides the system's.
+    pub(crate) ca_file: String,
+    /// PEM client certificate, for peers whose API requires one (`api.tls.client_ca_file`).
+    pub(crate) cert_file: String,
+    /// PEM private key of `cert_file`.
+    pub(crate) key_file: String,
+}
+
+/// `cluster.auth:`: at most one of a bearer token or a user and password, from files.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawPeerAuth {
+    /// File holding the token sent as `Authorization: Bearer <token>`.
+    pub(crate) bearer_token_file: Option<PathBuf>,
+    /// User sent with Basic authentication, with `password_file`.
+    pub(crate) username: String,
+    /// File holding the password of `username`.
+    pub(crate) password_file: Option<PathBuf>,
 }
 
 /// `storage.local:`

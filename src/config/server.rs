@@ -282,6 +282,19 @@ pub struct ClusterConfig {
     pub peers: Vec<String>,
     /// How long a peer may take to answer.
     pub peer_timeout: Duration,
+    /// `cluster.tls`: HTTPS to the peers; `None` for plain HTTP.
+    pub tls: Option<PeerTlsConfig>,
+    /// `cluster.auth`: the credential sent to peers.
+    pub auth: Option<crate::auth::ClientAuth>,
+}
+
+/// `cluster.tls`, its files checked at load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerTlsConfig {
+    /// Extra trusted roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key, for peers requiring one.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// The ordered drain after SIGTERM.

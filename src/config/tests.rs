@@ -236,6 +236,8 @@ fn default_config() -> ServerConfig {
         cluster: ClusterConfig {
             peers: Vec::new(),
             peer_timeout: Duration::from_secs(5),
+            tls: None,
+            auth: None,
         },
         shutdown: ShutdownConfig {
             timeout: Duration::from_secs(30),
@@ -564,6 +566,8 @@ log:
                     "10.0.0.3:3200".to_owned()
                 ],
                 peer_timeout: Duration::from_secs(2),
+                tls: None,
+                auth: None,
             },
             shutdown: ShutdownConfig {
                 timeout: Duration::from_secs(120),

@@ -12,12 +12,12 @@ use tracing_subscriber::EnvFilter;
 use super::error::{ConfigError, ConfigErrors, ValueOrigin};
 use super::raw::{
     RawAuth, RawBackendKind, RawCluster, RawCompaction, RawLimits, RawLog, RawLogFormat,
-    RawMetricsGenerator, RawQuery, RawRemoteWrite, RawRetention, RawS3Storage, RawServerConfig,
-    RawStorage, RawTls,
+    RawMetricsGenerator, RawPeerAuth, RawPeerTls, RawQuery, RawRemoteWrite, RawRetention,
+    RawS3Storage, RawServerConfig, RawStorage, RawTls,
 };
 use super::server::*;
 use super::values::{expected_one_of, ByteSize, RawFsync, RawStep};
-use crate::auth::{AuthConfig, Credential, Secret};
+use crate::auth::{AuthConfig, ClientAuth, Credential, Secret};
 use crate::tenant::TenantId;
 
 /// A single request is buffered whole in memory, so larger limits are almost certainly a
@@ -317,6 +317,97 @@ fn validate_cluster(raw: &RawCluster, problems: &mut Problems<'_>) -> ClusterCon
             .map(|peer| peer.trim().to_owned())
             .collect(),
         peer_timeout: positive_duration(problems, "cluster.peer_timeout", raw.peer_timeout),
+        tls: peer_tls(problems, &raw.tls),
+        auth: peer_auth(problems, &raw.auth),
+    }
+}
+
+fn peer_tls(problems: &mut Problems<'_>, raw: &RawPeerTls) -> Option<PeerTlsConfig> {
+    let path = |text: &str| (!text.is_empty()).then(|| PathBuf::from(text));
+    let (ca_file, cert_file, key_file) = (
+        path(&raw.ca_file),
+        path(&raw.cert_file),
+        path(&raw.key_file),
+    );
+    if !raw.enabled {
+        if ca_file.is_some() || cert_file.is_some() || key_file.is_some() {
+            problems.invalid("cluster.tls.enabled", "must be true when TLS files are set");
+        }
+        return None;
+    }
+    for (key, file) in [
+        ("cluster.tls.ca_file", &ca_file),
+        ("cluster.tls.cert_file", &cert_file),
+        ("cluster.tls.key_file", &key_file),
+    ] {
+        if let Some(file) = file {
+            if let Err(error) = std::fs::metadata(file) {
+                problems.invalid(key, format!("{}: {error}", file.display()));
+            }
+        }
+    }
+    let client_identity = match (cert_file, key_file) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => {
+            problems.invalid(
+                "cluster.tls.key_file",
+                "is required with cluster.tls.cert_file",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            problems.invalid(
+                "cluster.tls.cert_file",
+                "is required with cluster.tls.key_file",
+            );
+            None
+        }
+    };
+    Some(PeerTlsConfig {
+        ca_file,
+        client_identity,
+    })
+}
+
+fn peer_auth(problems: &mut Problems<'_>, raw: &RawPeerAuth) -> Option<ClientAuth> {
+    match (
+        &raw.bearer_token_file,
+        raw.username.is_empty(),
+        &raw.password_file,
+    ) {
+        (None, true, None) => None,
+        (Some(token_file), true, None) => {
+            secret_file(problems, "cluster.auth.bearer_token_file", Some(token_file)).map(|token| {
+                ClientAuth::Bearer {
+                    scheme: "Bearer".to_owned(),
+                    token,
+                }
+            })
+        }
+        (None, false, password_file) => secret_file(
+            problems,
+            "cluster.auth.password_file",
+            password_file.as_deref(),
+        )
+        .map(|password| ClientAuth::Basic {
+            username: raw.username.clone(),
+            password,
+        }),
+        (None, true, Some(_)) => {
+            problems.invalid(
+                "cluster.auth.username",
+                "is required with cluster.auth.password_file",
+            );
+            None
+        }
+        (Some(_), _, _) => {
+            problems.invalid(
+                "cluster.auth",
+                "set either bearer_token_file or username and password_file, not both",
+            );
+            None
+        }
     }
 }
 

@@ -58,6 +58,8 @@ impl DataScope {
 pub struct Peers {
     config: ClusterConfig,
     client: reqwest_client::Client,
+    /// `cluster.auth` as a header value (marked sensitive).
+    auth_header: Option<HeaderValue>,
     instance_id: OnceLock<Uuid>,
     resolved: Mutex<Option<(Instant, Arc<Vec<SocketAddr>>)>>,
     metrics: Arc<ServerMetrics>,
@@ -69,18 +71,45 @@ impl Peers {
         if config.peers.is_empty() {
             return None;
         }
-        let client = reqwest_client::Client::builder()
-            .timeout(config.peer_timeout)
-            .connect_timeout(config.peer_timeout)
-            .build()
-            .ok()?;
+        let client = match peer_client(config) {
+            Ok(client) => client,
+            Err(error) => {
+                // The files were checked at load; failing here means they changed since.
+                tracing::error!(%error, "cannot build the client for cluster.peers; peers are not asked");
+                return None;
+            }
+        };
+        let auth_header = config
+            .auth
+            .as_ref()
+            .and_then(|auth| auth.header_value().ok());
         Some(Peers {
             config: config.clone(),
             client,
+            auth_header,
             instance_id: OnceLock::new(),
             resolved: Mutex::new(None),
             metrics,
         })
+    }
+
+    /// The scheme and host part of the URLs peers are asked at: with TLS each peer by the
+    /// name it is listed by (its certificate is verified against that name), otherwise
+    /// every address each name resolves to.
+    async fn targets(&self) -> Vec<String> {
+        if self.config.tls.is_some() {
+            return self
+                .config
+                .peers
+                .iter()
+                .map(|peer| format!("https://{peer}"))
+                .collect();
+        }
+        self.addresses()
+            .await
+            .iter()
+            .map(|address| format!("http://{address}"))
+            .collect()
     }
 
     /// This server's instance ID, to recognise its own answers; set once the WAL is open.
@@ -121,16 +150,19 @@ impl Peers {
         path_and_query: &str,
         accept: &str,
     ) -> Vec<bytes::Bytes> {
-        let addresses = self.addresses().await;
+        let targets = self.targets().await;
         let own = self.instance_id.get().map(Uuid::to_string);
-        let requests = addresses.iter().map(|address| {
-            let url = format!("http://{address}{path_and_query}");
-            let request = self
+        let requests = targets.iter().map(|address| {
+            let url = format!("{address}{path_and_query}");
+            let mut request = self
                 .client
                 .get(&url)
                 .header(TENANT_HEADER, tenant.as_str())
                 .header(SCOPE_HEADER, "head")
                 .header(http::header::ACCEPT, accept);
+            if let Some(auth) = &self.auth_header {
+                request = request.header(http::header::AUTHORIZATION, auth.clone());
+            }
             async move { (address, request.send().await) }
         });
         let mut bodies = Vec::new();
@@ -200,6 +232,36 @@ impl Peers {
         }
         answers
     }
+}
+
+/// The HTTP client for peers, with `cluster.tls` when set.
+fn peer_client(config: &ClusterConfig) -> Result<reqwest_client::Client, String> {
+    let mut builder = reqwest_client::Client::builder()
+        .timeout(config.peer_timeout)
+        .connect_timeout(config.peer_timeout);
+    if let Some(tls) = &config.tls {
+        if let Some(ca_file) = &tls.ca_file {
+            let pem = std::fs::read(ca_file)
+                .map_err(|error| format!("cluster.tls.ca_file {}: {error}", ca_file.display()))?;
+            let certs = reqwest_client::Certificate::from_pem_bundle(&pem)
+                .map_err(|error| format!("cluster.tls.ca_file {}: {error}", ca_file.display()))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        if let Some((cert_file, key_file)) = &tls.client_identity {
+            let mut pem = std::fs::read(cert_file).map_err(|error| {
+                format!("cluster.tls.cert_file {}: {error}", cert_file.display())
+            })?;
+            pem.extend(std::fs::read(key_file).map_err(|error| {
+                format!("cluster.tls.key_file {}: {error}", key_file.display())
+            })?);
+            let identity = reqwest_client::Identity::from_pem(&pem)
+                .map_err(|error| format!("cluster.tls.cert_file/key_file: {error}"))?;
+            builder = builder.identity(identity);
+        }
+    }
+    builder
+        .build()
+        .map_err(|error| format!("http client: {error}"))
 }
 
 /// The response header naming this server, on answers to peers.

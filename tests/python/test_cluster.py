@@ -21,14 +21,14 @@ TENANT = "cluster"
 class ClusterServer(Server):
     """A Server whose API port is chosen before start, so peers can name it."""
 
-    def __init__(self, data_dir, extra_env, api_port):
-        super().__init__(data_dir, extra_env)
+    def __init__(self, data_dir, extra_env, api_port, api_tls=None):
+        super().__init__(data_dir, extra_env, api_tls=api_tls)
         self.api_port = api_port
 
 
-def start_cluster(tmp_path, s3, count=3, **extra):
+def start_cluster(tmp_path, s3, count=3, host="127.0.0.1", api_tls=None, **extra):
     ports = [free_port() for _ in range(count)]
-    peers = "[" + ",".join(f'"127.0.0.1:{p}"' for p in ports) + "]"
+    peers = "[" + ",".join(f'"{host}:{p}"' for p in ports) + "]"
     servers = []
     for i, port in enumerate(ports):
         env = {
@@ -42,7 +42,7 @@ def start_cluster(tmp_path, s3, count=3, **extra):
             "SPOOR_CLUSTER__PEER_TIMEOUT": "2s",
             **extra,
         }
-        servers.append(ClusterServer(tmp_path / f"s{i}", env, port).start())
+        servers.append(ClusterServer(tmp_path / f"s{i}", env, port, api_tls=api_tls).start())
     return servers
 
 
@@ -147,6 +147,45 @@ def test_a_killed_server_loses_nothing_and_the_others_keep_answering(tmp_path, s
         ids = search_ids(servers[2])
         assert set(acknowledged) <= set(ids)
         assert search_ids(servers[0]) == ids
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
+def test_peers_are_asked_over_mutual_tls_with_a_credential(tmp_path, s3):
+    from test_tls import Pki
+
+    pki = Pki(tmp_path / "pki")
+    token = tmp_path / "peer-token"
+    token.write_text("peer-s3cret\n")
+    client = (str(pki.path("client.pem")), str(pki.path("client.key")))
+    api_tls = {"verify": str(pki.path("ca.pem")), "cert": client}
+    servers = start_cluster(
+        tmp_path, s3, count=2, host="localhost", api_tls=api_tls,
+        SPOOR_API__TLS__CERT_FILE=str(pki.path("server.pem")),
+        SPOOR_API__TLS__KEY_FILE=str(pki.path("server.key")),
+        SPOOR_API__TLS__CLIENT_CA_FILE=str(pki.path("ca.pem")),
+        SPOOR_API__AUTH__BEARER='[{token_file = "%s"}]' % token,
+        SPOOR_CLUSTER__TLS__ENABLED="true",
+        SPOOR_CLUSTER__TLS__CA_FILE=str(pki.path("ca.pem")),
+        SPOOR_CLUSTER__TLS__CERT_FILE=client[0],
+        SPOOR_CLUSTER__TLS__KEY_FILE=client[1],
+        SPOOR_CLUSTER__AUTH__BEARER_TOKEN_FILE=str(token),
+    )
+    try:
+        traces = [send(servers[0]) for _ in range(5)]
+        assert all(traces)
+        headers = {"X-Scope-OrgID": TENANT, "Authorization": "Bearer peer-s3cret"}
+        for trace in traces:
+            # Only in server 0's memory: server 1 gets it from its peer over mTLS.
+            response = requests.get(f"{servers[1].api}/api/traces/{trace}", headers=headers, timeout=30, **api_tls)
+            assert response.status_code == 200, response.text
+            assert len(response.json()["batches"][0]["scopeSpans"][0]["spans"]) == 4
+        metrics = requests.get(f"{servers[1].api}/metrics", headers=headers, timeout=30, **api_tls).text
+        assert "spoor_peer_query_failures_total" not in metrics or all(
+            line.endswith(" 0") for line in metrics.splitlines() if line.startswith("spoor_peer_query_failures_total"))
+        for srv in servers:
+            assert "peer-s3cret" not in srv.log_path.read_text()
     finally:
         for srv in servers:
             srv.stop()

@@ -124,6 +124,12 @@ def test_a_request_starting_traces_over_the_live_trace_limit_is_refused_not_drop
         stored = requests.get(f"{server.api}/api/v2/traces/{refused_hex}", timeout=10).json()
         assert stored["trace"] == {}
         assert metric_value(server, 'spoor_discarded_spans_total{tenant="single-tenant",reason="live_traces_exceeded"}') == 2
+        # Everything acknowledged is stored: the three live traces, the first with its
+        # later spans too.
+        for i, (trace_hex, _) in enumerate(live):
+            body = requests.get(f"{server.api}/api/traces/{trace_hex}", timeout=10).json()
+            spans = [s for b in body["batches"] for ss in b["scopeSpans"] for s in ss["spans"]]
+            assert len(spans) == (4 if i == 0 else 2), (trace_hex, len(spans))
     finally:
         server.stop()
 
