@@ -9,15 +9,17 @@
 //! others is itself replaced, its own leftovers stay hidden too.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::server::block::BlockReader;
+use crate::server::block::{BlockMeta, BlockReader};
+use crate::server::compactor::lease::TenantLeases;
 use crate::server::metrics::ServerMetrics;
+use crate::server::storage::index::TenantIndex;
 use crate::server::storage::{BlockStore, StorageError};
 use crate::tenant::TenantId;
 
@@ -30,6 +32,20 @@ pub struct BlockList {
     store: BlockStore,
     tenants: RwLock<HashMap<TenantId, Vec<BlockReader>>>,
     metrics: Arc<ServerMetrics>,
+    /// With a shared bucket: tenants this server does not compact are read from their
+    /// index instead of listed.
+    index: OnceLock<IndexPolicy>,
+    /// Blocks this server wrote (cuts and compactions), by when: peers ask for them
+    /// while other servers' block lists may not show them yet.
+    written_here: Mutex<HashMap<Uuid, std::time::Instant>>,
+}
+
+/// When a tenant's index is read instead of listing the tenant.
+#[derive(Debug)]
+struct IndexPolicy {
+    leases: Arc<TenantLeases>,
+    /// An older index (its writer died, or lost its lease) is not trusted: list instead.
+    max_age: Duration,
 }
 
 fn unix_now() -> u64 {
@@ -46,6 +62,65 @@ impl BlockList {
             store,
             tenants: RwLock::new(HashMap::new()),
             metrics,
+            index: OnceLock::new(),
+            written_here: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// From now on, reads the index of tenants whose lease another server holds instead
+    /// of listing them, as long as it is younger than `max_age` (a bucket shared with
+    /// other servers). Set once, when the leases exist; later calls are ignored.
+    pub fn use_tenant_index(&self, leases: Arc<TenantLeases>, max_age: Duration) {
+        let _ = self.index.set(IndexPolicy { leases, max_age });
+    }
+
+    /// Blocks of `tenant` this server wrote recently ([`REGISTER_GRACE`]) and still
+    /// lists: what other servers' block lists may not show yet (a poll and, with a tenant
+    /// index, a compaction cycle behind), so peers' head-only queries include them.
+    pub fn written_here_recently(&self, tenant: &TenantId) -> HashSet<Uuid> {
+        let mut written = self.written_here.lock();
+        written.retain(|_, at| at.elapsed() < REGISTER_GRACE);
+        let listed = self.tenants.read();
+        listed
+            .get(tenant)
+            .into_iter()
+            .flatten()
+            .map(|r| r.meta().block_id)
+            .filter(|id| written.contains_key(id))
+            .collect()
+    }
+
+    /// Writes the index of `tenant` from this server's list (the lease holder's, which
+    /// lists the tenant itself).
+    pub async fn write_index(&self, tenant: &TenantId, writer: Uuid) -> Result<(), StorageError> {
+        let metas: Vec<BlockMeta> = self
+            .listed_blocks(tenant)
+            .iter()
+            .map(|r| r.meta().clone())
+            .collect();
+        let index = TenantIndex::new(writer, metas, SystemTime::now());
+        self.store.write_index(tenant, &index).await
+    }
+
+    /// The metas of `tenant` from its index, when another server compacts it and its
+    /// index is fresh; `None` means list the tenant.
+    async fn indexed_metas(&self, tenant: &TenantId) -> Option<Vec<BlockMeta>> {
+        let policy = self.index.get()?;
+        let now = SystemTime::now();
+        if policy.leases.holds(tenant, now) {
+            return None;
+        }
+        match self.store.read_index(tenant).await {
+            Ok(Some(index)) if index.age(now) <= policy.max_age => Some(index.metas),
+            Ok(Some(index)) => {
+                tracing::debug!(tenant = %tenant, age = ?index.age(now), writer = %index.writer, "block index is stale; listing the tenant");
+                None
+            }
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(tenant = %tenant, %error, "cannot read the block index; listing the tenant");
+                None
+            }
         }
     }
 
@@ -53,8 +128,11 @@ impl BlockList {
         &self.store
     }
 
-    /// Makes a freshly written block visible to queries.
+    /// Makes a block this server just wrote visible to queries.
     pub fn register(&self, reader: BlockReader) {
+        self.written_here
+            .lock()
+            .insert(reader.meta().block_id, std::time::Instant::now());
         let tenant = reader.meta().tenant.clone();
         let mut tenants = self.tenants.write();
         let blocks = tenants.entry(tenant).or_default();
@@ -116,29 +194,43 @@ impl BlockList {
 
     /// Re-lists the backend. Block metas never change once written, so only blocks not
     /// seen before have their meta.json read: a poll costs one listing per tenant plus one
-    /// read per new block, not one read per block.
+    /// read per new block, not one read per block. With a tenant index
+    /// ([`BlockList::use_tenant_index`]), a tenant another server compacts costs one read.
     pub async fn refresh(&self) -> Result<(), StorageError> {
         let listing_started = unix_now();
-        let mut listed: HashMap<TenantId, Vec<Uuid>> = HashMap::new();
-        for tenant in self.store.list_tenants().await? {
-            let ids = self.store.list_block_ids(&tenant).await?;
-            listed.insert(tenant, ids);
-        }
         let mut next: HashMap<TenantId, Vec<BlockReader>> = HashMap::new();
-        for (tenant, ids) in listed {
+        for tenant in self.store.list_tenants().await? {
             let known = self.listed_blocks(&tenant);
-            let mut readers: Vec<BlockReader> = Vec::with_capacity(ids.len());
-            for block_id in ids {
+            let reuse = |meta: &BlockMeta| {
                 // Keep existing readers: they hold cached footers and bloom filters.
-                match known.iter().find(|r| r.meta().block_id == block_id) {
-                    Some(reader) => readers.push(reader.clone()),
-                    None => {
-                        if let Some(meta) = self.store.read_meta(&tenant, block_id).await? {
-                            readers.push(BlockReader::new(self.store.clone(), meta));
+                known
+                    .iter()
+                    .find(|r| r.meta().block_id == meta.block_id)
+                    .cloned()
+                    .unwrap_or_else(|| BlockReader::new(self.store.clone(), meta.clone()))
+            };
+            let readers: Vec<BlockReader> = match self.indexed_metas(&tenant).await {
+                Some(metas) => {
+                    self.metrics.tenant_polled("index");
+                    metas.iter().map(reuse).collect()
+                }
+                None => {
+                    self.metrics.tenant_polled("listing");
+                    let ids = self.store.list_block_ids(&tenant).await?;
+                    let mut readers = Vec::with_capacity(ids.len());
+                    for block_id in ids {
+                        match known.iter().find(|r| r.meta().block_id == block_id) {
+                            Some(reader) => readers.push(reader.clone()),
+                            None => {
+                                if let Some(meta) = self.store.read_meta(&tenant, block_id).await? {
+                                    readers.push(BlockReader::new(self.store.clone(), meta));
+                                }
+                            }
                         }
                     }
+                    readers
                 }
-            }
+            };
             next.insert(tenant, readers);
         }
         let mut tenants = self.tenants.write();

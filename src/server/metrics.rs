@@ -32,6 +32,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     /// Position in `metrics_generator.remote_write.endpoints` (URLs may carry secrets).
     endpoint: String,
@@ -45,6 +50,7 @@ pub struct ServerMetrics {
     discarded_spans: Family<RefusedLabels, Counter>,
     refused_queries: Family<RefusedLabels, Counter>,
     peer_failures: Family<ReasonLabels, Counter>,
+    tenant_polls: Family<SourceLabels, Counter>,
     wal_fsync_seconds: Histogram,
     wal_damaged_records: Counter,
     wal_replayed_records: Counter,
@@ -104,6 +110,12 @@ impl ServerMetrics {
             "discarded_spans",
             "Spans not stored (refused, or left out of a partial_success), per tenant and reason",
             discarded_spans.clone(),
+        );
+        let tenant_polls = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "blocklist_tenant_polls",
+            "Block-list refreshes of one tenant, by source: its index or a bucket listing",
+            tenant_polls.clone(),
         );
         let peer_failures = Family::<ReasonLabels, Counter>::default();
         registry.register(
@@ -307,6 +319,7 @@ impl ServerMetrics {
             discarded_spans,
             refused_queries,
             peer_failures,
+            tenant_polls,
             wal_fsync_seconds,
             wal_damaged_records,
             wal_replayed_records,
@@ -362,6 +375,15 @@ impl ServerMetrics {
                 reason: reason.to_string(),
             })
             .inc_by(num_spans);
+    }
+
+    /// One tenant's blocks refreshed from `source` (`index` or `listing`).
+    pub fn tenant_polled(&self, source: &str) {
+        self.tenant_polls
+            .get_or_create(&SourceLabels {
+                source: source.to_string(),
+            })
+            .inc();
     }
 
     /// A peer left out of an answer: `resolve`, `request`, `status` or `decode`.

@@ -266,6 +266,12 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         ),
         false => TenantLeases::exclusive(),
     });
+    if shared_bucket {
+        // An index older than this was not rewritten by a live holder: its holder died
+        // and the lease has not been taken over yet, or nobody compacts the tenant.
+        let max_age = config.compaction.lease_duration * 2 + config.compaction.cycle;
+        blocklist.use_tenant_index(Arc::clone(&leases), max_age);
+    }
     let retention_task = (config.compaction.enabled || !shared_bucket).then(|| {
         Retention::new(
             Arc::clone(&blocklist),

@@ -39,7 +39,8 @@ const RESOLVE_EVERY: Duration = Duration::from_secs(10);
 pub enum DataScope {
     /// The head and every block: what clients ask for.
     All,
-    /// The head alone: what a peer asks for.
+    /// The head and the blocks this server wrote recently (which the asking server's
+    /// block list may not show yet): what a peer asks for.
     HeadOnly,
 }
 

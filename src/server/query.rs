@@ -77,10 +77,11 @@ impl Querier {
         window: Option<TimeWindow>,
         scope: DataScope,
     ) -> Result<Option<FoundTrace>, QueryError> {
-        let blocks = match scope {
-            DataScope::All => self.blocklist.blocks(tenant),
-            DataScope::HeadOnly => Vec::new(),
-        };
+        let mut blocks = self.blocklist.blocks(tenant);
+        if scope == DataScope::HeadOnly {
+            let recent = self.blocklist.written_here_recently(tenant);
+            blocks.retain(|block| recent.contains(&block.meta().block_id));
+        }
         let candidates: Vec<_> = blocks
             .into_iter()
             .filter(|block| {

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import requests
 
 from collector_support import make_request
-from conftest import Server, free_port, metric_value, s3_env
+from conftest import Server, bucket_keys, free_port, metric_value, s3_env
 
 TENANT = "cluster"
 
@@ -44,6 +44,15 @@ def start_cluster(tmp_path, s3, count=3, host="127.0.0.1", api_tls=None, **extra
         }
         servers.append(ClusterServer(tmp_path / f"s{i}", env, port, api_tls=api_tls).start())
     return servers
+
+
+def wait_until(condition, what, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def send(srv, spans=4):
@@ -89,6 +98,20 @@ def test_every_server_answers_for_traces_in_another_servers_memory(tmp_path, s3)
         # span_count), and peer answers are counted as no failure.
         for srv in servers:
             assert (metric_value(srv, "spoor_peer_query_failures_total") or 0) == 0
+
+        # Once cut into blocks, the server compacting the tenant writes its index, and
+        # the others read it instead of listing the bucket; answers stay the same.
+        index_key = f"spoor/{TENANT}/index.json.zst"
+        wait_until(lambda: index_key in bucket_keys(s3), "the tenant index")
+
+        def index_polls(srv):
+            return metric_value(srv, 'spoor_blocklist_tenant_polls_total{source="index"}') or 0
+
+        wait_until(lambda: sum(index_polls(s) > 0 for s in servers) == 2, "two servers reading the index")
+        for srv in servers:
+            for trace in sent:
+                assert span_count(srv, trace) == 4, f"{srv.api} misses {trace} after the flush"
+            assert search_ids(srv) == sorted(sent), f"{srv.api} search after the flush"
     finally:
         for srv in servers:
             srv.stop()

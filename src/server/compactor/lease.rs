@@ -77,6 +77,24 @@ impl TenantLeases {
         }
     }
 
+    /// This server's ID in the leases; `None` when the store is not shared.
+    pub fn holder(&self) -> Option<Uuid> {
+        self.shared.as_ref().map(|shared| shared.holder)
+    }
+
+    /// Whether this server held `tenant`'s lease when it last looked, without asking the
+    /// store: the holder lists the tenant's blocks itself and writes its index.
+    pub fn holds(&self, tenant: &TenantId, now: SystemTime) -> bool {
+        match &self.shared {
+            None => true,
+            Some(shared) => shared
+                .held
+                .lock()
+                .get(tenant)
+                .is_some_and(|expires| unix_ms(now) < *expires),
+        }
+    }
+
     /// Whether this server may compact `tenant` now. Renews (or takes) the lease when
     /// less than half of it is left, so a holder calling this every cycle keeps it.
     ///

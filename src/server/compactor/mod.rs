@@ -229,6 +229,13 @@ impl Compactor {
                     }
                 }
             }
+            // Servers that do not compact the tenant read its blocks from here.
+            if let Some(holder) = self.leases.holder() {
+                if let Err(error) = self.blocklist.write_index(&tenant, holder).await {
+                    tracing::warn!(tenant = %tenant, %error, "cannot write the block index");
+                    self.error(&mut summary);
+                }
+            }
         }
         if sweep_orphans {
             let orphans = remove_orphans(

@@ -212,10 +212,14 @@ impl SearchService {
         Ok(Arc::new(self.snapshot(tenant).await?))
     }
 
-    /// The head of one tenant alone, for a peer's query.
+    /// What a peer asks for: the head of one tenant and the blocks this server wrote
+    /// recently, which the peer's block list may not show yet.
     async fn head_sources(&self, tenant: &TenantId) -> Result<Arc<Sources>, SearchError> {
         let mut sources = self.snapshot(tenant).await?;
-        sources.blocks.clear();
+        let recent = self.inner.blocklist.written_here_recently(tenant);
+        sources
+            .blocks
+            .retain(|block| recent.contains(&block.meta().block_id));
         Ok(Arc::new(sources))
     }
 

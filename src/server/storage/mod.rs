@@ -9,6 +9,7 @@
 //! last and deleters remove it first, so a reader never sees a meta whose data is missing
 //! (except during a delete, which readers treat as a retryable error).
 
+pub mod index;
 pub mod paths;
 
 use std::sync::Arc;
@@ -27,9 +28,10 @@ use crate::config::{BackendConfig, S3Config, StorageConfig};
 use crate::error::{ErrorCode, ServiceError};
 use crate::server::block::{BlockMeta, EncodedBlock, MetaError};
 use crate::tenant::TenantId;
+use index::{IndexError, TenantIndex};
 use paths::{
     BlockBloomPath, BlockDataPath, BlockMetaPath, BlockPrefix, BlockTagIndexPath,
-    CompactionLeasePath, TenantPrefix,
+    CompactionLeasePath, TenantIndexPath, TenantPrefix,
 };
 
 /// Metas fetched concurrently when listing a tenant's blocks.
@@ -61,6 +63,11 @@ pub enum StorageError {
     Meta(#[from] MetaError),
     #[error("cannot encode the compaction lease of tenant {tenant}: {message}")]
     Lease { tenant: TenantId, message: String },
+    #[error("block index of tenant {tenant}: {source}")]
+    Index {
+        tenant: TenantId,
+        source: IndexError,
+    },
 }
 
 impl StorageError {
@@ -90,7 +97,8 @@ impl ServiceError for StorageError {
             | StorageError::Config(_)
             | StorageError::InvalidPrefix { .. }
             | StorageError::Meta(_)
-            | StorageError::Lease { .. } => ErrorCode::Internal,
+            | StorageError::Lease { .. }
+            | StorageError::Index { .. } => ErrorCode::Internal,
         }
     }
 }
@@ -393,6 +401,41 @@ impl BlockStore {
             .bytes()
             .await
             .map_err(|source| StorageError::from_store("get", path, source))
+    }
+
+    /// Writes the tenant's block index (replacing the previous one).
+    ///
+    /// # Errors
+    /// A meta cannot be encoded, or the store failed.
+    pub async fn write_index(
+        &self,
+        tenant: &TenantId,
+        index: &TenantIndex,
+    ) -> Result<(), StorageError> {
+        let bytes = index.encode().map_err(|source| StorageError::Index {
+            tenant: tenant.clone(),
+            source,
+        })?;
+        self.put(TenantIndexPath::new(tenant).as_path(), Bytes::from(bytes))
+            .await
+    }
+
+    /// The tenant's block index; `None` when there is none.
+    ///
+    /// # Errors
+    /// The store failed, or the index cannot be decoded (a newer version, damage).
+    pub async fn read_index(&self, tenant: &TenantId) -> Result<Option<TenantIndex>, StorageError> {
+        let bytes = match self.get(TenantIndexPath::new(tenant).as_path()).await {
+            Ok(bytes) => bytes,
+            Err(StorageError::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        TenantIndex::decode(&bytes)
+            .map(Some)
+            .map_err(|source| StorageError::Index {
+                tenant: tenant.clone(),
+                source,
+            })
     }
 
     /// The tenant's compaction lease and the version a conditional replace must name;

@@ -10,6 +10,7 @@
 //! <tenant>/<block_id>/tags.json.zst BlockTagIndexPath
 //! <tenant>/<block_id>/meta.json     BlockMetaPath   (written last: present == complete)
 //! <tenant>/compaction.lease         CompactionLeasePath (which server compacts the tenant)
+//! <tenant>/index.json.zst           TenantIndexPath (every block's meta, from the lease holder)
 //! ```
 //!
 //! Segments come only from a validated [`TenantId`] and a [`Uuid`], so no key can escape
@@ -28,6 +29,7 @@ const DATA_FILE: &str = "data.parquet";
 const BLOOM_FILE: &str = "bloom";
 const TAG_INDEX_FILE: &str = "tags.json.zst";
 const COMPACTION_LEASE_FILE: &str = "compaction.lease";
+const TENANT_INDEX_FILE: &str = "index.json.zst";
 
 /// `<tenant>`: everything one tenant owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,20 @@ pub struct BlockTagIndexPath(Path);
 /// (`compactor::lease`). An object, not a folder, so block listings never see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompactionLeasePath(Path);
+
+/// `<tenant>/index.json.zst`: every block's meta in one object (`storage::index`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantIndexPath(Path);
+
+impl TenantIndexPath {
+    pub fn new(tenant: &TenantId) -> TenantIndexPath {
+        TenantIndexPath(Path::from_iter([tenant.as_str(), TENANT_INDEX_FILE]))
+    }
+
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+}
 
 impl CompactionLeasePath {
     pub fn new(tenant: &TenantId) -> CompactionLeasePath {
@@ -185,7 +201,8 @@ display_as_path!(
     BlockDataPath,
     BlockBloomPath,
     BlockTagIndexPath,
-    CompactionLeasePath
+    CompactionLeasePath,
+    TenantIndexPath
 );
 
 #[cfg(test)]
@@ -209,6 +226,14 @@ mod tests {
         assert_eq!(
             CompactionLeasePath::new(&acme()).to_string(),
             "acme/compaction.lease"
+        );
+    }
+
+    #[test]
+    fn tenant_index_path() {
+        assert_eq!(
+            TenantIndexPath::new(&acme()).to_string(),
+            "acme/index.json.zst"
         );
     }
 
