@@ -685,7 +685,7 @@ async fn resolve_logged(
         Err(error) => {
             metrics.loadbalancer_resolved(DNS_RESOLVER, false);
             warn!(
-                exporter = exporter_id,
+                exporter = %exporter_id,
                 hostname = %dns.hostname,
                 error = %error,
                 "resolving the load balancer's backends failed; keeping the current ones"
