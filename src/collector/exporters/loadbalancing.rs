@@ -81,6 +81,9 @@ const NO_BACKEND_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// How often a removed backend checks whether it can close its queue; short, because
 /// an address that returns waits for it.
 const RETIRE_POLL: Duration = Duration::from_millis(20);
+/// How long a resolution waits for a returning address's old queue to finish draining
+/// before leaving the address to a later resolution.
+const RETURNING_WAIT: Duration = Duration::from_secs(1);
 
 /// A consistent-hash ring of backends, identified by their index in the list it was
 /// built from.
@@ -750,7 +753,8 @@ impl DnsResolution {
                 continue;
             }
             // An address that returns while its old queue still drains waits for it: two
-            // queues never share a persistent directory, nor a trace.
+            // queues never share a persistent directory. Not for long, so that a queue
+            // its new owners cannot take yet never holds up other changes.
             if let Some(position) = retiring.iter().position(|r| r.hostname == *address) {
                 let mut returning = retiring.swap_remove(position);
                 tokio::select! {
@@ -759,6 +763,16 @@ impl DnsResolution {
                         return false;
                     }
                     _ = &mut returning.task => {}
+                    _ = tokio::time::sleep(RETURNING_WAIT) => {
+                        info!(
+                            exporter = %self.starter.exporter_id,
+                            backend = %address,
+                            "a removed backend's address is back while its queue still drains; \
+                             it is added at a later resolution"
+                        );
+                        retiring.push(returning);
+                        continue;
+                    }
                 }
             }
             let config = LoadBalancingBackend::for_address(&self.dns.backend, address);
@@ -1530,6 +1544,16 @@ mod tests {
         // An unchanged answer changes nothing.
         assert!(resolution.update(two, &mut retiring).await);
         assert!(retiring.is_empty());
+        // The address returns: a new backend, with an empty queue, takes its share back.
+        assert!(resolution.update(three, &mut retiring).await);
+        assert!(retiring.is_empty());
+        let text = metrics.encode();
+        assert!(
+            text.contains("otelcol_loadbalancer_num_backends{resolver=\"dns\"} 3"),
+            "{text}"
+        );
+        assert_eq!(queue_size(&text, "127.0.0.3:9"), 0);
+        assert_eq!(balancer.routing.current().backends.len(), 3);
         balancer.shutdown(Instant::now()).await;
         assert!(metrics
             .encode()
