@@ -446,7 +446,7 @@ fn check_config_flag_validates_and_exits() {
 }
 
 #[test]
-fn loadbalancing_example_loads_and_other_resolvers_are_named() {
+fn loadbalancing_example_loads_with_either_resolver_and_others_are_named() {
     let config =
         load_collector_config_with_env(Some(&data("otelcol-loadbalancing.yaml")), &BTreeMap::new())
             .unwrap_or_else(|errors| panic!("otelcol-loadbalancing.yaml:\n{errors}"));
@@ -473,25 +473,37 @@ fn loadbalancing_example_loads_and_other_resolvers_are_named() {
         .iter()
         .all(|backend| backend.exporter.timeout == std::time::Duration::from_secs(1)));
 
-    // The commented-out DNS resolver of the same example, and the Kubernetes one.
-    let mut edit = Edit::open("otelcol-loadbalancing.yaml");
-    *edit.section("exporters.loadbalancing.resolver") = serde_yaml::from_str(
+    // The commented-out DNS resolver of the same example loads in place of the static
+    // one; the Kubernetes resolver is named as unsupported.
+    let load_with_resolver = |resolver: &str| {
+        let mut edit = Edit::open("otelcol-loadbalancing.yaml");
+        *edit.section("exporters.loadbalancing.resolver") = serde_yaml::from_str(resolver).unwrap();
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(
+            &mut file,
+            serde_yaml::to_string(&edit.tree).unwrap().as_bytes(),
+        )
+        .unwrap();
+        load_collector_config_with_env(Some(file.path()), &BTreeMap::new())
+    };
+    let config =
+        load_with_resolver("{dns: {hostname: otelcol-headless.observability.svc.cluster.local}}")
+            .unwrap_or_else(|errors| panic!("the dns resolver:\n{errors}"));
+    let ExporterConfig::LoadBalancing(lb) = &config.exporters[&id("loadbalancing")] else {
+        panic!("loadbalancing exporter");
+    };
+    let dns = lb.dns.as_ref().expect("a dns resolver");
+    assert_eq!(
+        (dns.hostname.as_str(), dns.port),
+        ("otelcol-headless.observability.svc.cluster.local", 4317)
+    );
+    assert!(lb.backends.is_empty());
+    let errors = load_with_resolver(
         "{dns: {hostname: otelcol-headless.observability.svc.cluster.local}, k8s: {service: lb-svc.kube-public}}",
     )
-    .unwrap();
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(
-        &mut file,
-        serde_yaml::to_string(&edit.tree).unwrap().as_bytes(),
-    )
-    .unwrap();
-    let errors = load_collector_config_with_env(Some(file.path()), &BTreeMap::new())
-        .expect_err("dns and k8s resolvers are not supported");
+    .expect_err("the k8s resolver is not supported");
     assert_eq!(
         messages(&errors),
-        [
-            "exporters.loadbalancing.resolver.dns: unsupported resolver \"dns\" (supported: static)",
-            "exporters.loadbalancing.resolver.k8s: unsupported resolver \"k8s\" (supported: static)",
-        ]
+        ["exporters.loadbalancing.resolver.k8s: unsupported resolver \"k8s\" (supported: static, dns)"]
     );
 }

@@ -71,6 +71,12 @@ struct ResolverLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResolutionLabels {
+    resolver: String,
+    success: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendOutcomeLabels {
     endpoint: String,
     success: String,
@@ -163,6 +169,8 @@ pub struct CollectorMetrics {
     exporter_queue_capacity: Family<QueueLabels, Gauge>,
     loadbalancer_num_backends: Family<ResolverLabels, Gauge>,
     loadbalancer_backend_outcome: Family<BackendOutcomeLabels, Counter>,
+    loadbalancer_num_resolutions: Family<ResolutionLabels, Counter>,
+    loadbalancer_num_backend_updates: Family<ResolverLabels, Counter>,
     process_uptime: Gauge<f64, std::sync::atomic::AtomicU64>,
     process_memory_rss: Gauge,
     auth_refusals: AuthRefusals,
@@ -318,6 +326,18 @@ impl CollectorMetrics {
             "Number of successes and failures for each endpoint",
             loadbalancer_backend_outcome.clone(),
         );
+        let loadbalancer_num_resolutions = Family::<ResolutionLabels, Counter>::default();
+        registry.register(
+            "loadbalancer_num_resolutions",
+            "Number of times the resolver has triggered new resolutions",
+            loadbalancer_num_resolutions.clone(),
+        );
+        let loadbalancer_num_backend_updates = Family::<ResolverLabels, Counter>::default();
+        registry.register(
+            "loadbalancer_num_backend_updates",
+            "Number of times the list of backends was updated",
+            loadbalancer_num_backend_updates.clone(),
+        );
         let process_uptime = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "process_uptime",
@@ -357,6 +377,8 @@ impl CollectorMetrics {
             exporter_queue_capacity,
             loadbalancer_num_backends,
             loadbalancer_backend_outcome,
+            loadbalancer_num_resolutions,
+            loadbalancer_num_backend_updates,
             process_uptime,
             process_memory_rss,
         }
@@ -538,6 +560,26 @@ impl CollectorMetrics {
             .inc_by(delta);
     }
 
+    /// One resolution of a `loadbalancing` exporter's backends; a failed or empty one
+    /// leaves the backends as they were.
+    pub(crate) fn loadbalancer_resolved(&self, resolver: &str, success: bool) {
+        self.loadbalancer_num_resolutions
+            .get_or_create(&ResolutionLabels {
+                resolver: resolver.to_owned(),
+                success: success.to_string(),
+            })
+            .inc();
+    }
+
+    /// A resolution changed a `loadbalancing` exporter's set of backends.
+    pub(crate) fn loadbalancer_backends_updated(&self, resolver: &str) {
+        self.loadbalancer_num_backend_updates
+            .get_or_create(&ResolverLabels {
+                resolver: resolver.to_owned(),
+            })
+            .inc();
+    }
+
     /// One export attempt to a `loadbalancing` backend (or a batch its full queue
     /// refused).
     pub(crate) fn loadbalancer_backend_outcome(&self, endpoint: &str, success: bool) {
@@ -581,6 +623,8 @@ mod tests {
         metrics.set_queue_capacity("otlp", 1000);
         metrics.loadbalancer_backends_changed("static", 3);
         metrics.loadbalancer_backend_outcome("backend-1:4317", false);
+        metrics.loadbalancer_resolved("dns", false);
+        metrics.loadbalancer_backends_updated("dns");
         let text = metrics.encode();
         for line in [
             "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 3",
@@ -594,6 +638,8 @@ mod tests {
             "otelcol_exporter_queue_capacity{exporter=\"otlp\",data_type=\"traces\"} 1000",
             "otelcol_loadbalancer_num_backends{resolver=\"static\"} 3",
             "otelcol_loadbalancer_backend_outcome_total{endpoint=\"backend-1:4317\",success=\"false\"} 1",
+            "otelcol_loadbalancer_num_resolutions_total{resolver=\"dns\",success=\"false\"} 1",
+            "otelcol_loadbalancer_num_backend_updates_total{resolver=\"dns\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -24,6 +24,9 @@ class Collector:
     """spoor-collector exporting over OTLP/gRPC to `backend_grpc_port`, with a persistent
     queue under `work_dir/queue`. Ports stay the same across restarts."""
 
+    # Arguments the collector's command line is run by (e.g. an `unshare` wrapper).
+    command_prefix = []
+
     def __init__(self, work_dir, backend_grpc_port, batch_timeout="50ms",
                  exporter_tls="insecure: true", auth_extensions=None,
                  receiver_authenticator=None, exporter_authenticator=None):
@@ -96,7 +99,7 @@ service:
         env.setdefault("RUST_LOG", "info")
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(BIN_DIR / "spoor-collector"), "--config", str(self.config_path)],
+            [*self.command_prefix, str(BIN_DIR / "spoor-collector"), "--config", str(self.config_path)],
             env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 60

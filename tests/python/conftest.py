@@ -47,6 +47,9 @@ def free_udp_port():
 
 
 class Server:
+    # Where OTLP/gRPC listens (any address of 127/8 is loopback on Linux).
+    grpc_host = "127.0.0.1"
+
     def __init__(self, data_dir, extra_env=None, api_tls=None, config_path=None):
         """`api_tls`: when the API serves HTTPS (SPOOR_API__TLS__* in `extra_env`), the
         requests keyword arguments that reach it, e.g. {"verify": ca_file, "cert": (cert,
@@ -75,7 +78,7 @@ class Server:
                 str(BIN_DIR / "spoor-server"),
                 "--data-dir", str(self.data_dir),
                 "--api-listen-address", f"127.0.0.1:{self.api_port}",
-                "--otlp-grpc-listen-address", f"127.0.0.1:{self.grpc_port}",
+                "--otlp-grpc-listen-address", f"{self.grpc_host}:{self.grpc_port}",
                 "--otlp-http-listen-address", f"127.0.0.1:{self.http_port}",
             ] + (["--config", str(self.config_path)] if self.config_path else []),
             env=env, stdout=self.log, stderr=subprocess.STDOUT,

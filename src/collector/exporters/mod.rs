@@ -39,6 +39,10 @@ use retry::Outcome;
 /// hop costs more than the work (well under the ~500 µs budget of an async worker).
 const INLINE_ENCODE_MAX_SPANS: usize = 256;
 
+/// How long a removed `loadbalancing` backend waits before offering a batch the others
+/// refused (their queues full) again.
+const WITHDRAWN_HAND_OVER_RETRY: Duration = Duration::from_secs(1);
+
 /// At most one warning per interval about a full queue.
 pub(crate) const REFUSAL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -225,13 +229,17 @@ fn warn_unverified(id: &str, config: &ExporterConfig) {
         ExporterConfig::OtlpHttp(otlp) => {
             otlp.traces_url.starts_with("https://") && otlp.tls.insecure_skip_verify
         }
-        ExporterConfig::LoadBalancing(balancing) => balancing.backends.iter().any(|backend| {
-            backend
-                .exporter
-                .tls
-                .as_ref()
-                .is_some_and(|tls| tls.insecure_skip_verify)
-        }),
+        ExporterConfig::LoadBalancing(balancing) => balancing
+            .backends
+            .iter()
+            .map(|backend| &backend.exporter)
+            .chain(balancing.dns.as_ref().map(|dns| &dns.backend))
+            .any(|exporter| {
+                exporter
+                    .tls
+                    .as_ref()
+                    .is_some_and(|tls| tls.insecure_skip_verify)
+            }),
         ExporterConfig::Debug(_) => false,
     };
     if unverified {
@@ -418,6 +426,11 @@ impl QueuedExporter {
         self.queue.probe().await
     }
 
+    /// Whether no batch waits in the queue (see [`SendingQueue::is_empty`]).
+    pub(crate) async fn queue_is_empty(&self) -> bool {
+        self.queue.is_empty().await
+    }
+
     async fn run_consumer(self: Arc<Self>) {
         while let Some(item) = self.queue.next().await {
             self.send(item).await;
@@ -425,6 +438,10 @@ impl QueuedExporter {
     }
 
     async fn send(&self, item: Dispatched) {
+        if let Some(backend) = self.backend.as_ref().filter(|backend| backend.is_retired()) {
+            self.hand_over_withdrawn(backend, item).await;
+            return;
+        }
         let outcome = retry::send_with_retry(
             &self.exporter,
             &item.tenant,
@@ -432,6 +449,7 @@ impl QueuedExporter {
             item.num_spans,
             &self.retry,
             &self.cancel,
+            self.backend.as_ref().map(|backend| backend.withdrawn()),
             &self.names.name,
             |success| {
                 if let Some(backend) = &self.backend {
@@ -440,6 +458,10 @@ impl QueuedExporter {
             },
         )
         .await;
+        if let (Outcome::Withdrawn, Some(backend)) = (&outcome, &self.backend) {
+            self.hand_over_withdrawn(backend, item).await;
+            return;
+        }
         let num_spans = item.num_spans;
         if matches!(outcome, Outcome::Exhausted(_)) {
             if let Some(backend) = &self.backend {
@@ -514,19 +536,53 @@ impl QueuedExporter {
                     },
                 );
             }
-            Outcome::Cancelled => {
-                if self.queue.is_persistent() {
-                    // Still on disk: sent after the next start.
-                    self.queue.release(item);
-                } else {
-                    self.metrics.exporter_send_failed(&self.names.id, num_spans);
-                    error!(
-                        exporter = %self.names.name,
-                        tenant = %item.tenant,
-                        num_spans,
-                        "shutdown deadline reached before the batch was sent; dropping data"
-                    );
+            // Withdrawn only comes with a backend's token, and was handled above.
+            Outcome::Cancelled | Outcome::Withdrawn => self.cancelled(item),
+        }
+    }
+
+    /// The shutdown deadline came before the batch was sent.
+    fn cancelled(&self, item: Dispatched) {
+        if self.queue.is_persistent() {
+            // Still on disk: sent after the next start.
+            self.queue.release(item);
+        } else {
+            self.metrics
+                .exporter_send_failed(&self.names.id, item.num_spans);
+            error!(
+                exporter = %self.names.name,
+                tenant = %item.tenant,
+                num_spans = item.num_spans,
+                "shutdown deadline reached before the batch was sent; dropping data"
+            );
+        }
+    }
+
+    /// Queues a batch of a backend the resolver dropped on the backends that now own
+    /// its traces; it leaves this queue only once they all hold it, so while their
+    /// queues are full it waits here (until the shutdown deadline).
+    async fn hand_over_withdrawn(&self, backend: &loadbalancing::Backend, item: Dispatched) {
+        loop {
+            if backend.hand_over(&item).await {
+                commit_all(self.queue.done(item).await);
+                return;
+            }
+            if self.refusal_warning.ready() {
+                warn!(
+                    exporter = %self.names.name,
+                    tenant = %item.tenant,
+                    num_spans = item.num_spans,
+                    "the backends now owning this removed backend's traces refused its batch; \
+                     retrying (logged once per 10s)"
+                );
+            }
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => {
+                    self.cancelled(item);
+                    return;
                 }
+                _ = tokio::time::sleep(WITHDRAWN_HAND_OVER_RETRY) => {}
             }
         }
     }
@@ -535,15 +591,28 @@ impl QueuedExporter {
     /// persistent queue keeps what is left on disk) until `deadline`, then cancels what
     /// is still in flight and closes the queue.
     pub(crate) async fn shutdown(&self, deadline: Instant) {
+        self.shutdown_by(tokio::time::sleep_until(deadline)).await;
+    }
+
+    /// [`QueuedExporter::shutdown`] with a deadline not known yet (a `loadbalancing`
+    /// backend draining after its address left: the collector's shutdown sets it).
+    pub(crate) async fn shutdown_by(&self, deadline: impl std::future::Future<Output = ()>) {
+        use futures::future::FusedFuture as _;
+        use futures::FutureExt as _;
         self.queue.close();
         let consumers: Vec<JoinHandle<()>> = std::mem::take(&mut *self.consumers.lock());
         let mut unfinished = Vec::new();
+        let deadline = deadline.fuse();
+        tokio::pin!(deadline);
         for consumer in consumers {
             let mut consumer = consumer;
-            tokio::select! {
-                _ = &mut consumer => {}
-                _ = tokio::time::sleep_until(deadline) => unfinished.push(consumer),
+            if !deadline.is_terminated() {
+                tokio::select! {
+                    _ = &mut consumer => continue,
+                    () = &mut deadline => {}
+                }
             }
+            unfinished.push(consumer);
         }
         if !unfinished.is_empty() {
             self.cancel.cancel();

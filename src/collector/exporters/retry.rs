@@ -26,6 +26,9 @@ pub(crate) enum Outcome {
     Exhausted(ExportError),
     /// Shutdown deadline.
     Cancelled,
+    /// The destination was withdrawn (a `loadbalancing` backend whose address left the
+    /// resolver's answer) while waiting to retry: the batch goes elsewhere.
+    Withdrawn,
 }
 
 /// The backoff sequence.
@@ -66,7 +69,9 @@ fn random_unit() -> f64 {
 }
 
 /// Exports with retries until success, a permanent error, `max_elapsed_time`, or
-/// `cancel`; `attempted` hears whether each attempt succeeded.
+/// `cancel`; `attempted` hears whether each attempt succeeded. `withdrawn` ends only
+/// the waits between attempts, never an attempt, so that a batch the backend is taking
+/// is not also sent elsewhere.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn send_with_retry(
     exporter: &Exporter,
@@ -75,6 +80,7 @@ pub(crate) async fn send_with_retry(
     num_spans: usize,
     config: &RetryConfig,
     cancel: &CancellationToken,
+    withdrawn: Option<&CancellationToken>,
     exporter_id: &str,
     attempted: impl Fn(bool),
 ) -> Outcome {
@@ -113,9 +119,16 @@ pub(crate) async fn send_with_retry(
             retry_in = ?wait,
             "export failed; will retry"
         );
+        let withdrawn = async {
+            match withdrawn {
+                Some(withdrawn) => withdrawn.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Outcome::Cancelled,
+            () = withdrawn => return Outcome::Withdrawn,
             _ = tokio::time::sleep(wait) => {}
         }
     }

@@ -158,6 +158,10 @@ impl MemoryQueue {
         }
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.state.lock().items.is_empty()
+    }
+
     /// Refuses new batches; consumers still drain what is queued.
     pub(crate) fn close(&self) {
         self.state.lock().closed = true;

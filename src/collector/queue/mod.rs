@@ -143,6 +143,20 @@ impl SendingQueue {
         }
     }
 
+    /// Whether no batch waits for a consumer, counting batches pushed before the call
+    /// (not those consumers hold).
+    pub(crate) async fn is_empty(&self) -> bool {
+        match self {
+            SendingQueue::Memory(queue) => queue.is_empty(),
+            SendingQueue::Persistent(queue) => {
+                // The writer answers a barrier after committing the appends sent before
+                // it, so those are pending by then.
+                queue.probe().await;
+                queue.is_empty()
+            }
+        }
+    }
+
     pub(crate) async fn probe(&self) -> bool {
         match self {
             SendingQueue::Memory(_) => true,

@@ -332,6 +332,11 @@ impl PersistentQueue {
         self.dispatch.ready.notify_waiters();
     }
 
+    /// Whether no batch waits for a consumer (batches consumers hold are not counted).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.dispatch.state.lock().pending.is_empty()
+    }
+
     pub(crate) fn close(&self) {
         self.dispatch.state.lock().closed = true;
         self.dispatch.ready.notify_waiters();

@@ -321,11 +321,30 @@ pub struct LoadBalancingExporterConfig {
     /// `routing_key`.
     pub routing_key: RoutingKey,
     /// `resolver.static.hostnames`, sorted (the ring does not depend on their order),
-    /// each with the `protocol.otlp` settings.
+    /// each with the `protocol.otlp` settings; empty with `dns`.
     pub backends: Vec<LoadBalancingBackend>,
+    /// `resolver.dns`: the backends are what a hostname resolves to, found at run time.
+    pub dns: Option<DnsResolverConfig>,
     /// `failover` (spoor-specific), when enabled; otherwise a failing backend keeps its
     /// share, as in the OpenTelemetry Collector.
     pub failover: Option<FailoverConfig>,
+}
+
+/// `exporters.loadbalancing.resolver.dns`: every A/AAAA address of `hostname` is a
+/// backend `ip:port`, resolved again every `interval`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsResolverConfig {
+    /// `hostname`: resolved with the system resolver, so /etc/hosts counts.
+    pub hostname: String,
+    /// `port` (4317 by default): every backend's port.
+    pub port: u16,
+    /// `interval` (5s by default) between resolutions.
+    pub interval: Duration,
+    /// `timeout` (1s by default) of one resolution.
+    pub timeout: Duration,
+    /// `protocol.otlp` for every backend, `endpoint` empty until
+    /// [`LoadBalancingBackend::for_address`] fills it in.
+    pub backend: OtlpExporterConfig,
 }
 
 /// `exporters.loadbalancing.failover`: while a backend is down, its share goes to the
@@ -357,6 +376,30 @@ pub struct LoadBalancingBackend {
     /// `protocol.otlp` with `endpoint` set to the hostname (port 4317 when it has none)
     /// and, for a persistent queue, a directory of the backend's own.
     pub exporter: OtlpExporterConfig,
+}
+
+impl LoadBalancingBackend {
+    /// The backend at `address` (`host:port`) with the settings of `template`: plaintext
+    /// when `template` has no TLS (`tls.insecure`), a persistent queue in a directory of
+    /// its own under the template's.
+    pub fn for_address(template: &OtlpExporterConfig, address: &str) -> LoadBalancingBackend {
+        let scheme = if template.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut exporter = OtlpExporterConfig {
+            endpoint: format!("{scheme}://{address}"),
+            ..template.clone()
+        };
+        if let Some(persistent) = &mut exporter.queue.persistent {
+            persistent.directory = persistent.directory.join(file_name_safe(address));
+        }
+        LoadBalancingBackend {
+            hostname: address.to_owned(),
+            exporter,
+        }
+    }
 }
 
 /// `exporters.otlp`.

@@ -659,7 +659,7 @@ impl RawComponent for RawLoadBalancingExporter {
             },
             resolver: RawResolver {
                 static_hosts: Some(RawStaticResolver::default()),
-                dns: free_form(),
+                dns: Some(RawDnsResolver::default()),
                 k8s: free_form(),
                 aws_cloud_map: free_form(),
             },
@@ -708,8 +708,8 @@ pub(crate) struct RawResolver {
     /// A fixed list of backends.
     #[serde(rename = "static")]
     pub(crate) static_hosts: Option<RawStaticResolver>,
-    /// Not supported: reported as such.
-    pub(crate) dns: Option<serde_yaml::Value>,
+    /// The backends are the addresses a hostname resolves to, re-resolved periodically.
+    pub(crate) dns: Option<RawDnsResolver>,
     /// Not supported: reported as such.
     pub(crate) k8s: Option<serde_yaml::Value>,
     /// Not supported: reported as such.
@@ -722,6 +722,34 @@ pub(crate) struct RawResolver {
 pub(crate) struct RawStaticResolver {
     /// `host[:port]` of each backend; the port defaults to 4317.
     pub(crate) hostnames: Vec<String>,
+}
+
+/// `exporters.loadbalancing.resolver.dns` (the contrib resolver's keys).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawDnsResolver {
+    /// The name whose A/AAAA records are the backends (required).
+    pub(crate) hostname: String,
+    /// The backends' port: a number or a string, as contrib accepts both; 4317 when
+    /// unset.
+    pub(crate) port: Option<serde_yaml::Value>,
+    /// How often the hostname is resolved again.
+    #[serde(with = "duration")]
+    pub(crate) interval: Duration,
+    /// How long one resolution may take before it counts as failed.
+    #[serde(with = "duration")]
+    pub(crate) timeout: Duration,
+}
+
+impl Default for RawDnsResolver {
+    fn default() -> Self {
+        RawDnsResolver {
+            hostname: String::new(),
+            port: None,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+        }
+    }
 }
 
 /// `exporters.debug`.

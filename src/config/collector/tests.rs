@@ -686,6 +686,78 @@ service:
 }
 
 #[test]
+fn loadbalancing_dns_resolver_takes_contrib_keys_and_defaults() {
+    let config = load_yaml(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+exporters:
+  loadbalancing:
+    protocol:
+      otlp:
+        tls: {insecure: true}
+        sending_queue:
+          persistent:
+            directory: /var/lib/q
+    resolver:
+      dns:
+        hostname: spoor-servers.example.com
+  loadbalancing/tuned:
+    resolver:
+      dns:
+        hostname: ' spoor-servers.example.com '
+        port: '5317'
+        interval: 250ms
+        timeout: 2s
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [loadbalancing, loadbalancing/tuned]
+",
+        &[],
+    )
+    .expect("loads");
+    let ExporterConfig::LoadBalancing(lb) = &config.exporters[&id("loadbalancing")] else {
+        panic!("loadbalancing exporter");
+    };
+    assert!(lb.backends.is_empty(), "found at run time");
+    let dns = lb.dns.as_ref().expect("a dns resolver");
+    assert_eq!(dns.hostname, "spoor-servers.example.com");
+    assert_eq!(dns.port, 4317);
+    assert_eq!(dns.interval, Duration::from_secs(5));
+    assert_eq!(dns.timeout, Duration::from_secs(1));
+    assert!(dns.backend.tls.is_none());
+    let backend = LoadBalancingBackend::for_address(&dns.backend, "127.0.0.2:4317");
+    assert_eq!(backend.hostname, "127.0.0.2:4317");
+    assert_eq!(backend.exporter.endpoint, "http://127.0.0.2:4317");
+    assert_eq!(
+        backend.exporter.queue.persistent.map(|p| p.directory),
+        Some(std::path::PathBuf::from(
+            "/var/lib/q/loadbalancing/127.0.0.2_4317"
+        ))
+    );
+
+    let ExporterConfig::LoadBalancing(tuned) = &config.exporters[&id("loadbalancing/tuned")] else {
+        panic!("loadbalancing exporter");
+    };
+    let dns = tuned.dns.as_ref().expect("a dns resolver");
+    assert_eq!(dns.hostname, "spoor-servers.example.com");
+    assert_eq!(dns.port, 5317);
+    assert_eq!(dns.interval, Duration::from_millis(250));
+    assert_eq!(dns.timeout, Duration::from_secs(2));
+    assert!(dns.backend.tls.is_some(), "TLS unless tls.insecure");
+    assert_eq!(
+        LoadBalancingBackend::for_address(&dns.backend, "[::1]:5317")
+            .exporter
+            .endpoint,
+        "https://[::1]:5317"
+    );
+}
+
+#[test]
 fn loadbalancing_exporter_errors_name_their_keys_all_at_once() {
     let found = errors(
         "
@@ -700,10 +772,22 @@ exporters:
       otlp:
         timeout: 0s
     resolver:
+      static:
+        hostnames: [backend-1, 'bad host:x', backend-1]
+  loadbalancing/both:
+    resolver:
       dns:
         hostname: otelcol-backends.example.com
       static:
-        hostnames: [backend-1, 'bad host:x', backend-1]
+        hostnames: [backend-1]
+  loadbalancing/dns:
+    resolver:
+      dns:
+        port: 70000
+        interval: 0s
+        timeout: 0s
+      k8s:
+        service: backends.default
   loadbalancing/empty:
     resolver:
       static:
@@ -719,7 +803,7 @@ service:
   pipelines:
     traces:
       receivers: [otlp]
-      exporters: [loadbalancing, loadbalancing/empty, loadbalancing/none]
+      exporters: [loadbalancing, loadbalancing/both, loadbalancing/dns, loadbalancing/empty, loadbalancing/none]
 ",
     );
     let mut found = found;
@@ -728,13 +812,18 @@ service:
         found,
         vec![
             "exporters.loadbalancing.protocol.otlp.timeout: must be greater than 0",
-            "exporters.loadbalancing.resolver.dns: unsupported resolver \"dns\" (supported: static)",
             "exporters.loadbalancing.resolver.static.hostnames[1]: expected host:port like backend.example.com:4317, got \"bad host:x\"",
             "exporters.loadbalancing.resolver.static.hostnames[2]: \"backend-1\" is listed twice",
             "exporters.loadbalancing.routing_key: unsupported routing_key \"metric\" (supported for traces: traceID, service)",
+            "exporters.loadbalancing/both.resolver: set exactly one of static and dns, not both",
+            "exporters.loadbalancing/dns.resolver.dns.hostname: is required (the name whose A/AAAA records are the backends)",
+            "exporters.loadbalancing/dns.resolver.dns.interval: must be greater than 0",
+            "exporters.loadbalancing/dns.resolver.dns.port: must be a port number (1-65535)",
+            "exporters.loadbalancing/dns.resolver.dns.timeout: must be greater than 0",
+            "exporters.loadbalancing/dns.resolver.k8s: unsupported resolver \"k8s\" (supported: static, dns)",
             "exporters.loadbalancing/empty.resolver.static.hostnames: must list at least one backend (host or host:port)",
             "exporters.loadbalancing/none.failover.unhealthy_after: must be greater than 0",
-            "exporters.loadbalancing/none.resolver: a static resolver with hostnames is required",
+            "exporters.loadbalancing/none.resolver: a static resolver with hostnames or a dns resolver with a hostname is required",
         ]
     );
 }

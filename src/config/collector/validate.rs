@@ -1112,7 +1112,6 @@ fn loadbalancing_exporter(
     let resolver_key = format!("{key}.resolver");
     let mut unsupported_resolver = false;
     for (name, configured) in [
-        ("dns", raw.resolver.dns.is_some()),
         ("k8s", raw.resolver.k8s.is_some()),
         ("aws_cloud_map", raw.resolver.aws_cloud_map.is_some()),
     ] {
@@ -1120,13 +1119,17 @@ fn loadbalancing_exporter(
             unsupported_resolver = true;
             problems.invalid(
                 &format!("{resolver_key}.{name}"),
-                format!("unsupported resolver {name:?} (supported: static)"),
+                format!("unsupported resolver {name:?} (supported: static, dns)"),
             );
         }
     }
     let mut hostnames: Vec<(usize, String)> = Vec::new();
-    match raw.resolver.static_hosts {
-        Some(static_hosts) => {
+    let mut dns = None;
+    match (raw.resolver.static_hosts, raw.resolver.dns) {
+        (Some(_), Some(_)) => {
+            problems.invalid(&resolver_key, "set exactly one of static and dns, not both")
+        }
+        (Some(static_hosts), None) => {
             hostnames.extend(
                 static_hosts
                     .hostnames
@@ -1141,11 +1144,19 @@ fn loadbalancing_exporter(
                 );
             }
         }
+        (None, Some(raw_dns)) => {
+            dns = Some(dns_resolver(
+                problems,
+                &format!("{resolver_key}.dns"),
+                raw_dns,
+                &settings,
+            ));
+        }
         // Already reported as unsupported.
-        None if unsupported_resolver => {}
-        None => problems.invalid(
+        (None, None) if unsupported_resolver => {}
+        (None, None) => problems.invalid(
             &resolver_key,
-            "a static resolver with hostnames is required",
+            "a static resolver with hostnames or a dns resolver with a hostname is required",
         ),
     }
     // The ring places backends in sorted order (as the OpenTelemetry Collector's static
@@ -1185,8 +1196,53 @@ fn loadbalancing_exporter(
     ExporterConfig::LoadBalancing(LoadBalancingExporterConfig {
         routing_key,
         backends,
+        dns,
         failover,
     })
+}
+
+/// `resolver.dns`, with `protocol.otlp` as every backend's template.
+fn dns_resolver(
+    problems: &mut Problems<'_>,
+    key: &str,
+    raw: RawDnsResolver,
+    settings: &OtlpSettings,
+) -> DnsResolverConfig {
+    let hostname = raw.hostname.trim().to_owned();
+    if hostname.is_empty() {
+        problems.invalid(
+            &format!("{key}.hostname"),
+            "is required (the name whose A/AAAA records are the backends)",
+        );
+    } else if hostname.contains(|c: char| c.is_whitespace() || c == ':' || c == '/') {
+        problems.invalid(
+            &format!("{key}.hostname"),
+            format!("expected a host name like backends.example.com, got {hostname:?}"),
+        );
+    }
+    let port = match &raw.port {
+        None => Some(LOADBALANCING_DEFAULT_PORT),
+        Some(Value::Number(number)) => number.as_u64().and_then(|n| u16::try_from(n).ok()),
+        Some(Value::String(text)) => text.trim().parse::<u16>().ok(),
+        Some(_) => None,
+    };
+    let port = match port {
+        Some(port) if port > 0 => port,
+        _ => {
+            problems.invalid(&format!("{key}.port"), "must be a port number (1-65535)");
+            LOADBALANCING_DEFAULT_PORT
+        }
+    };
+    DnsResolverConfig {
+        hostname,
+        port,
+        interval: positive_duration(problems, &format!("{key}.interval"), raw.interval),
+        timeout: positive_duration(problems, &format!("{key}.timeout"), raw.timeout),
+        backend: OtlpExporterConfig {
+            tls: (!settings.insecure).then(|| settings.tls.clone()),
+            ..settings.config.clone()
+        },
+    }
 }
 
 fn otlp_http_exporter(
