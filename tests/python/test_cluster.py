@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import requests
 
-from collector_support import make_request
+from collector_support import Collector, Load, make_request, verify_delivery
 from conftest import Server, bucket_keys, free_port, metric_value, s3_env
 
 TENANT = "cluster"
@@ -72,10 +72,10 @@ def span_count(srv, trace_hex):
     return len(ids)
 
 
-def search_ids(srv):
+def search_ids(srv, tenant=TENANT):
     now = int(time.time())
     response = requests.get(f"{srv.api}/api/search?q={quote('{}')}&limit=100000&start={now - 3600}&end={now + 60}",
-                            headers={"X-Scope-OrgID": TENANT}, timeout=30)
+                            headers={"X-Scope-OrgID": tenant}, timeout=30)
     assert response.status_code == 200, response.text
     return sorted(t["traceID"].rjust(32, "0") for t in response.json().get("traces", []))
 
@@ -210,5 +210,94 @@ def test_peers_are_asked_over_mutual_tls_with_a_credential(tmp_path, s3):
         for srv in servers:
             assert "peer-s3cret" not in srv.log_path.read_text()
     finally:
+        for srv in servers:
+            srv.stop()
+
+
+class BalancingCollector(Collector):
+    """spoor-collector spreading traces over `servers` by trace ID (the loadbalancing
+    exporter, static list), with a persistent queue per backend."""
+
+    def __init__(self, work_dir, servers):
+        super().__init__(work_dir, servers[0].grpc_port)
+        hostnames = ", ".join(f"127.0.0.1:{srv.grpc_port}" for srv in servers)
+        self.config_path.write_text(f"""
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{self.grpc_port}
+      http:
+        endpoint: 127.0.0.1:{self.http_port}
+processors:
+  batch:
+    timeout: 50ms
+exporters:
+  loadbalancing:
+    protocol:
+      otlp:
+        tls:
+          insecure: true
+        timeout: 2s
+        retry_on_failure:
+          initial_interval: 200ms
+          max_interval: 1s
+        sending_queue:
+          storage: file_storage
+    resolver:
+      static:
+        hostnames: [{hostnames}]
+extensions:
+  health_check:
+    endpoint: 127.0.0.1:{self.health_port}
+  file_storage:
+    directory: {self.work_dir / "queue"}
+service:
+  extensions: [health_check, file_storage]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [loadbalancing]
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{self.metrics_port}
+""")
+
+
+def test_two_collectors_three_servers_and_a_kill_lose_nothing(tmp_path, s3):
+    servers = start_cluster(tmp_path, s3, SPOOR_HEAD__TRACE_IDLE="500ms", SPOOR_HEAD__MAX_BLOCK_DURATION="2s")
+    collectors = [BalancingCollector(tmp_path / f"c{i}", servers).start() for i in range(2)]
+    loads = [Load(collector, spans_per_trace=5, pause=0.05).start() for collector in collectors]
+    try:
+        time.sleep(3)
+        victim = servers[1]
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait()
+        victim.log.close()
+        time.sleep(3)
+        restarted = ClusterServer(victim.data_dir, victim.extra_env, victim.api_port)
+        restarted.grpc_port, restarted.http_port = victim.grpc_port, victim.http_port
+        servers[1] = restarted.start()
+        time.sleep(3)
+    finally:
+        for load in loads:
+            load.stop()
+    try:
+        acknowledged = {}
+        for load in loads:
+            acknowledged.update(load.acknowledged)
+        assert len(acknowledged) > 100, len(acknowledged)
+        # Every acknowledged span is readable from each server (its own data, the bucket,
+        # or a peer's memory), the victim's share included.
+        for srv in servers:
+            missing, _ = verify_delivery(srv, acknowledged, timeout=120)
+            assert missing == 0, f"{srv.api}: {missing} acknowledged spans missing"
+        ids = search_ids(servers[0], "single-tenant")
+        assert set(acknowledged) <= set(ids)
+        assert search_ids(servers[1], "single-tenant") == ids == search_ids(servers[2], "single-tenant")
+    finally:
+        for collector in collectors:
+            collector.stop()
         for srv in servers:
             srv.stop()
