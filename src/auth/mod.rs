@@ -55,6 +55,21 @@ impl Secret {
         Ok(Secret(trimmed.to_owned()))
     }
 
+    /// The secret a config key points at, for `unit` (`spoor-server.service`): the
+    /// message for the key when the path is missing or the file unusable.
+    ///
+    /// # Errors
+    /// No path was given, or [`Secret::from_file`] failed.
+    pub fn from_config(path: Option<&Path>, unit: &str) -> Result<Secret, String> {
+        let Some(path) = path.filter(|path| !path.as_os_str().is_empty()) else {
+            return Err(format!(
+                "is required: the file holding the secret (with systemd LoadCredential=, \
+                 /run/credentials/{unit}/<name>)"
+            ));
+        };
+        Secret::from_file(path).map_err(|error| error.to_string())
+    }
+
     /// A secret parsed out of a secret file (an htpasswd line's password).
     pub(crate) fn from_text(text: &str) -> Secret {
         Secret(text.to_owned())

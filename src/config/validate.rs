@@ -961,18 +961,10 @@ fn auth(problems: &mut Problems<'_>, key: &str, raw: &RawAuth) -> AuthConfig {
 }
 
 fn secret_file(problems: &mut Problems<'_>, key: &str, path: Option<&Path>) -> Option<Secret> {
-    let Some(path) = path.filter(|path| !path.as_os_str().is_empty()) else {
-        problems.invalid(
-            key,
-            "is required: the file holding the secret (with systemd LoadCredential=, \
-             /run/credentials/spoor-server.service/<name>)",
-        );
-        return None;
-    };
-    match Secret::from_file(path) {
+    match Secret::from_config(path, "spoor-server.service") {
         Ok(secret) => Some(secret),
-        Err(error) => {
-            problems.invalid(key, error.to_string());
+        Err(message) => {
+            problems.invalid(key, message);
             None
         }
     }

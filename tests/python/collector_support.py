@@ -140,6 +140,59 @@ service:
         return requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
 
 
+class BalancingCollector(Collector):
+    """spoor-collector spreading traces by trace ID with the `loadbalancing` exporter
+    (a persistent queue per backend, short retries); `resolver` is the YAML of
+    `resolver:`'s body, e.g. `static: {hostnames: [...]}`."""
+
+    def __init__(self, work_dir, resolver):
+        super().__init__(work_dir, 0)
+        resolver_yaml = textwrap.indent(textwrap.dedent(resolver).strip(), " " * 6)
+        self.config_path.write_text(f"""
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{self.grpc_port}
+      http:
+        endpoint: 127.0.0.1:{self.http_port}
+processors:
+  batch:
+    timeout: 50ms
+exporters:
+  loadbalancing:
+    protocol:
+      otlp:
+        tls:
+          insecure: true
+        timeout: 2s
+        retry_on_failure:
+          initial_interval: 200ms
+          max_interval: 1s
+        sending_queue:
+          storage: file_storage
+    resolver:
+{resolver_yaml}
+extensions:
+  health_check:
+    endpoint: 127.0.0.1:{self.health_port}
+  file_storage:
+    directory: {self.work_dir / "queue"}
+service:
+  extensions: [health_check, file_storage]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [loadbalancing]
+  telemetry:
+    logs:
+      level: info
+    metrics:
+      address: 127.0.0.1:{self.metrics_port}
+""")
+
+
 def make_request(num_spans):
     """One trace with `num_spans` spans; returns (trace ID hex, span IDs, request)."""
     trace_id = random.randbytes(16)

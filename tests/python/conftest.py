@@ -172,6 +172,16 @@ def metric_value(server, name):
     return None
 
 
+def wait_until(what, condition, timeout=60):
+    """Polls `condition` until it holds; fails naming `what` after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def wait_flushed(server, timeout=30):
     """Waits until every span is in a block: nothing live, nothing waiting for upload."""
     deadline = time.time() + timeout

@@ -12,8 +12,8 @@ from urllib.parse import quote
 
 import requests
 
-from collector_support import Collector, Load, make_request, verify_delivery
-from conftest import Server, bucket_keys, free_port, metric_value, s3_env
+from collector_support import BalancingCollector, Load, make_request, verify_delivery
+from conftest import Server, bucket_keys, free_port, metric_value, s3_env, wait_until
 
 TENANT = "cluster"
 
@@ -46,13 +46,18 @@ def start_cluster(tmp_path, s3, count=3, host="127.0.0.1", api_tls=None, **extra
     return servers
 
 
-def wait_until(condition, what, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+def kill(srv):
+    """kill -9: nothing of the server's shutdown runs."""
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.proc.wait()
+    srv.log.close()
+
+
+def restart(srv):
+    """The same server (data, ports, settings) started again."""
+    again = ClusterServer(srv.data_dir, srv.extra_env, srv.api_port, api_tls=srv.api_tls)
+    again.grpc_port, again.http_port = srv.grpc_port, srv.http_port
+    return again.start()
 
 
 def send(srv, spans=4):
@@ -102,12 +107,12 @@ def test_every_server_answers_for_traces_in_another_servers_memory(tmp_path, s3)
         # Once cut into blocks, the server compacting the tenant writes its index, and
         # the others read it instead of listing the bucket; answers stay the same.
         index_key = f"spoor/{TENANT}/index.json.zst"
-        wait_until(lambda: index_key in bucket_keys(s3), "the tenant index")
+        wait_until("the tenant index", lambda: index_key in bucket_keys(s3))
 
         def index_polls(srv):
             return metric_value(srv, 'spoor_blocklist_tenant_polls_total{source="index"}') or 0
 
-        wait_until(lambda: sum(index_polls(s) > 0 for s in servers) == 2, "two servers reading the index")
+        wait_until("two servers reading the index", lambda: sum(index_polls(s) > 0 for s in servers) == 2)
         for srv in servers:
             for trace in sent:
                 assert span_count(srv, trace) == 4, f"{srv.api} misses {trace} after the flush"
@@ -141,9 +146,7 @@ def test_a_killed_server_loses_nothing_and_the_others_keep_answering(tmp_path, s
             thread.start()
         time.sleep(3)
         victim = servers[1]
-        victim.proc.send_signal(signal.SIGKILL)
-        victim.proc.wait()
-        victim.log.close()
+        kill(victim)
         time.sleep(3)
         # During the outage: traces the victim acknowledged earlier and already cut into
         # blocks are answered by the others from the bucket; the dead peer is counted.
@@ -154,9 +157,7 @@ def test_a_killed_server_loses_nothing_and_the_others_keep_answering(tmp_path, s
         assert in_blocks, "the survivors answer for the dead server's flushed traces"
         assert (metric_value(servers[0], "spoor_peer_query_failures_total") or 0) > 0
         # Restart: the WAL replay brings back whatever was acknowledged but not flushed.
-        servers[1] = ClusterServer(victim.data_dir, victim.extra_env, victim.api_port)
-        servers[1].grpc_port, servers[1].http_port = victim.grpc_port, victim.http_port
-        servers[1].start()
+        servers[1] = restart(victim)
         time.sleep(2)
     finally:
         stop.set()
@@ -214,71 +215,17 @@ def test_peers_are_asked_over_mutual_tls_with_a_credential(tmp_path, s3):
             srv.stop()
 
 
-class BalancingCollector(Collector):
-    """spoor-collector spreading traces over `servers` by trace ID (the loadbalancing
-    exporter, static list), with a persistent queue per backend."""
-
-    def __init__(self, work_dir, servers):
-        super().__init__(work_dir, servers[0].grpc_port)
-        hostnames = ", ".join(f"127.0.0.1:{srv.grpc_port}" for srv in servers)
-        self.config_path.write_text(f"""
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{self.grpc_port}
-      http:
-        endpoint: 127.0.0.1:{self.http_port}
-processors:
-  batch:
-    timeout: 50ms
-exporters:
-  loadbalancing:
-    protocol:
-      otlp:
-        tls:
-          insecure: true
-        timeout: 2s
-        retry_on_failure:
-          initial_interval: 200ms
-          max_interval: 1s
-        sending_queue:
-          storage: file_storage
-    resolver:
-      static:
-        hostnames: [{hostnames}]
-extensions:
-  health_check:
-    endpoint: 127.0.0.1:{self.health_port}
-  file_storage:
-    directory: {self.work_dir / "queue"}
-service:
-  extensions: [health_check, file_storage]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [loadbalancing]
-  telemetry:
-    metrics:
-      address: 127.0.0.1:{self.metrics_port}
-""")
-
-
 def test_two_collectors_three_servers_and_a_kill_lose_nothing(tmp_path, s3):
     servers = start_cluster(tmp_path, s3, SPOOR_HEAD__TRACE_IDLE="500ms", SPOOR_HEAD__MAX_BLOCK_DURATION="2s")
-    collectors = [BalancingCollector(tmp_path / f"c{i}", servers).start() for i in range(2)]
+    hostnames = ", ".join(f"127.0.0.1:{srv.grpc_port}" for srv in servers)
+    collectors = [BalancingCollector(tmp_path / f"c{i}", f"static: {{hostnames: [{hostnames}]}}").start()
+                  for i in range(2)]
     loads = [Load(collector, spans_per_trace=5, pause=0.05).start() for collector in collectors]
     try:
         time.sleep(3)
-        victim = servers[1]
-        victim.proc.send_signal(signal.SIGKILL)
-        victim.proc.wait()
-        victim.log.close()
+        kill(servers[1])
         time.sleep(3)
-        restarted = ClusterServer(victim.data_dir, victim.extra_env, victim.api_port)
-        restarted.grpc_port, restarted.http_port = victim.grpc_port, victim.http_port
-        servers[1] = restarted.start()
+        servers[1] = restart(servers[1])
         time.sleep(3)
     finally:
         for load in loads:

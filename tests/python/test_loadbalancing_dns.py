@@ -29,7 +29,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from collector_support import Collector, spans_at_server
+from collector_support import BalancingCollector, spans_at_server
 from conftest import Server, free_port
 
 HOSTNAME = "spoor-servers.test"
@@ -50,60 +50,21 @@ class LoopbackServer(Server):
         self.address = f"{host}:{grpc_port}"
 
 
-class DnsCollector(Collector):
+class DnsCollector(BalancingCollector):
     """spoor-collector load balancing over what `spoor-servers.test` resolves to in its
     own mount namespace, where /etc/hosts is `hosts_file`."""
 
     def __init__(self, work_dir, hosts_file, backend_port):
-        super().__init__(work_dir, backend_port)
+        super().__init__(work_dir, f"""
+            dns:
+              hostname: {HOSTNAME}
+              port: {backend_port}
+              interval: 200ms
+        """)
         self.command_prefix = [
             "unshare", "--mount", "--propagation", "private",
             "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts_file),
         ]
-        self.config_path.write_text(f"""
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{self.grpc_port}
-processors:
-  batch:
-    timeout: 50ms
-exporters:
-  loadbalancing:
-    protocol:
-      otlp:
-        tls:
-          insecure: true
-        timeout: 2s
-        retry_on_failure:
-          initial_interval: 200ms
-          max_interval: 1s
-        sending_queue:
-          storage: file_storage
-    resolver:
-      dns:
-        hostname: {HOSTNAME}
-        port: {backend_port}
-        interval: 200ms
-extensions:
-  health_check:
-    endpoint: 127.0.0.1:{self.health_port}
-  file_storage:
-    directory: {self.work_dir / "queue"}
-service:
-  extensions: [health_check, file_storage]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [loadbalancing]
-  telemetry:
-    logs:
-      level: info
-    metrics:
-      address: 127.0.0.1:{self.metrics_port}
-""")
 
     def metric(self, line_prefix):
         for line in self.metrics().splitlines():

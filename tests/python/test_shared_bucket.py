@@ -13,7 +13,7 @@ from urllib.parse import quote
 import requests
 
 from collector_support import make_request
-from conftest import Server, bucket_keys, metric_value, s3_env
+from conftest import Server, bucket_keys, metric_value, s3_env, wait_until
 
 TENANT = "shared"
 SPANS = 6
@@ -79,15 +79,6 @@ def assert_exactly_once(srv, sent):
 
 def written(srv):
     return metric_value(srv, "spoor_compaction_blocks_written_total") or 0
-
-
-def wait_until(what, condition, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def log_events(srv, message):

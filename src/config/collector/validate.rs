@@ -1535,18 +1535,10 @@ fn secret_file(
     key: &str,
     path: Option<&std::path::Path>,
 ) -> Option<Secret> {
-    let Some(path) = path.filter(|path| !path.as_os_str().is_empty()) else {
-        problems.invalid(
-            key,
-            "is required: the file holding the secret (with systemd LoadCredential=, \
-             /run/credentials/spoor-collector.service/<name>)",
-        );
-        return None;
-    };
-    match Secret::from_file(path) {
+    match Secret::from_config(path, "spoor-collector.service") {
         Ok(secret) => Some(secret),
-        Err(error) => {
-            problems.invalid(key, error.to_string());
+        Err(message) => {
+            problems.invalid(key, message);
             None
         }
     }
