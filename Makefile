@@ -9,7 +9,7 @@ PYTHON := $(VENV)/bin/python
 PY_REQUIREMENTS := tests/python/requirements.txt
 PY_STAMP := $(VENV)/.installed-$(shell sha1sum $(PY_REQUIREMENTS) 2>/dev/null | cut -c1-12)
 
-.PHONY: image image-tools build release run run-collector test test-rust test-python lint fmt bench bench-ingest bench-search bench-collector fuzz fuzz-tools fuzz-smoke clean-data packages deb rpm package-tools lint-packages
+.PHONY: image image-tools build release run run-collector test test-rust test-python lint fmt bench bench-ingest bench-search bench-collector bench-cluster fuzz fuzz-tools fuzz-smoke clean-data packages deb rpm package-tools lint-packages
 
 build:
 	$(CARGO) build --bins
@@ -125,6 +125,13 @@ bench-search: release
 bench-collector: release $(PY_STAMP)
 	ROTEL_BIN="$${ROTEL_BIN:-$$($(PYTHON) -c 'import pathlib, rotel; print(pathlib.Path(rotel.__file__).parent / "rotel-agent")')}" \
 		$(CARGO) bench --features test-util --bench collector_load
+
+## 1, 2 and 3 spoor-servers on one bucket (moto from the test venv) behind two collectors
+## balancing by trace ID: spans/s, spans per server CPU-second, trace-by-ID and search
+## latency with peer fan-out. Not part of `make bench`: it needs the Python venv.
+bench-cluster: release $(PY_STAMP)
+	MOTO_BIN="$${MOTO_BIN:-$(VENV)/bin/moto_server}" \
+		$(CARGO) bench --features test-util --bench cluster_load
 
 ## Every fuzz target under libFuzzer (cargo-fuzz) for FUZZ_SECONDS each, one after the
 ## other, each corpus seeded from fuzz/seeds/<target>/ (and, for traceql_parse, every query
