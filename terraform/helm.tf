@@ -17,6 +17,7 @@ locals {
       tag    = var.spoor_version
     }
     server = {
+      replicas = var.server_count
       resources = {
         requests = { cpu = var.server_resources.cpu, memory = var.server_resources.memory }
         limits   = { memory = var.server_resources.memory }
@@ -71,6 +72,13 @@ resource "helm_release" "spoor" {
 
   # Static S3 credentials become a Secret created by the chart; they stay out of the
   # release's plain values.
+  lifecycle {
+    precondition {
+      condition     = local.servers_share_a_bucket
+      error_message = local.servers_share_a_bucket_message
+    }
+  }
+
   set_sensitive = var.s3_credentials == null ? [] : [
     { name = "storage.s3.credentials.accessKeyId", value = var.s3_credentials.access_key_id },
     { name = "storage.s3.credentials.secretAccessKey", value = var.s3_credentials.secret_access_key },

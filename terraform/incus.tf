@@ -8,12 +8,39 @@ locals {
 
   # The variables of templates/server.yaml.tftpl. tests/python/test_terraform.py renders
   # the templates with the same variables for the Incus test (test_terraform_incus.py).
+  server_names = [for i in range(var.server_count) : i == 0 ? "${var.name}-server" : "${var.name}-server-${i + 1}"]
+  # Each server's peers are all the servers (its own name included, which it recognises),
+  # by the names the Incus network's DNS gives the instances: the file is written before
+  # any instance has an address. Names are resolved again every 10 s.
+  server_peers = var.server_count > 1 ? [for name in local.server_names : "${name}.${var.incus_dns_domain}:3200"] : []
+
   server_template_vars = {
     storage_json          = jsonencode(local.storage_config)
     retention             = var.retention
     tenant_retention_json = jsonencode(local.tenant_retention)
+    cluster_json          = jsonencode({ peers = local.server_peers })
   }
   server_config = templatefile("${path.module}/templates/server.yaml.tftpl", local.server_template_vars)
+
+  # The collector's exporter: one server, a plain otlp exporter; several, a loadbalancing
+  # exporter by trace ID over their addresses. Each balanced server has its own
+  # persistent queue, so they share the 2GiB the single queue gets.
+  collector_otlp_settings = {
+    tls = { insecure = true }
+    sending_queue = { persistent = {
+      directory = "/var/lib/spoor-collector/queue"
+      max_size  = "${floor(2048 / var.server_count)}MiB"
+    } }
+  }
+  collector_exporter_id = var.server_count > 1 ? "loadbalancing" : "otlp"
+  collector_template_vars = {
+    exporter_id = local.collector_exporter_id
+    exporter_json = jsonencode(var.server_count > 1 ? {
+      routing_key = "traceID"
+      protocol    = { otlp = local.collector_otlp_settings }
+      resolver    = { static = { hostnames = [for server in incus_instance.server : "${server.ipv4_address}:4319"] } }
+    } : merge({ endpoint = "${try(incus_instance.server[0].ipv4_address, "")}:4319" }, local.collector_otlp_settings))
+  }
 
   package_dir = "/var/cache/spoor"
   packages = {
@@ -50,9 +77,9 @@ resource "incus_profile" "spoor" {
 }
 
 resource "incus_instance" "server" {
-  count = local.incus ? 1 : 0
+  count = local.incus ? var.server_count : 0
 
-  name     = "${var.name}-server"
+  name     = local.server_names[count.index]
   image    = var.incus_image
   profiles = concat(var.incus_profiles, [incus_profile.spoor[0].name])
   config = {
@@ -86,6 +113,10 @@ resource "incus_instance" "server" {
       condition     = var.package_source != null
       error_message = "Incus mode needs package_source (an apt repository or a directory of .deb files)."
     }
+    precondition {
+      condition     = local.servers_share_a_bucket
+      error_message = local.servers_share_a_bucket_message
+    }
   }
 }
 
@@ -100,9 +131,7 @@ resource "incus_instance" "collector" {
   }
 
   file {
-    content = templatefile("${path.module}/templates/collector.yaml.tftpl", {
-      server_otlp_grpc = "${incus_instance.server[0].ipv4_address}:4319"
-    })
+    content            = templatefile("${path.module}/templates/collector.yaml.tftpl", local.collector_template_vars)
     target_path        = "/etc/spoor/collector.yaml"
     mode               = "0640"
     create_directories = true
@@ -127,14 +156,15 @@ resource "incus_instance" "collector" {
 # units are active (both are Type=notify: active means READY=1, sent after the listeners
 # are bound and, for the server, the WAL is replayed). Needs the incus CLI where Terraform runs.
 resource "terraform_data" "ready" {
+  # Keys: server (the first), server-2, …, collector; values: the instance and its unit.
   for_each = local.incus && var.wait_for_ready ? merge(
-    { server = incus_instance.server[0].name },
-    var.collector_enabled ? { collector = incus_instance.collector[0].name } : {},
+    { for i, server in incus_instance.server : (i == 0 ? "server" : "server-${i + 1}") => { instance = server.name, unit = "spoor-server" } },
+    var.collector_enabled ? { collector = { instance = incus_instance.collector[0].name, unit = "spoor-collector" } } : {},
   ) : {}
 
-  triggers_replace = [each.value, var.spoor_version]
+  triggers_replace = [each.value.instance, var.spoor_version]
 
   provisioner "local-exec" {
-    command = "incus exec ${each.value} -- sh -c 'cloud-init status --wait >/dev/null; timeout 300 sh -c \"until systemctl is-active --quiet spoor-${each.key}; do sleep 2; done\"'"
+    command = "incus exec ${each.value.instance} -- sh -c 'cloud-init status --wait >/dev/null; timeout 300 sh -c \"until systemctl is-active --quiet ${each.value.unit}; do sleep 2; done\"'"
   }
 }

@@ -8,6 +8,13 @@ locals {
 
   tenant_retention = { for id, tenant in var.tenants : id => tenant.retention if tenant.retention != null }
 
+  # Several servers only make sense on one shared bucket: local blocks stay on the disk
+  # of the server that wrote them, invisible to the others. Checked by preconditions of
+  # the server instances and the Helm release (a variable validation may not read
+  # another variable before Terraform 1.9).
+  servers_share_a_bucket         = var.server_count == 1 || var.storage.backend == "s3"
+  servers_share_a_bucket_message = "server_count = ${var.server_count} needs storage.backend = \"s3\" (one bucket shared by every server): local blocks are not shared between servers."
+
   # spoor-server's `storage` section (docs/configuration.md), credentials included when static.
   storage_config = var.storage.backend == "s3" ? {
     backend = "s3"

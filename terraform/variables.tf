@@ -31,6 +31,17 @@ variable "spoor_version" {
   }
 }
 
+variable "server_count" {
+  description = "Number of spoor-servers: Incus instances (`<name>-server`, then `<name>-server-2`, …) or StatefulSet replicas. More than one needs `storage.backend = \"s3\"`: they share the bucket and list each other as `cluster.peers`, and the collector balances over them by trace ID."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.server_count >= 1 && var.server_count <= 64 && floor(var.server_count) == var.server_count
+    error_message = "server_count is a whole number from 1 to 64."
+  }
+}
+
 variable "collector_enabled" {
   description = "Run spoor-collector in front of spoor-server (applications send OTLP to the collector)."
   type        = bool
@@ -159,6 +170,17 @@ variable "package_source" {
   validation {
     condition     = try(var.package_source.type, "") != "local" || length(try(var.package_source.deb_dir, "")) > 0
     error_message = "With type = \"local\", deb_dir names the directory holding the .deb files."
+  }
+}
+
+variable "incus_dns_domain" {
+  description = "DNS domain of the Incus network's own DNS (its `dns.domain`, `incus` by default): with several servers, each lists the others as `<instance>.<domain>:3200` in `cluster.peers`, names that exist before the instances have addresses."
+  type        = string
+  default     = "incus"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$", var.incus_dns_domain))
+    error_message = "incus_dns_domain is a DNS domain such as \"incus\" or \"lxd.example\"."
   }
 }
 

@@ -37,3 +37,28 @@ run "helm_release_is_pinned_and_atomic" {
     error_message = "OTLP goes to the collector service"
   }
 }
+
+run "helm_three_replicas_on_s3" {
+  command = plan
+
+  variables {
+    name         = "traces"
+    server_count = 3
+    storage      = { backend = "s3", s3 = { bucket = "traces" } }
+  }
+
+  assert {
+    condition     = yamldecode(helm_release.spoor[0].values[0]).server.replicas == 3
+    error_message = "server_count becomes the StatefulSet's replicas"
+  }
+
+  assert {
+    condition     = output.server_endpoints[2].api == "http://traces-spoor-server-2.traces-spoor-server-headless.observability.svc:3200"
+    error_message = "the outputs name each server pod under the headless Service"
+  }
+
+  assert {
+    condition     = output.query_url == "http://traces-spoor-server.observability.svc:3200"
+    error_message = "the query URL is the chart's server Service (release-chart name)"
+  }
+}

@@ -74,3 +74,43 @@ run "incus_apt_repository" {
     error_message = "no collector when collector_enabled = false"
   }
 }
+
+run "incus_three_servers_share_a_bucket" {
+  command = plan
+
+  variables {
+    server_count = 3
+    storage      = { backend = "s3", s3 = { bucket = "traces", endpoint = "http://10.0.0.5:9000", allow_http = true } }
+  }
+
+  assert {
+    condition     = incus_instance.server[*].name == ["spoor-server", "spoor-server-2", "spoor-server-3"]
+    error_message = "three server instances; the first keeps the one-server name"
+  }
+
+  assert {
+    condition     = yamldecode(local.server_config).cluster.peers == ["spoor-server.incus:3200", "spoor-server-2.incus:3200", "spoor-server-3.incus:3200"]
+    error_message = "every server lists every server's API by its Incus DNS name"
+  }
+
+  assert {
+    # The exporter's hostnames are the instances' addresses, unknown in a plan; the
+    # rendered exporter is checked by test_terraform.py with --check-config.
+    condition     = local.collector_exporter_id == "loadbalancing" && local.collector_otlp_settings.sending_queue.persistent.max_size == "682MiB"
+    error_message = "several servers: the collector balances by trace ID, each server's queue a third of 2GiB"
+  }
+
+  assert {
+    condition     = length(output.server_endpoints) == 3
+    error_message = "the outputs list every server"
+  }
+}
+
+run "incus_one_server_has_no_peers" {
+  command = plan
+
+  assert {
+    condition     = yamldecode(local.server_config).cluster.peers == [] && local.collector_exporter_id == "otlp"
+    error_message = "one server: no peers and a plain otlp exporter"
+  }
+}

@@ -48,3 +48,29 @@ run "incus_needs_a_package_source" {
   }
   expect_failures = [incus_instance.server]
 }
+
+run "server_count_is_a_positive_whole_number" {
+  command = plan
+  variables {
+    server_count = 0
+  }
+  expect_failures = [var.server_count]
+}
+
+run "several_helm_servers_need_s3" {
+  command = plan
+  variables {
+    server_count = 3
+  }
+  expect_failures = [helm_release.spoor]
+}
+
+run "several_incus_servers_need_s3" {
+  command = plan
+  variables {
+    mode           = "incus"
+    server_count   = 2
+    package_source = { type = "apt", apt_repository = "deb https://apt.example/spoor stable main" }
+  }
+  expect_failures = [incus_instance.server]
+}

@@ -58,19 +58,37 @@ def render(name, values):
     return PLACEHOLDER.sub(lambda m: str(values[m[1]]), text)
 
 
-def server_config(retention="14d", tenants=None, storage=None):
+def server_names(name="spoor", count=1):
+    """incus.tf's local.server_names."""
+    return [f"{name}-server" if i == 0 else f"{name}-server-{i + 1}" for i in range(count)]
+
+
+def server_config(retention="14d", tenants=None, storage=None, server_count=1, name="spoor", dns_domain="incus"):
     """The module's local.server_config for these inputs (incus.tf, main.tf locals)."""
     storage = storage or {"backend": "local", "local": {"path": "/var/lib/spoor-server/blocks"}}
     tenant_retention = {t: v["retention"] for t, v in (tenants or {}).items() if v.get("retention")}
+    peers = [f"{n}.{dns_domain}:3200" for n in server_names(name, server_count)] if server_count > 1 else []
     return render("server.yaml.tftpl", {
         "storage_json": json.dumps(storage, separators=(",", ":")),
         "retention": retention,
         "tenant_retention_json": json.dumps(tenant_retention, separators=(",", ":")),
+        "cluster_json": json.dumps({"peers": peers}, separators=(",", ":")),
     })
 
 
-def collector_config(server_address):
-    return render("collector.yaml.tftpl", {"server_otlp_grpc": f"{server_address}:4319"})
+def collector_config(*server_addresses):
+    """incus.tf's local.collector_template_vars rendered, for servers at these addresses."""
+    otlp = {"tls": {"insecure": True}, "sending_queue": {"persistent": {
+        "directory": "/var/lib/spoor-collector/queue", "max_size": f"{2048 // len(server_addresses)}MiB"}}}
+    if len(server_addresses) > 1:
+        exporter_id = "loadbalancing"
+        exporter = {"routing_key": "traceID", "protocol": {"otlp": otlp},
+                    "resolver": {"static": {"hostnames": [f"{a}:4319" for a in server_addresses]}}}
+    else:
+        exporter_id = "otlp"
+        exporter = {"endpoint": f"{server_addresses[0]}:4319", **otlp}
+    return render("collector.yaml.tftpl", {"exporter_id": exporter_id,
+                                           "exporter_json": json.dumps(exporter, separators=(",", ":"))})
 
 
 def cloud_init(component, version, source="local", apt_repository="", revision="1"):

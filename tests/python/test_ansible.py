@@ -103,9 +103,11 @@ def test_every_role_has_defaults_argument_specs_and_meta():
         assert set(defaults) <= documented, f"{role}: not in argument_specs: {set(defaults) - documented}"
 
 
-def render_configs(tmp_path, servers, extra_vars=None):
+def render_configs(tmp_path, servers, extra_vars=None, checks=False):
     """The roles' rendered server.yaml and collector.yaml for an inventory whose
-    spoor_servers group holds `servers` ({name: hostvars}), without touching any host."""
+    spoor_servers group holds `servers` ({name: hostvars}), without touching any host.
+    With `checks`, the spoor_server role's variable checks run first (the playbook fails
+    where the role would, before anything is installed)."""
     roles = ANSIBLE_DIR / "roles"
     inventory = {"all": {"children": {
         "spoor_servers": {"hosts": servers},
@@ -118,6 +120,7 @@ def render_configs(tmp_path, servers, extra_vars=None):
         "name": "Render", "hosts": "render", "gather_facts": False,
         "vars_files": [str(roles / r / d / "main.yml") for r in ("spoor_server", "spoor_collector") for d in ("defaults", "vars")],
         "tasks": [
+            *([{"name": "Checks", "ansible.builtin.import_tasks": str(roles / "spoor_server/tasks/checks.yml")}] if checks else []),
             {"name": "Server", "ansible.builtin.copy": {"dest": str(out["server"]), "mode": "0644",
                                                        "content": "{{ __spoor_server_config | to_nice_yaml }}"}},
             {"name": "Collector", "ansible.builtin.copy": {"dest": str(out["collector"]), "mode": "0644",
@@ -129,6 +132,9 @@ def render_configs(tmp_path, servers, extra_vars=None):
     res = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "render.yml"),
                           "-e", json.dumps(extra_vars or {})],
                          cwd=ANSIBLE_DIR, env=ansible_env(), capture_output=True, text=True, timeout=300)
+    if checks == "fail":
+        assert res.returncode != 0, describe(res)
+        return res
     assert res.returncode == 0, describe(res)
     return {k: yaml.safe_load(v.read_text()) for k, v in out.items()}, out
 
@@ -184,6 +190,55 @@ def test_explicit_backends_and_extra_exporters(tmp_path):
     assert configs["server"]["retention"]["per_tenant"] == {"acme": "30d"}
     check_config("spoor-collector", paths["collector"])
     check_config("spoor-server", paths["server"])
+
+
+S3_VARS = {
+    "spoor_server_storage_backend": "s3",
+    "spoor_server_s3_bucket": "traces",
+    "spoor_server_s3_endpoint": "http://10.9.0.5:9000",
+    "spoor_server_s3_allow_http": True,
+    "spoor_server_s3_prefix": "prod",
+    "spoor_server_s3_access_key_id": "AKIDEXAMPLE",
+    "spoor_server_s3_secret_access_key": "not-in-the-config",
+}
+
+
+def test_three_servers_share_a_bucket_and_peer_with_each_other(tmp_path):
+    configs, paths = render_configs(tmp_path, {
+        "s1": {"spoor_incus_ipv4_address": "10.9.0.11/24"},
+        "s2": {"spoor_server_advertise_address": "traces-2.example", "spoor_server_api_listen_address": "0.0.0.0:3300"},
+        "s3": {"ansible_host": "10.9.0.13"},
+    }, extra_vars=S3_VARS, checks=True)
+    server = configs["server"]
+    assert server["cluster"]["peers"] == ["10.9.0.11:3200", "traces-2.example:3300", "10.9.0.13:3200"]
+    assert server["storage"] == {"backend": "s3", "s3": {
+        "bucket": "traces", "endpoint": "http://10.9.0.5:9000", "region": "us-east-1", "prefix": "prod",
+        "force_path_style": True, "allow_http": True}}
+    # The secret goes to the root-only EnvironmentFile, never into server.yaml.
+    assert "not-in-the-config" not in paths["server"].read_text()
+    lb = configs["collector"]["exporters"]["loadbalancing"]
+    assert lb["resolver"]["static"]["hostnames"] == ["10.9.0.11:4319", "traces-2.example:4319", "10.9.0.13:4319"]
+    assert lb["protocol"]["otlp"]["sending_queue"]["persistent"]["max_size"] == "2GiB"
+    check_config("spoor-server", paths["server"])
+    check_config("spoor-collector", paths["collector"])
+
+
+def test_one_server_has_no_peers_and_explicit_peers_win(tmp_path):
+    configs, _ = render_configs(tmp_path, {"s1": {"ansible_host": "10.9.0.11"}}, extra_vars=S3_VARS, checks=True)
+    assert "cluster" not in configs["server"]
+    assert configs["server"]["storage"]["s3"]["bucket"] == "traces"
+    configs, paths = render_configs(tmp_path, {"s1": {"ansible_host": "10.9.0.11"}, "s2": {"ansible_host": "10.9.0.12"}},
+                                    extra_vars={**S3_VARS, "spoor_server_peers": ["traces.internal:3200"]}, checks=True)
+    assert configs["server"]["cluster"]["peers"] == ["traces.internal:3200"]
+    check_config("spoor-server", paths["server"])
+
+
+def test_several_servers_with_local_storage_are_refused(tmp_path):
+    res = render_configs(tmp_path, {f"s{i}": {"ansible_host": f"10.9.0.1{i}"} for i in range(1, 4)}, checks="fail")
+    assert "has 3 servers" in res.stdout and "spoor_server_storage_backend: s3" in res.stdout, describe(res)
+    res = render_configs(tmp_path, {"s1": {"ansible_host": "10.9.0.11"}},
+                         extra_vars={"spoor_server_storage_backend": "s3"}, checks="fail")
+    assert "needs spoor_server_s3_bucket" in res.stdout, describe(res)
 
 
 class FakeGrafana:

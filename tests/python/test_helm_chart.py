@@ -90,7 +90,7 @@ def _bytes(text):
 
 def test_ci_values_files_cover_the_documented_cases():
     names = {p.name for p in CI_VALUES}
-    assert {"default-values.yaml", "s3-values.yaml", "limitrange-small-values.yaml",
+    assert {"default-values.yaml", "s3-values.yaml", "s3-cluster-values.yaml", "limitrange-small-values.yaml",
             "no-collector-values.yaml"} <= names
 
 
@@ -129,14 +129,48 @@ def test_schema_rejects_bad_values(bad, key):
     assert key in str(error.value)
 
 
-def test_several_servers_need_a_shared_bucket_and_one_compactor():
-    with pytest.raises(helm.HelmError, match="storage.backend: s3"):
-        _render({"server": {"replicas": 2}})
-    with pytest.raises(helm.HelmError, match="compaction: false"):
-        _render({"server": {"replicas": 2},
-                 "storage": {"backend": "s3", "s3": {"bucket": "traces"}}})
-    _render({"server": {"replicas": 2, "compaction": False},
-             "storage": {"backend": "s3", "s3": {"bucket": "traces"}}})
+def test_several_servers_need_a_shared_bucket():
+    with pytest.raises(helm.HelmError, match="server.replicas is 3, but more than one server needs storage.backend: s3"):
+        _render({"server": {"replicas": 3}})
+    # Every server may compact: a lease in the bucket takes turns per tenant.
+    docs = _render({"server": {"replicas": 2}, "storage": {"backend": "s3", "s3": {"bucket": "traces"}}})
+    assert yaml.safe_load(_one(docs, "ConfigMap", "-server")["data"]["server.yaml"])["compaction"]["enabled"] is True
+
+
+def test_three_servers_peer_by_pod_name_and_the_collector_balances_over_them(tmp_path):
+    docs = _render(_values(CHART / "ci/s3-cluster-values.yaml"), name="traces")
+    statefulset = _one(docs, "StatefulSet", "-server")
+    assert statefulset["spec"]["replicas"] == 3
+    headless = _one(docs, "Service", "-server-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert statefulset["spec"]["serviceName"] == headless["metadata"]["name"] == "traces-spoor-server-headless"
+    assert headless["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
+    assert {p["port"] for p in headless["spec"]["ports"]} == {3200, 4319}
+
+    server_yaml = _one(docs, "ConfigMap", "-server")["data"]["server.yaml"]
+    server = yaml.safe_load(server_yaml)
+    assert server["cluster"]["peers"] == [
+        f"traces-spoor-server-{i}.traces-spoor-server-headless.{NAMESPACE}.svc:3200" for i in range(3)]
+    assert server["storage"]["backend"] == "s3" and server["storage"]["s3"]["bucket"] == "traces"
+
+    collector_yaml = _one(docs, "ConfigMap", "-collector")["data"]["collector.yaml"]
+    collector = yaml.safe_load(collector_yaml)
+    assert list(collector["exporters"]) == ["loadbalancing"]
+    lb = collector["exporters"]["loadbalancing"]
+    assert lb["routing_key"] == "traceID"
+    assert lb["resolver"] == {"dns": {"hostname": f"traces-spoor-server-headless.{NAMESPACE}.svc", "port": 4319}}
+    assert lb["protocol"]["otlp"]["sending_queue"]["persistent"]["directory"] == "/var/lib/spoor-collector/queue"
+    assert collector["service"]["pipelines"]["traces"]["exporters"] == ["loadbalancing"]
+    _check_config("spoor-server", server_yaml, tmp_path)
+    _check_config("spoor-collector", collector_yaml, tmp_path)
+
+
+def test_one_server_has_no_peers_and_a_plain_otlp_exporter():
+    docs = _render({"storage": {"backend": "s3", "s3": {"bucket": "traces"}}})
+    assert "cluster" not in yaml.safe_load(_one(docs, "ConfigMap", "-server")["data"]["server.yaml"])
+    collector = yaml.safe_load(_one(docs, "ConfigMap", "-collector")["data"]["collector.yaml"])
+    assert collector["exporters"]["otlp"]["endpoint"] == f"spoor-server.{NAMESPACE}.svc:4319"
+    assert collector["service"]["pipelines"]["traces"]["exporters"] == ["otlp"]
 
 
 # --- Kubernetes schemas -------------------------------------------------------------------
@@ -239,11 +273,17 @@ def test_collector_queue_fits_its_volume(rendered):
     if not configmaps:
         return
     config = yaml.safe_load(configmaps[0]["data"]["collector.yaml"])
-    queue = config["exporters"]["otlp"]["sending_queue"]["persistent"]
     volumes = _one(docs, "Deployment", "-collector")["spec"]["template"]["spec"]["volumes"]
     (volume,) = [v for v in volumes if v["name"] == "queue"]
-    assert _bytes(queue["max_size"]) < _bytes(volume["emptyDir"]["sizeLimit"])
-    assert config["exporters"]["otlp"]["endpoint"] == f"spoor-server.{NAMESPACE}.svc:4319"
+    replicas = _one(docs, "StatefulSet", "-server")["spec"]["replicas"]
+    if replicas == 1:
+        queue = config["exporters"]["otlp"]["sending_queue"]["persistent"]
+        assert _bytes(queue["max_size"]) < _bytes(volume["emptyDir"]["sizeLimit"])
+        assert config["exporters"]["otlp"]["endpoint"] == f"spoor-server.{NAMESPACE}.svc:4319"
+    else:
+        # A queue per server, and one more while a replaced pod's old queue drains.
+        queue = config["exporters"]["loadbalancing"]["protocol"]["otlp"]["sending_queue"]["persistent"]
+        assert _bytes(queue["max_size"]) * (replicas + 1) < _bytes(volume["emptyDir"]["sizeLimit"])
 
 
 # --- the rendered configuration passes the binaries' own check ---------------------------

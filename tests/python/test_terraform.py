@@ -110,7 +110,8 @@ def test_every_variable_typed_described_and_used():
 
 
 @pytest.mark.parametrize("name", ["mode", "name", "spoor_version", "retention", "tenants", "storage",
-                                  "package_source", "chart_version", "server_resources", "grafana_url"])
+                                  "package_source", "chart_version", "server_resources", "grafana_url",
+                                  "server_count", "incus_dns_domain"])
 def test_validated(name):
     assert _variables()[name].get("validation"), name
 
@@ -227,6 +228,8 @@ def _check_validations(name, value):
         and (v["memory"].endswith("Gi") or int(v["memory"][:-2]) >= 512),
         "prometheus_url": lambda v: v.startswith(("http://", "https://")),
         "loki_url": lambda v: v.startswith(("http://", "https://")),
+        "server_count": lambda v: isinstance(v, int) and 1 <= v <= 64,
+        "incus_dns_domain": lambda v: re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", v),
     }
     if name in checks:
         assert checks[name](value), (name, value)
@@ -341,7 +344,12 @@ def test_template_variables_match_the_templatefile_calls():
     incus = (MODULE / "incus.tf").read_text()
     (locals_block,) = [b for b in load(MODULE / "incus.tf")["locals"]]
     assert set(k for k in locals_block["server_template_vars"] if not k.startswith("__")) == template_placeholders("server.yaml.tftpl")
-    assert template_placeholders("collector.yaml.tftpl") == {"server_otlp_grpc"}
+    assert template_placeholders("collector.yaml.tftpl") == {"exporter_id", "exporter_json"}
+    assert "templatefile(\"${path.module}/templates/collector.yaml.tftpl\", local.collector_template_vars)" in incus
+    assert 'cluster_json          = jsonencode({ peers = local.server_peers })' in incus
+    assert 'max_size  = "${floor(2048 / var.server_count)}MiB"' in incus
+    assert 'i == 0 ? "${var.name}-server" : "${var.name}-server-${i + 1}"' in incus
+    assert '"${name}.${var.incus_dns_domain}:3200"' in incus
     assert template_placeholders("cloud-init.yaml.tftpl") == {"package", "config_file", "sysusers", "apt_source_command", "package_spec"}
     assert 'server_config = templatefile("${path.module}/templates/server.yaml.tftpl", local.server_template_vars)' in incus
     assert "jsonencode(local.storage_config)" in incus and "jsonencode(local.tenant_retention)" in incus
@@ -369,6 +377,42 @@ def test_incus_collector_config_passes_check_config(tmp_path):
     text = collector_config("10.0.0.10")
     assert yaml.safe_load(text)["exporters"]["otlp"]["endpoint"] == "10.0.0.10:4319"
     _check_config("spoor-collector", text, tmp_path)
+
+
+def test_incus_three_servers_peer_and_the_collector_balances(tmp_path):
+    storage = {"backend": "s3", "s3": {"bucket": "traces", "endpoint": "http://10.0.0.5:9000", "region": "us-east-1",
+                                       "prefix": "", "force_path_style": True, "allow_http": True}}
+    text = server_config(storage=storage, server_count=3)
+    assert yaml.safe_load(text)["cluster"]["peers"] == [
+        "spoor-server.incus:3200", "spoor-server-2.incus:3200", "spoor-server-3.incus:3200"]
+    _check_config("spoor-server", text, tmp_path)
+    assert yaml.safe_load(server_config())["cluster"] == {"peers": []}
+    _check_config("spoor-server", server_config(), tmp_path)
+
+    text = collector_config("10.0.0.11", "10.0.0.12", "10.0.0.13")
+    config = yaml.safe_load(text)
+    lb = config["exporters"]["loadbalancing"]
+    assert lb["resolver"]["static"]["hostnames"] == ["10.0.0.11:4319", "10.0.0.12:4319", "10.0.0.13:4319"]
+    assert lb["protocol"]["otlp"]["sending_queue"]["persistent"]["max_size"] == "682MiB"
+    assert config["service"]["pipelines"]["traces"]["exporters"] == ["loadbalancing"]
+    _check_config("spoor-collector", text, tmp_path)
+
+
+def test_helm_server_count_reaches_the_chart_and_needs_s3():
+    helm = pytest.importorskip("helm_python")
+    helm_tf = (MODULE / "helm.tf").read_text()
+    assert "replicas = var.server_count" in helm_tf and "condition     = local.servers_share_a_bucket" in helm_tf
+    assert "condition     = local.servers_share_a_bucket" in (MODULE / "incus.tf").read_text()
+    assert 'servers_share_a_bucket         = var.server_count == 1 || var.storage.backend == "s3"' in (MODULE / "main.tf").read_text()
+    chart = helm.Chart.load(REPO / "packaging/helm/spoor")
+    rendered = chart.render({"server": {"replicas": 3}, "storage": {"backend": "s3", "s3": {"bucket": "traces"}}},
+                            name="traces", namespace="observability", is_install=True)
+    statefulset = next(d for t, text in rendered.items() if t.endswith("server-statefulset.yaml")
+                       for d in yaml.safe_load_all(text) if d)
+    # outputs.tf's server_endpoints name the pods the chart creates.
+    assert statefulset["metadata"]["name"] == "traces-spoor-server"
+    assert statefulset["spec"]["serviceName"] == "traces-spoor-server-headless"
+    assert '"${local.helm_fullname}-server-${i}.${local.helm_fullname}-server-headless.${var.namespace}.svc"' in (MODULE / "outputs.tf").read_text()
 
 
 @pytest.mark.parametrize("source", ["local", "apt"])
@@ -412,7 +456,8 @@ def test_tftest_mocks_every_provider(path):
 def test_tftest_covers_validations():
     doc = load(MODULE / "tests/validation.tftest.hcl")
     failures = {f for run in doc["run"] for body in run.values() for f in body.get("expect_failures", [])}
-    assert {"${var.mode}", "${var.spoor_version}", "${var.storage}", "${var.retention}"} <= failures
+    assert {"${var.mode}", "${var.spoor_version}", "${var.storage}", "${var.retention}", "${var.server_count}",
+            "${helm_release.spoor}", "${incus_instance.server}"} <= failures
 
 
 def test_readme_documents_inputs_and_outputs():
