@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use support::{
-    cpu_seconds, env_or, free_port, load, load_average, metric, percentile, start_server_at, stop,
-    terminate, wait_listening, wait_ready, LoadShape, Server,
+    cpu_seconds, env_or, free_port, load, load_average, metric, percentile, release_bin,
+    start_server_at, stop, terminate, wait_listening, wait_ready, LoadShape, Server,
 };
 
 const BUCKET: &str = "traces";
@@ -51,10 +51,7 @@ fn start_moto(bin: &str) -> (Child, u16) {
 }
 
 fn start_collector(dir: &Path, servers: &[Server]) -> (Child, u16) {
-    let bin = std::env::var("SPOOR_COLLECTOR_BIN").unwrap_or_else(|_| {
-        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-        format!("{target}/release/spoor-collector")
-    });
+    let bin = release_bin("SPOOR_COLLECTOR_BIN", "spoor-collector");
     let (grpc_port, health_port, metrics_port) = (free_port(), free_port(), free_port());
     let hostnames: Vec<String> = servers
         .iter()

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{
-    cpu_seconds, env_or, free_port, load, load_average, start_sink, terminate, wait_listening,
-    LoadShape, RssSampler, Sink,
+    cpu_seconds, env_or, free_port, load, load_average, release_bin, start_sink, terminate,
+    wait_listening, LoadShape, RssSampler, Sink,
 };
 
 /// What one collector run measured.
@@ -109,10 +109,7 @@ struct SpoorCollector {
 }
 
 async fn start_spoor(dir: &Path, sink: &Sink, tail: bool) -> SpoorCollector {
-    let bin = std::env::var("SPOOR_COLLECTOR_BIN").unwrap_or_else(|_| {
-        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-        format!("{target}/release/spoor-collector")
-    });
+    let bin = release_bin("SPOOR_COLLECTOR_BIN", "spoor-collector");
     let (grpc_port, health_port, metrics_port) = (free_port(), free_port(), free_port());
     let config = dir.join(if tail { "tail.yaml" } else { "collector.yaml" });
     std::fs::write(

@@ -76,6 +76,14 @@ pub(crate) struct Server {
     pub(crate) data: PathBuf,
 }
 
+/// The release binary `name`, or the path in the environment variable `env`.
+pub(crate) fn release_bin(env: &str, name: &str) -> String {
+    std::env::var(env).unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+        format!("{target}/release/{name}")
+    })
+}
+
 /// Starts a release spoor-server on loopback ports; `env` adds `SPOOR_*` settings.
 pub(crate) fn start_server(data: &Path, env: &[(&str, &str)]) -> Server {
     start_server_at(data, env, free_port())
@@ -83,10 +91,7 @@ pub(crate) fn start_server(data: &Path, env: &[(&str, &str)]) -> Server {
 
 /// [`start_server`] with the API on `api_port`, so that peers can be told beforehand.
 pub(crate) fn start_server_at(data: &Path, env: &[(&str, &str)], api_port: u16) -> Server {
-    let bin = std::env::var("SPOOR_SERVER_BIN").unwrap_or_else(|_| {
-        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-        format!("{target}/release/spoor-server")
-    });
+    let bin = release_bin("SPOOR_SERVER_BIN", "spoor-server");
     let (grpc_port, http_port) = (free_port(), free_port());
     let child = Command::new(&bin)
         .arg("--data-dir")
