@@ -218,15 +218,19 @@ impl Peers {
         found
     }
 
-    /// The peers' search answers (Tempo's JSON) to the same query, from their heads.
-    pub async fn search(&self, tenant: &TenantId, query_string: &str) -> Vec<serde_json::Value> {
-        let path = format!("/api/search?{query_string}");
+    /// The peers' JSON answers to a GET of `path_and_query` (a Tempo API path with the
+    /// client's own query string), from their heads.
+    pub async fn ask_json(
+        &self,
+        tenant: &TenantId,
+        path_and_query: &str,
+    ) -> Vec<serde_json::Value> {
         let mut answers = Vec::new();
-        for body in self.ask(tenant, &path, "application/json").await {
+        for body in self.ask(tenant, path_and_query, "application/json").await {
             match serde_json::from_slice(&body) {
                 Ok(answer) => answers.push(answer),
                 Err(error) => {
-                    tracing::warn!(%error, "a peer's search answer could not be decoded");
+                    tracing::warn!(%error, path = path_and_query, "a peer's answer could not be decoded");
                     self.metrics.peer_failure("decode");
                 }
             }

@@ -11,6 +11,7 @@ import time
 from urllib.parse import quote
 
 import requests
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from collector_support import BalancingCollector, Load, make_request, verify_delivery
 from conftest import Server, bucket_keys, free_port, metric_value, s3_env, wait_until
@@ -60,8 +61,13 @@ def restart(srv):
     return again.start()
 
 
-def send(srv, spans=4):
+def send(srv, spans=4, attribute=None):
+    """One trace to `srv`; `attribute` (key, value) goes on every span. Returns the trace
+    ID when acknowledged."""
     trace_hex, _, request = make_request(spans)
+    if attribute:
+        for span in request.resource_spans[0].scope_spans[0].spans:
+            span.attributes.append(KeyValue(key=attribute[0], value=AnyValue(string_value=attribute[1])))
     response = requests.post(f"http://127.0.0.1:{srv.http_port}/v1/traces", data=request.SerializeToString(),
                              headers={"Content-Type": "application/x-protobuf", "X-Scope-OrgID": TENANT}, timeout=10)
     return trace_hex if response.status_code == 200 else None
@@ -77,6 +83,12 @@ def span_count(srv, trace_hex):
     return len(ids)
 
 
+def get_json(srv, path):
+    response = requests.get(f"{srv.api}{path}", headers={"X-Scope-OrgID": TENANT}, timeout=30)
+    assert response.status_code == 200, f"{path}: {response.text}"
+    return response.json()
+
+
 def search_ids(srv, tenant=TENANT):
     now = int(time.time())
     response = requests.get(f"{srv.api}/api/search?q={quote('{}')}&limit=100000&start={now - 3600}&end={now + 60}",
@@ -90,15 +102,25 @@ def test_every_server_answers_for_traces_in_another_servers_memory(tmp_path, s3)
     try:
         sent = {}
         for i in range(30):
-            trace = send(servers[i % 3])
+            # Each server's spans carry an attribute of its own (`via.s<i>` = `v<i>`).
+            trace = send(servers[i % 3], attribute=(f"via.s{i % 3}", f"v{i % 3}"))
             assert trace, "acknowledged"
             sent[trace] = 4
-        # Still in the receiving server's memory: every server finds every trace whole.
+        # Still in the receiving server's memory: every server finds every trace whole,
+        # and every server's attributes in tags and tag values.
         assert all(metric_value(s, "spoor_backend_blocks") in (None, 0) for s in servers), "nothing flushed yet"
+        vias = {f"via.s{i}" for i in range(3)}
         for srv in servers:
             for trace in sent:
                 assert span_count(srv, trace) == 4, f"{srv.api} misses {trace}"
             assert search_ids(srv) == sorted(sent), f"{srv.api} search"
+            v2 = get_json(srv, "/api/v2/search/tags?scope=span")
+            assert vias <= set(v2["scopes"][0]["tags"]), f"{srv.api} tags v2: {v2}"
+            assert vias <= set(get_json(srv, "/api/search/tags")["tagNames"]), f"{srv.api} tags v1"
+            for i in range(3):
+                values = get_json(srv, f"/api/v2/search/tag/span.via.s{i}/values")["tagValues"]
+                assert values == [{"type": "string", "value": f"v{i}"}], f"{srv.api}: {values}"
+                assert get_json(srv, f"/api/search/tag/via.s{i}/values")["tagValues"] == [f"v{i}"]
         # A server asking itself through the peer list gets no duplicates (checked in
         # span_count), and peer answers are counted as no failure.
         for srv in servers:

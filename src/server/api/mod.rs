@@ -365,15 +365,20 @@ impl TraceLookup {
         dedup_spans(&mut found.resource_spans);
         Ok(Some(found))
     }
+}
 
-    /// Answers to peers name this server, so a server asking itself can tell.
-    fn answer(&self, state: &ApiState, mut response: Response) -> Response {
-        if let (DataScope::HeadOnly, Some(instance_id)) = (self.scope, state.search.instance_id()) {
-            let (name, value) = instance_header(instance_id);
-            response.headers_mut().insert(name, value);
-        }
-        response
+/// Answers to peers (`scope` head-only) name this server, so a server that finds itself
+/// among its peers can tell its own answer.
+pub(crate) fn mark_for_peer(
+    state: &ApiState,
+    scope: DataScope,
+    mut response: Response,
+) -> Response {
+    if let (DataScope::HeadOnly, Some(instance_id)) = (scope, state.search.instance_id()) {
+        let (name, value) = instance_header(instance_id);
+        response.headers_mut().insert(name, value);
     }
+    response
 }
 
 /// v1: `tempopb.Trace`, JSON under `batches`; 404 when nothing is stored.
@@ -385,7 +390,11 @@ async fn trace_by_id_v1(
 ) -> Result<Response, ApiError> {
     let lookup = TraceLookup::parse(&trace_id, &params, &headers)?;
     let Some(found) = lookup.run(&state).await? else {
-        return Ok(lookup.answer(&state, StatusCode::NOT_FOUND.into_response()));
+        return Ok(mark_for_peer(
+            &state,
+            lookup.scope,
+            StatusCode::NOT_FOUND.into_response(),
+        ));
     };
     let response = match lookup.format {
         Format::Protobuf => {
@@ -404,7 +413,7 @@ async fn trace_by_id_v1(
             proto_json::trace(&found.resource_spans, "batches"),
         ),
     };
-    Ok(lookup.answer(&state, response))
+    Ok(mark_for_peer(&state, lookup.scope, response))
 }
 
 /// v2: `tempopb.TraceByIDResponse`. Like Tempo's queriers, a missing trace is an empty
@@ -446,7 +455,7 @@ async fn trace_by_id_v2(
             body_response(Format::Json, Vec::new(), json)
         }
     };
-    Ok(lookup.answer(&state, response))
+    Ok(mark_for_peer(&state, lookup.scope, response))
 }
 
 #[cfg(test)]

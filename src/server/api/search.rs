@@ -16,9 +16,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::search_json::*;
-use super::{param, tenant_of, ApiError, ApiState};
+use super::{mark_for_peer, param, tenant_of, ApiError, ApiState};
 use crate::config::{MetricsStep, QueryConfig};
-use crate::server::peers::{instance_header, merge_search_answers, DataScope};
+use crate::server::peers::{merge_search_answers, DataScope};
 use crate::server::search::{
     field_from_tag, SearchRequest, TagNamesRequest, TagScope, TagTarget, TagValue, TagValueType,
     TagValuesRequest, TimeRange,
@@ -532,22 +532,13 @@ pub(crate) async fn search(
         .search_in(&tenant, query, parsed.request, scope)
         .await?;
     let local = SearchResponse::new(&outcome.traces, &outcome.stats);
-    match (&state.peers, scope) {
-        (Some(peers), DataScope::All) => {
-            let mut answers = vec![serde_json::to_value(&local).map_err(encoding_failed)?];
-            answers.extend(peers.search(&tenant, raw.as_deref().unwrap_or("")).await);
-            json_response(&merge_search_answers(answers, limit))
-        }
-        (_, DataScope::HeadOnly) => {
-            let mut response = json_response(&local)?;
-            if let Some(instance_id) = state.search.instance_id() {
-                let (name, value) = instance_header(instance_id);
-                response.headers_mut().insert(name, value);
-            }
-            Ok(response)
-        }
-        (None, DataScope::All) => json_response(&local),
-    }
+    let Some(peers) = state.peers.as_ref().filter(|_| scope == DataScope::All) else {
+        return Ok(mark_for_peer(&state, scope, json_response(&local)?));
+    };
+    let mut answers = vec![serde_json::to_value(&local).map_err(encoding_failed)?];
+    let path = format!("/api/search?{}", raw.as_deref().unwrap_or(""));
+    answers.extend(peers.ask_json(&tenant, &path).await);
+    json_response(&merge_search_answers(answers, limit))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -652,6 +643,7 @@ async fn collect_tag_names(
     state: &ApiState,
     headers: &HeaderMap,
     params: &Params,
+    raw: Option<&str>,
     scope: ScopeParam,
 ) -> Result<crate::server::search::TagNames, ApiError> {
     let tenant = tenant_of(headers)?;
@@ -661,18 +653,51 @@ async fn collect_tag_names(
         ScopeParam::Attribute(scope) => vec![scope],
         ScopeParam::Intrinsic | ScopeParam::Trace => Vec::new(),
     };
-    Ok(state
+    let data = DataScope::of(headers);
+    let limit = tag_params.limit;
+    let mut names = state
         .search
-        .tag_names(
+        .tag_names_in(
             &tenant,
             TagNamesRequest {
-                scopes,
+                scopes: scopes.clone(),
                 query: tag_params.query,
                 range: tag_params.range,
-                limit: tag_params.limit,
+                limit,
             },
+            data,
         )
-        .await?)
+        .await?;
+    let Some(peers) = state.peers.as_ref().filter(|_| data == DataScope::All) else {
+        return Ok(names);
+    };
+    // Peers answer in the v2 shape, whichever version the client asked for.
+    let path = format!("/api/v2/search/tags?{}", raw.unwrap_or(""));
+    for answer in peers.ask_json(&tenant, &path).await {
+        let listed = answer["scopes"].as_array().into_iter().flatten();
+        for entry in listed {
+            let Some(scope) = entry["name"].as_str().and_then(TagScope::from_name) else {
+                continue;
+            };
+            if !scopes.contains(&scope) {
+                continue;
+            }
+            let tags = entry["tags"].as_array().into_iter().flatten();
+            names
+                .scopes
+                .entry(scope)
+                .or_default()
+                .extend(tags.filter_map(|tag| tag.as_str().map(str::to_owned)));
+        }
+    }
+    if let Some(limit) = limit {
+        for tags in names.scopes.values_mut() {
+            while tags.len() > limit {
+                tags.pop_last();
+            }
+        }
+    }
+    Ok(names)
 }
 
 pub(crate) async fn tags_v1(
@@ -682,7 +707,7 @@ pub(crate) async fn tags_v1(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref());
     let scope = scope_param(&params)?;
-    let names = collect_tag_names(&state, &headers, &params, scope).await?;
+    let names = collect_tag_names(&state, &headers, &params, raw.as_deref(), scope).await?;
     let mut tag_names: Vec<String> = names
         .scopes
         .values()
@@ -694,10 +719,11 @@ pub(crate) async fn tags_v1(
     if scope == ScopeParam::Intrinsic {
         tag_names.extend(INTRINSIC_TAGS.iter().map(|t| t.to_string()));
     }
-    json_response(&SearchTagsResponse {
+    let response = json_response(&SearchTagsResponse {
         tag_names,
         metrics: MetadataMetrics::from(&names.stats),
-    })
+    })?;
+    Ok(mark_for_peer(&state, DataScope::of(&headers), response))
 }
 
 pub(crate) async fn tags_v2(
@@ -707,7 +733,7 @@ pub(crate) async fn tags_v2(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref());
     let scope = scope_param(&params)?;
-    let names = collect_tag_names(&state, &headers, &params, scope).await?;
+    let names = collect_tag_names(&state, &headers, &params, raw.as_deref(), scope).await?;
     let mut scopes: Vec<SearchTagsV2Scope> = Vec::new();
     let mut push = |name: &str, tags: Vec<String>| {
         scopes.push(SearchTagsV2Scope {
@@ -738,10 +764,11 @@ pub(crate) async fn tags_v2(
             push(scope.name(), tags);
         }
     }
-    json_response(&SearchTagsV2Response {
+    let response = json_response(&SearchTagsV2Response {
         scopes,
         metrics: MetadataMetrics::from(&names.stats),
-    })
+    })?;
+    Ok(mark_for_peer(&state, DataScope::of(&headers), response))
 }
 
 /// `/api/search/tag/{tag}/values` and the v2 form, matched as a wildcard so that tag
@@ -755,21 +782,48 @@ async fn collect_tag_values(
     headers: &HeaderMap,
     params: &Params,
     target: TagTarget,
+    peer_path: &str,
 ) -> Result<crate::server::search::TagValues, ApiError> {
     let tenant = tenant_of(headers)?;
     let tag_params = tag_params(params, &query_config(state, &tenant))?;
-    Ok(state
+    let data = DataScope::of(headers);
+    let limit = tag_params.limit;
+    let mut values = state
         .search
-        .tag_values(
+        .tag_values_in(
             &tenant,
             TagValuesRequest {
                 target,
                 query: tag_params.query,
                 range: tag_params.range,
-                limit: tag_params.limit,
+                limit,
             },
+            data,
         )
-        .await?)
+        .await?;
+    let Some(peers) = state.peers.as_ref().filter(|_| data == DataScope::All) else {
+        return Ok(values);
+    };
+    for answer in peers.ask_json(&tenant, peer_path).await {
+        for item in answer["tagValues"].as_array().into_iter().flatten() {
+            // v1 lists strings (string values only), v2 typed objects.
+            let value = match item {
+                serde_json::Value::String(text) => Some(TagValue::new(TagValueType::String, text)),
+                item => item["type"]
+                    .as_str()
+                    .and_then(TagValueType::from_name)
+                    .zip(item["value"].as_str())
+                    .map(|(value_type, text)| TagValue::new(value_type, text)),
+            };
+            values.values.extend(value);
+        }
+    }
+    if let Some(limit) = limit {
+        while values.values.len() > limit {
+            values.values.pop_last();
+        }
+    }
+    Ok(values)
 }
 
 pub(crate) async fn tag_values_v1(
@@ -801,12 +855,14 @@ pub(crate) async fn tag_values_v1(
         &headers,
         &params,
         TagTarget::AnyScopeString(tag.to_string()),
+        &format!("/api/search/tag/{rest}?{}", raw.as_deref().unwrap_or("")),
     )
     .await?;
-    json_response(&SearchTagValuesResponse {
+    let response = json_response(&SearchTagValuesResponse {
         tag_values: values.values.iter().map(|v| v.value.clone()).collect(),
         metrics: MetadataMetrics::from(&values.stats),
-    })
+    })?;
+    Ok(mark_for_peer(&state, DataScope::of(&headers), response))
 }
 
 /// Values of intrinsics that need no scan: keywords for status and kind, nothing for
@@ -863,11 +919,19 @@ pub(crate) async fn tag_values_v2(
             metrics: MetadataMetrics::default(),
         });
     }
-    let values = collect_tag_values(&state, &headers, &params, TagTarget::Field(field)).await?;
-    json_response(&SearchTagValuesV2Response {
+    let values = collect_tag_values(
+        &state,
+        &headers,
+        &params,
+        TagTarget::Field(field),
+        &format!("/api/v2/search/tag/{rest}?{}", raw.as_deref().unwrap_or("")),
+    )
+    .await?;
+    let response = json_response(&SearchTagValuesV2Response {
         tag_values: values.values.iter().map(TypedTagValue::from).collect(),
         metrics: MetadataMetrics::from(&values.stats),
-    })
+    })?;
+    Ok(mark_for_peer(&state, DataScope::of(&headers), response))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -156,12 +156,8 @@ impl SearchService {
             found: Mutex::new(Vec::new()),
             cutoff: AtomicU64::new(0),
         });
-        let sources = match scope {
-            DataScope::All => self.sources(tenant).await?,
-            DataScope::HeadOnly => self.head_sources(tenant).await?,
-        };
         let stats = scan(
-            sources,
+            self.sources_in(tenant, scope).await?,
             &fetch,
             self.block_selection(request.range),
             assembly,

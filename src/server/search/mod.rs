@@ -86,6 +86,7 @@ use crate::server::block::BlockError;
 use crate::server::blocklist::BlockList;
 use crate::server::flush::block_id_for_cut;
 use crate::server::head::Head;
+use crate::server::peers::DataScope;
 use crate::tenant::TenantId;
 use crate::traceql::{EngineError, FetchError};
 
@@ -212,9 +213,16 @@ impl SearchService {
         Ok(Arc::new(self.snapshot(tenant).await?))
     }
 
-    /// What a peer asks for: the head of one tenant and the blocks this server wrote
-    /// recently, which the peer's block list may not show yet.
-    async fn head_sources(&self, tenant: &TenantId) -> Result<Arc<Sources>, SearchError> {
+    /// The sources `scope` names. A peer asks for the head of one tenant and the blocks
+    /// this server wrote recently, which the peer's block list may not show yet.
+    async fn sources_in(
+        &self,
+        tenant: &TenantId,
+        scope: DataScope,
+    ) -> Result<Arc<Sources>, SearchError> {
+        if scope == DataScope::All {
+            return self.sources(tenant).await;
+        }
         let mut sources = self.snapshot(tenant).await?;
         let recent = self.inner.blocklist.written_here_recently(tenant);
         sources

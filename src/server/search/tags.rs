@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::server::block::{BlockReader, IndexScope, IndexedType, IndexedValues, TagIndex};
+use crate::server::peers::DataScope;
 use crate::tenant::TenantId;
 use crate::traceql::ast::{format_duration, AttributeScope, FieldRef, QueryBody};
 use crate::traceql::eval::{eval_trace, union_of, CSpanset, TraceView};
@@ -46,6 +47,11 @@ impl TagScope {
         TagScope::Link,
         TagScope::Instrumentation,
     ];
+
+    /// The scope named `name` (as [`TagScope::name`] writes it).
+    pub fn from_name(name: &str) -> Option<TagScope> {
+        TagScope::ALL.into_iter().find(|scope| scope.name() == name)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -128,6 +134,20 @@ pub enum TagValueType {
 }
 
 impl TagValueType {
+    const ALL: [TagValueType; 6] = [
+        TagValueType::String,
+        TagValueType::Int,
+        TagValueType::Float,
+        TagValueType::Bool,
+        TagValueType::Duration,
+        TagValueType::Keyword,
+    ];
+
+    /// The type named `name` (as [`TagValueType::name`] writes it).
+    pub fn from_name(name: &str) -> Option<TagValueType> {
+        TagValueType::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             TagValueType::String => "string",
@@ -515,19 +535,18 @@ fn whole_source_request() -> FetchRequest {
 }
 
 impl SearchService {
-    /// Runs a tag scan over the head alone and over each selected block alone, reusing
-    /// cached per-block results. Only for requests without a query filter, whose answer
-    /// is a union over sources.
+    /// Runs a tag scan over the head of `sources` alone and over each selected block
+    /// alone, reusing cached per-block results. Only for requests without a query filter,
+    /// whose answer is a union over sources.
     async fn per_source_tags<S: SourceSink + 'static>(
         &self,
-        tenant: &TenantId,
+        sources: Arc<Sources>,
         range: TimeRange,
         key: String,
         columns: Projection,
         make_sink: impl Fn() -> Arc<S>,
         from_index: impl Fn(&TagIndex) -> Option<CachedTags>,
     ) -> Result<(Vec<CachedTags>, ScanStats), SearchError> {
-        let sources = self.sources(tenant).await?;
         let (start, end) = range.bounds();
         let mut selection_request = whole_source_request();
         selection_request.start_unix_nanos = start;
@@ -641,6 +660,19 @@ impl SearchService {
         tenant: &TenantId,
         request: TagNamesRequest,
     ) -> Result<TagNames, SearchError> {
+        self.tag_names_in(tenant, request, DataScope::All).await
+    }
+
+    /// [`SearchService::tag_names`] over the data `scope` names.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn tag_names_in(
+        &self,
+        tenant: &TenantId,
+        request: TagNamesRequest,
+        scope: DataScope,
+    ) -> Result<TagNames, SearchError> {
         if request.scopes.is_empty() {
             return Ok(TagNames::default());
         }
@@ -666,7 +698,7 @@ impl SearchService {
         let Some((expr, span_local)) = filter else {
             let (parts, stats) = self
                 .per_source_tags(
-                    tenant,
+                    self.sources_in(tenant, scope).await?,
                     request.range,
                     format!("names {:?}", request.scopes),
                     columns,
@@ -703,7 +735,7 @@ impl SearchService {
         };
         let sink = new_sink(Some(Arc::new(expr)), request.limit);
         let stats = scan(
-            self.sources(tenant).await?,
+            self.sources_in(tenant, scope).await?,
             &fetch,
             self.block_selection(request.range),
             assembly,
@@ -727,6 +759,19 @@ impl SearchService {
         &self,
         tenant: &TenantId,
         request: TagValuesRequest,
+    ) -> Result<TagValues, SearchError> {
+        self.tag_values_in(tenant, request, DataScope::All).await
+    }
+
+    /// [`SearchService::tag_values`] over the data `scope` names.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn tag_values_in(
+        &self,
+        tenant: &TenantId,
+        request: TagValuesRequest,
+        scope: DataScope,
     ) -> Result<TagValues, SearchError> {
         let filter = tag_filter(request.query.as_ref())?;
         let fetch = tag_request(request.query.as_ref(), filter.is_some(), request.range);
@@ -768,7 +813,7 @@ impl SearchService {
             };
             let (parts, stats) = self
                 .per_source_tags(
-                    tenant,
+                    self.sources_in(tenant, scope).await?,
                     request.range,
                     format!("values {:?}", request.target),
                     columns,
@@ -796,7 +841,7 @@ impl SearchService {
         };
         let sink = new_sink(filter, request.limit);
         let stats = scan(
-            self.sources(tenant).await?,
+            self.sources_in(tenant, scope).await?,
             &fetch,
             self.block_selection(request.range),
             assembly,
