@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use support::{
-    cpu_seconds, env_or, free_port, load, load_average, metric, percentile, release_bin,
+    cpu_seconds, env_or, free_port, load, load_average, metric, percentile, spawn_collector,
     start_server_at, stop, terminate, wait_listening, wait_ready, LoadShape, Server,
 };
 
@@ -51,7 +51,6 @@ fn start_moto(bin: &str) -> (Child, u16) {
 }
 
 fn start_collector(dir: &Path, servers: &[Server]) -> (Child, u16) {
-    let bin = release_bin("SPOOR_COLLECTOR_BIN", "spoor-collector");
     let (grpc_port, health_port, metrics_port) = (free_port(), free_port(), free_port());
     let hostnames: Vec<String> = servers
         .iter()
@@ -99,15 +98,7 @@ service:
         ),
     )
     .unwrap();
-    let child = Command::new(&bin)
-        .arg("--config")
-        .arg(&config)
-        .env_remove("SPOOR_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {bin}: {e} (run `make release` first)"));
+    let child = spawn_collector(&config);
     (child, grpc_port)
 }
 

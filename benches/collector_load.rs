@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{
-    cpu_seconds, env_or, free_port, load, load_average, release_bin, start_sink, terminate,
+    cpu_seconds, env_or, free_port, load, load_average, spawn_collector, start_sink, terminate,
     wait_listening, LoadShape, RssSampler, Sink,
 };
 
@@ -109,7 +109,6 @@ struct SpoorCollector {
 }
 
 async fn start_spoor(dir: &Path, sink: &Sink, tail: bool) -> SpoorCollector {
-    let bin = release_bin("SPOOR_COLLECTOR_BIN", "spoor-collector");
     let (grpc_port, health_port, metrics_port) = (free_port(), free_port(), free_port());
     let config = dir.join(if tail { "tail.yaml" } else { "collector.yaml" });
     std::fs::write(
@@ -117,15 +116,7 @@ async fn start_spoor(dir: &Path, sink: &Sink, tail: bool) -> SpoorCollector {
         spoor_config(grpc_port, health_port, metrics_port, sink.port, tail),
     )
     .unwrap();
-    let child = Command::new(&bin)
-        .arg("--config")
-        .arg(&config)
-        .env_remove("SPOOR_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {bin}: {e} (run `make release` first)"));
+    let child = spawn_collector(&config);
     let mut collector = SpoorCollector {
         child,
         grpc_port,

@@ -84,6 +84,20 @@ pub(crate) fn release_bin(env: &str, name: &str) -> String {
     })
 }
 
+/// Starts the release spoor-collector with the config file `config`.
+pub(crate) fn spawn_collector(config: &Path) -> Child {
+    let bin = release_bin("SPOOR_COLLECTOR_BIN", "spoor-collector");
+    Command::new(&bin)
+        .arg("--config")
+        .arg(config)
+        .env_remove("SPOOR_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {bin}: {e} (run `make release` first)"))
+}
+
 /// Starts a release spoor-server on loopback ports; `env` adds `SPOOR_*` settings.
 pub(crate) fn start_server(data: &Path, env: &[(&str, &str)]) -> Server {
     start_server_at(data, env, free_port())

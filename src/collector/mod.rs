@@ -39,8 +39,8 @@ use tracing::{error, info, warn};
 
 use crate::auth::{AuthConfig, AuthLayer};
 use crate::config::collector::{
-    CollectorConfig, ComponentId, ExtensionConfig, JaegerReceiverConfig, ProcessorConfig,
-    ReceiverConfig,
+    CollectorConfig, ComponentId, ExtensionConfig, GrpcReceiverConfig, HttpReceiverConfig,
+    JaegerReceiverConfig, ProcessorConfig, ReceiverConfig,
 };
 use crate::config::ServerTlsConfig;
 use crate::listener::{Alpn, Incoming};
@@ -105,6 +105,25 @@ async fn bind(
         .map_err(|source| CollectorError::Listener { what, source })
 }
 
+/// A receiver protocol's listener, its message size limit and the credentials it takes.
+type BoundProtocol = (Incoming, usize, AuthConfig);
+
+async fn bind_grpc(
+    what: String,
+    grpc: &GrpcReceiverConfig,
+) -> Result<BoundProtocol, CollectorError> {
+    let listener = bind(what, grpc.endpoint, grpc.tls.as_ref(), Alpn::Grpc).await?;
+    Ok((listener, grpc.max_recv_msg_bytes, grpc.auth.clone()))
+}
+
+async fn bind_http(
+    what: String,
+    http: &HttpReceiverConfig,
+) -> Result<BoundProtocol, CollectorError> {
+    let listener = bind(what, http.endpoint, http.tls.as_ref(), Alpn::Http).await?;
+    Ok((listener, http.max_request_body_bytes, http.auth.clone()))
+}
+
 fn bind_udp(
     what: String,
     address: SocketAddr,
@@ -122,16 +141,16 @@ fn bind_udp(
 /// A receiver's bound listeners.
 struct BoundReceiver {
     id: ComponentId,
-    grpc: Option<(Incoming, usize, AuthConfig)>,
-    http: Option<(Incoming, usize, AuthConfig)>,
+    grpc: Option<BoundProtocol>,
+    http: Option<BoundProtocol>,
     zipkin: Option<(Incoming, usize, ZipkinOptions, AuthConfig)>,
     jaeger: Option<BoundJaeger>,
 }
 
 /// A jaeger receiver's bound sockets, by protocol.
 struct BoundJaeger {
-    grpc: Option<(Incoming, usize, AuthConfig)>,
-    thrift_http: Option<(Incoming, usize, AuthConfig)>,
+    grpc: Option<BoundProtocol>,
+    thrift_http: Option<BoundProtocol>,
     udp: Vec<(UdpSocket, ThriftProtocol, UdpOptions)>,
 }
 
@@ -140,31 +159,11 @@ async fn bind_jaeger(
     config: &JaegerReceiverConfig,
 ) -> Result<BoundJaeger, CollectorError> {
     let grpc = match &config.grpc {
-        Some(grpc) => Some((
-            bind(
-                format!("receivers.{id} grpc"),
-                grpc.endpoint,
-                grpc.tls.as_ref(),
-                Alpn::Grpc,
-            )
-            .await?,
-            grpc.max_recv_msg_bytes,
-            grpc.auth.clone(),
-        )),
+        Some(grpc) => Some(bind_grpc(format!("receivers.{id} grpc"), grpc).await?),
         None => None,
     };
     let thrift_http = match &config.thrift_http {
-        Some(http) => Some((
-            bind(
-                format!("receivers.{id} thrift_http"),
-                http.endpoint,
-                http.tls.as_ref(),
-                Alpn::Http,
-            )
-            .await?,
-            http.max_request_body_bytes,
-            http.auth.clone(),
-        )),
+        Some(http) => Some(bind_http(format!("receivers.{id} thrift_http"), http).await?),
         None => None,
     };
     let mut udp = Vec::new();
@@ -262,31 +261,11 @@ pub async fn run(
             None => continue,
         };
         let grpc = match &otlp.grpc {
-            Some(grpc) => Some((
-                bind(
-                    format!("receivers.{id} grpc"),
-                    grpc.endpoint,
-                    grpc.tls.as_ref(),
-                    Alpn::Grpc,
-                )
-                .await?,
-                grpc.max_recv_msg_bytes,
-                grpc.auth.clone(),
-            )),
+            Some(grpc) => Some(bind_grpc(format!("receivers.{id} grpc"), grpc).await?),
             None => None,
         };
         let http = match &otlp.http {
-            Some(http) => Some((
-                bind(
-                    format!("receivers.{id} http"),
-                    http.endpoint,
-                    http.tls.as_ref(),
-                    Alpn::Http,
-                )
-                .await?,
-                http.max_request_body_bytes,
-                http.auth.clone(),
-            )),
+            Some(http) => Some(bind_http(format!("receivers.{id} http"), http).await?),
             None => None,
         };
         bound_receivers.push(BoundReceiver {
